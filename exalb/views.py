@@ -1,0 +1,299 @@
+"""Small frozen views of the Kubernetes objects exalb decides on.
+
+Kubernetes objects are reduced here, at the edge, to the few fields the pure core needs, so
+the allocator and the announcement decisions never see a ``kubernetes`` model and can be
+tested with plain data. The reducers take the JSON form (plain mappings, as the API server
+sends them) and never raise on bad user input: a malformed annotation becomes an entry in
+``ServiceView.errors`` that the controller turns into an event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from exalb.config.model import Family, IPAddress
+
+ANNOTATION_PREFIX = "metallb.io/"
+DEPRECATED_ANNOTATION_PREFIX = "metallb.universe.tf/"
+ADDRESS_POOL = "address-pool"
+LOAD_BALANCER_IPS = "loadBalancerIPs"
+ALLOW_SHARED_IP = "allow-shared-ip"
+ALLOCATED_FROM_POOL = "ip-allocated-from-pool"
+# exalb's own: an explicit operator request to move an out-of-pool IP into the config.
+MIGRATE_ANNOTATION = "exalb.io/migrate"
+EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+FamilyPolicy = Literal["SingleStack", "PreferDualStack", "RequireDualStack"]
+TrafficPolicy = Literal["Cluster", "Local"]
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """What exalb needs of a Service."""
+
+    namespace: str
+    name: str
+    is_load_balancer: bool = True
+    load_balancer_class: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    selector: tuple[tuple[str, str], ...] = ()
+    traffic_policy: TrafficPolicy = "Cluster"
+    ports: tuple[tuple[str, int], ...] = ()  # (protocol, port)
+    cluster_ip_families: tuple[Family, ...] = (4,)
+    ip_families: tuple[Family, ...] = ()
+    family_policy: FamilyPolicy = "SingleStack"
+    requested_ips: tuple[IPAddress, ...] = ()
+    requested_pool: str | None = None
+    sharing_key: str | None = None
+    assigned_ips: tuple[IPAddress, ...] = ()
+    allocated_pool: str | None = None
+    migrate: bool = False
+    deprecated_annotations: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def backend_key(self) -> str:
+        """MetalLB's sharing backend key: empty for Cluster, the pod selector for Local."""
+        if self.traffic_policy != "Local":
+            return ""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.selector))
+
+    @property
+    def primary_family(self) -> Family:
+        if self.ip_families:
+            return self.ip_families[0]
+        return self.cluster_ip_families[0] if self.cluster_ip_families else 4
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint of an EndpointSlice."""
+
+    addresses: tuple[str, ...]
+    node_name: str | None
+    ready: bool | None = None
+    serving: bool | None = None
+
+    @property
+    def is_serving(self) -> bool:
+        """MetalLB's rule: has addresses and (ready unset or true, or serving true)."""
+        if not self.addresses:
+            return False
+        return self.ready is None or self.ready or bool(self.serving)
+
+
+@dataclass(frozen=True)
+class EndpointsView:
+    """All endpoints of one Service, merged over its EndpointSlices."""
+
+    namespace: str
+    service: str
+    endpoints: tuple[Endpoint, ...] = ()
+
+    def has_serving(self) -> bool:
+        return any(e.is_serving for e in self.endpoints)
+
+    def has_serving_on(self, node: str) -> bool:
+        return any(e.is_serving and e.node_name == node for e in self.endpoints)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What exalb needs of a Node."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    network_unavailable: bool = False
+    addresses: tuple[IPAddress, ...] = ()
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def excluded_from_lb(self) -> bool:
+        return any(k == EXCLUDE_LB_LABEL for k, _ in self.labels)
+
+
+def _mapping(obj: Any) -> Mapping[str, Any]:
+    return obj if isinstance(obj, Mapping) else {}
+
+
+def _sequence(obj: Any) -> Sequence[Any]:
+    return obj if isinstance(obj, list | tuple) else ()
+
+
+def _str_pairs(obj: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in _mapping(obj).items()))
+
+
+def _family_of(text: str) -> Family | None:
+    try:
+        return 4 if ipaddress.ip_address(text).version == 4 else 6
+    except ValueError:
+        return None
+
+
+def _annotation(annotations: Mapping[str, Any], suffix: str, deprecated: list[str]) -> str | None:
+    """Current prefix wins; the deprecated one is still read (and reported)."""
+    old = annotations.get(DEPRECATED_ANNOTATION_PREFIX + suffix)
+    if old is not None:
+        deprecated.append(DEPRECATED_ANNOTATION_PREFIX + suffix)
+    new = annotations.get(ANNOTATION_PREFIX + suffix)
+    value = new if new is not None else old
+    return None if value is None else str(value)
+
+
+def service_view(obj: Mapping[str, Any]) -> ServiceView:
+    """Reduce a Service (JSON form) to a :class:`ServiceView`. Never raises on user input."""
+    meta = _mapping(obj.get("metadata"))
+    spec = _mapping(obj.get("spec"))
+    status = _mapping(obj.get("status"))
+    annotations = _mapping(meta.get("annotations"))
+    errors: list[str] = []
+    deprecated: list[str] = []
+
+    requested: list[IPAddress] = []
+    lb_ips = _annotation(annotations, LOAD_BALANCER_IPS, deprecated)
+    spec_ip = spec.get("loadBalancerIP")
+    if lb_ips and spec_ip:
+        errors.append(
+            f"both annotation {ANNOTATION_PREFIX}{LOAD_BALANCER_IPS} and spec.loadBalancerIP "
+            "are set; use only one"
+        )
+    else:
+        raw = [s.strip() for s in lb_ips.split(",")] if lb_ips else []
+        if spec_ip:
+            raw = [str(spec_ip).strip()]
+        for text in raw:
+            if not text:
+                continue
+            try:
+                requested.append(ipaddress.ip_address(text))
+            except ValueError:
+                errors.append(f"requested IP {text!r} is not a valid IP address")
+        if len(requested) > 2 or (
+            len(requested) == 2 and requested[0].version == requested[1].version
+        ):
+            errors.append("at most one requested IP per family (two in total) is allowed")
+
+    ports = tuple(
+        (str(_mapping(p).get("protocol") or "TCP"), int(_mapping(p).get("port") or 0))
+        for p in _sequence(spec.get("ports"))
+    )
+    cluster_ips = [str(x) for x in _sequence(spec.get("clusterIPs"))]
+    if not cluster_ips and spec.get("clusterIP"):
+        cluster_ips = [str(spec["clusterIP"])]
+    cluster_families = tuple(f for f in (_family_of(c) for c in cluster_ips) if f is not None)
+    ip_families = tuple(
+        f
+        for f in (
+            4 if x == "IPv4" else 6 if x == "IPv6" else None
+            for x in _sequence(spec.get("ipFamilies"))
+        )
+        if f is not None
+    )
+    policy_raw = spec.get("ipFamilyPolicy") or "SingleStack"
+    policy: FamilyPolicy = (
+        policy_raw
+        if policy_raw in ("SingleStack", "PreferDualStack", "RequireDualStack")
+        else "SingleStack"
+    )
+    assigned: list[IPAddress] = []
+    for ing in _sequence(_mapping(status.get("loadBalancer")).get("ingress")):
+        ip_text = _mapping(ing).get("ip")
+        if ip_text:
+            try:
+                assigned.append(ipaddress.ip_address(str(ip_text)))
+            except ValueError:
+                errors.append(f"status.loadBalancer.ingress ip {ip_text!r} is not an IP address")
+    etp = spec.get("externalTrafficPolicy")
+    pool = _annotation(annotations, ADDRESS_POOL, deprecated)
+    share = _annotation(annotations, ALLOW_SHARED_IP, deprecated)
+    allocated = annotations.get(ANNOTATION_PREFIX + ALLOCATED_FROM_POOL)
+    lb_class = spec.get("loadBalancerClass")
+    return ServiceView(
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta.get("name") or ""),
+        is_load_balancer=spec.get("type") == "LoadBalancer",
+        load_balancer_class=str(lb_class) if lb_class else None,
+        labels=_str_pairs(meta.get("labels")),
+        selector=_str_pairs(spec.get("selector")),
+        traffic_policy="Local" if etp == "Local" else "Cluster",
+        ports=ports,
+        cluster_ip_families=cluster_families or ((ip_families[0],) if ip_families else ()),
+        ip_families=ip_families,
+        family_policy=policy,
+        requested_ips=tuple(requested),
+        requested_pool=pool or None,
+        sharing_key=share or None,
+        assigned_ips=tuple(assigned),
+        allocated_pool=str(allocated) if allocated else None,
+        migrate=str(annotations.get(MIGRATE_ANNOTATION, "")).lower() in ("true", "1", "yes"),
+        deprecated_annotations=tuple(sorted(set(deprecated))),
+        errors=tuple(errors),
+    )
+
+
+def endpoint_slice_endpoints(obj: Mapping[str, Any]) -> tuple[Endpoint, ...]:
+    """The endpoints of one EndpointSlice (JSON form)."""
+    out: list[Endpoint] = []
+    for ep in _sequence(obj.get("endpoints")):
+        ep = _mapping(ep)
+        cond = _mapping(ep.get("conditions"))
+        ready = cond.get("ready")
+        serving = cond.get("serving")
+        out.append(
+            Endpoint(
+                addresses=tuple(str(a) for a in _sequence(ep.get("addresses"))),
+                node_name=str(ep["nodeName"]) if ep.get("nodeName") else None,
+                ready=None if ready is None else bool(ready),
+                serving=None if serving is None else bool(serving),
+            )
+        )
+    return tuple(out)
+
+
+def endpoints_view(
+    namespace: str, service: str, slices: Sequence[Mapping[str, Any]]
+) -> EndpointsView:
+    """Merge the EndpointSlices of one Service (label ``kubernetes.io/service-name``)."""
+    eps: list[Endpoint] = []
+    for s in slices:
+        eps.extend(endpoint_slice_endpoints(s))
+    return EndpointsView(namespace=namespace, service=service, endpoints=tuple(eps))
+
+
+def node_view(obj: Mapping[str, Any]) -> NodeView:
+    """Reduce a Node (JSON form) to a :class:`NodeView`."""
+    meta = _mapping(obj.get("metadata"))
+    status = _mapping(obj.get("status"))
+    unavailable = any(
+        _mapping(c).get("type") == "NetworkUnavailable" and _mapping(c).get("status") == "True"
+        for c in _sequence(status.get("conditions"))
+    )
+    addrs: list[IPAddress] = []
+    for a in _sequence(status.get("addresses")):
+        a = _mapping(a)
+        if a.get("type") in ("InternalIP", "ExternalIP"):
+            try:
+                addrs.append(ipaddress.ip_address(str(a.get("address"))))
+            except ValueError:
+                continue
+    return NodeView(
+        name=str(meta.get("name") or ""),
+        labels=_str_pairs(meta.get("labels")),
+        network_unavailable=unavailable,
+        addresses=tuple(addrs),
+    )
