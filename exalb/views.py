@@ -36,6 +36,7 @@ class ServiceView:
 
     namespace: str
     name: str
+    creation_timestamp: str = ""  # RFC 3339; orders restores (older Service wins a clash)
     is_load_balancer: bool = True
     load_balancer_class: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
@@ -204,12 +205,12 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
         )
         if f is not None
     )
-    policy_raw = spec.get("ipFamilyPolicy") or "SingleStack"
-    policy: FamilyPolicy = (
-        policy_raw
-        if policy_raw in ("SingleStack", "PreferDualStack", "RequireDualStack")
-        else "SingleStack"
-    )
+    policy_raw = spec.get("ipFamilyPolicy")
+    policy: FamilyPolicy = "SingleStack"
+    if policy_raw == "PreferDualStack":
+        policy = "PreferDualStack"
+    elif policy_raw == "RequireDualStack":
+        policy = "RequireDualStack"
     assigned: list[IPAddress] = []
     for ing in _sequence(_mapping(status.get("loadBalancer")).get("ingress")):
         ip_text = _mapping(ing).get("ip")
@@ -226,6 +227,7 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
     return ServiceView(
         namespace=str(meta.get("namespace") or "default"),
         name=str(meta.get("name") or ""),
+        creation_timestamp=str(meta.get("creationTimestamp") or ""),
         is_load_balancer=spec.get("type") == "LoadBalancer",
         load_balancer_class=str(lb_class) if lb_class else None,
         labels=_str_pairs(meta.get("labels")),
@@ -249,8 +251,8 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
 def endpoint_slice_endpoints(obj: Mapping[str, Any]) -> tuple[Endpoint, ...]:
     """The endpoints of one EndpointSlice (JSON form)."""
     out: list[Endpoint] = []
-    for ep in _sequence(obj.get("endpoints")):
-        ep = _mapping(ep)
+    for raw in _sequence(obj.get("endpoints")):
+        ep = _mapping(raw)
         cond = _mapping(ep.get("conditions"))
         ready = cond.get("ready")
         serving = cond.get("serving")
@@ -284,8 +286,8 @@ def node_view(obj: Mapping[str, Any]) -> NodeView:
         for c in _sequence(status.get("conditions"))
     )
     addrs: list[IPAddress] = []
-    for a in _sequence(status.get("addresses")):
-        a = _mapping(a)
+    for raw in _sequence(status.get("addresses")):
+        a = _mapping(raw)
         if a.get("type") in ("InternalIP", "ExternalIP"):
             try:
                 addrs.append(ipaddress.ip_address(str(a.get("address"))))

@@ -106,8 +106,6 @@ class Pool:
     avoid_buggy_ips: bool = False
     service_allocation: ServiceAllocation | None = None
     labels: tuple[tuple[str, str], ...] = ()
-    # Legacy ConfigMap pools carry a protocol; CRD pools do not (advertisements decide).
-    protocol: Literal["layer2", "bgp"] | None = None
 
     def contains(self, ip: IPAddress) -> bool:
         return any(ip in c for c in self.cidrs)
@@ -176,6 +174,12 @@ class Peer:
     password_secret: SecretRef | None = None
     node_selectors: tuple[LabelSelector, ...] = ()
     enable_graceful_restart: bool = False
+    # ``localASN``: the AS this session presents instead of ``my_asn`` (ExaBGP ``local-as``).
+    local_asn: int | None = None
+
+    @property
+    def session_local_asn(self) -> int:
+        return self.local_asn if self.local_asn is not None else self.my_asn
 
     @property
     def family(self) -> Family:
@@ -185,7 +189,7 @@ class Peer:
     def is_ibgp(self) -> bool:
         if self.dynamic_asn is not None:
             return self.dynamic_asn == "internal"
-        return self.peer_asn == self.my_asn
+        return self.peer_asn == self.session_local_asn
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return any_selector_matches(self.node_selectors, node_labels)

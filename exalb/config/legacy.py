@@ -1,0 +1,182 @@
+"""The legacy MetalLB ConfigMap (MetalLB ≤ v0.12), read by converting it to CRD objects.
+
+Conversion first, then the one CRD parser: the two formats can never drift apart in what
+they accept, and ``exalbctl config convert`` prints exactly the objects exalb itself uses.
+Names follow MetalLB's own converter (``peer1…N``, ``bgpadvertisementN``,
+``l2advertisementN``, one ``Community`` named ``communities``) so a later switch to CRDs keeps
+the names. Every generated object carries its legacy origin, so messages from the CRD parser
+still point at the legacy field ("BGPPeer/peer1 (from peers[0]): spec.myASN: is required").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from exalb.config.crd import GROUP, LEGACY_SOURCE_ANNOTATION, parse_objects
+from exalb.config.fields import Fields
+from exalb.config.problems import Problems
+from exalb.config.result import ParseResult
+
+CONFIG_KEY = "config"
+
+_TOP = frozenset({"peers", "address-pools", "bgp-communities", "bfd-profiles"})
+_PEER_KEYS: dict[str, str] = {
+    "peer-address": "peerAddress",
+    "peer-asn": "peerASN",
+    "my-asn": "myASN",
+    "peer-port": "peerPort",
+    "hold-time": "holdTime",
+    "keepalive-time": "keepaliveTime",
+    "router-id": "routerID",
+    "source-address": "sourceAddress",
+    "password": "password",
+    "bfd-profile": "bfdProfile",
+    "ebgp-multihop": "ebgpMultiHop",
+}
+_POOL_KEYS = frozenset(
+    {
+        "name",
+        "protocol",
+        "addresses",
+        "auto-assign",
+        "avoid-buggy-ips",
+        "bgp-advertisements",
+    }
+)
+_AD_KEYS: dict[str, str] = {
+    "aggregation-length": "aggregationLength",
+    "aggregation-length-v6": "aggregationLengthV6",
+    "localpref": "localPref",
+    "communities": "communities",
+}
+
+
+def parse_legacy_text(
+    text: str, *, namespace: str = "metallb-system", origin: str = "config"
+) -> ParseResult:
+    """Parse the YAML text under the ConfigMap's ``config`` key."""
+    objects, problems = legacy_text_to_objects(text, namespace=namespace, origin=origin)
+    if problems.errors:
+        return ParseResult(None, tuple(problems.items))
+    result = parse_objects(objects, source="configmap")
+    return ParseResult(result.config, tuple(problems.items) + result.problems)
+
+
+def legacy_text_to_objects(
+    text: str, *, namespace: str = "metallb-system", origin: str = "config"
+) -> tuple[list[dict[str, Any]], Problems]:
+    problems = Problems()
+    try:
+        doc = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        problems.error(origin, "", f"is not valid YAML: {exc}")
+        return [], problems
+    return legacy_to_objects(doc, namespace=namespace, origin=origin, problems=problems)
+
+
+def legacy_to_objects(
+    doc: Any,
+    *,
+    namespace: str = "metallb-system",
+    origin: str = "config",
+    problems: Problems | None = None,
+) -> tuple[list[dict[str, Any]], Problems]:
+    """Convert a legacy config document to ``metallb.io`` objects (dicts, CRD form)."""
+    problems = problems if problems is not None else Problems()
+    top = Fields(doc, origin, "", problems, _TOP)
+    objects: list[dict[str, Any]] = []
+
+    def make(kind: str, version: str, name: str, source: str, spec: dict[str, Any]) -> None:
+        objects.append(
+            {
+                "apiVersion": f"{GROUP}/{version}",
+                "kind": kind,
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "annotations": {LEGACY_SOURCE_ANNOTATION: source},
+                },
+                "spec": spec,
+            }
+        )
+
+    for i, (path, item) in enumerate(top.items("peers"), start=1):
+        peer = Fields(item, origin, path, problems, frozenset(_PEER_KEYS) | {"node-selectors"})
+        spec = {_PEER_KEYS[k]: v for k, v in peer.data.items() if k in _PEER_KEYS}
+        if peer.has("node-selectors"):
+            spec["nodeSelectors"] = [
+                _selector(sel, origin, spath, problems)
+                for spath, sel in peer.items("node-selectors")
+            ]
+        make("BGPPeer", "v1beta2", f"peer{i}", path, spec)
+
+    communities = top.raw("bgp-communities")
+    if communities is not None:
+        if not isinstance(communities, Mapping):
+            top.error("bgp-communities", "must be a mapping of alias names to a:b values")
+        else:
+            make(
+                "Community",
+                "v1beta1",
+                "communities",
+                "bgp-communities",
+                {"communities": [{"name": str(k), "value": v} for k, v in communities.items()]},
+            )
+
+    for path, _item in top.items("bfd-profiles"):
+        problems.warn(origin, path, "BFD is not supported by ExaBGP; this profile is ignored")
+
+    bgp_count = 0
+    l2_count = 0
+    for path, item in top.items("address-pools"):
+        pool = Fields(item, origin, path, problems, _POOL_KEYS)
+        name = pool.string("name", required=True)
+        protocol = pool.raw("protocol")
+        if protocol is None:
+            pool.error("protocol", "missing the protocol field (layer2 or bgp)")
+        elif protocol not in ("layer2", "bgp"):
+            pool.error("protocol", f"unknown protocol {protocol!r} (layer2 or bgp)")
+            protocol = None
+        if name is None:
+            continue
+        pool_spec: dict[str, Any] = {"addresses": pool.raw("addresses")}
+        if pool.has("auto-assign"):
+            pool_spec["autoAssign"] = pool.raw("auto-assign")
+        if pool.has("avoid-buggy-ips"):
+            pool_spec["avoidBuggyIPs"] = pool.raw("avoid-buggy-ips")
+        make("IPAddressPool", "v1beta1", name, path, pool_spec)
+        if protocol == "layer2":
+            if pool.has("bgp-advertisements"):
+                pool.error("bgp-advertisements", "is only allowed in pools with protocol bgp")
+            l2_count += 1
+            make(
+                "L2Advertisement",
+                "v1beta1",
+                f"l2advertisement{l2_count}",
+                path,
+                {"ipAddressPools": [name]},
+            )
+        elif protocol == "bgp":
+            ads = list(pool.items("bgp-advertisements")) or [(path, {})]
+            for apath, ad in ads:
+                af = Fields(ad, origin, apath, problems, frozenset(_AD_KEYS))
+                ad_spec: dict[str, Any] = {
+                    _AD_KEYS[k]: v for k, v in af.data.items() if k in _AD_KEYS
+                }
+                ad_spec["ipAddressPools"] = [name]
+                bgp_count += 1
+                make("BGPAdvertisement", "v1beta1", f"bgpadvertisement{bgp_count}", apath, ad_spec)
+    return objects, problems
+
+
+def _selector(data: Any, origin: str, path: str, problems: Problems) -> dict[str, Any]:
+    f = Fields(data, origin, path, problems, frozenset({"match-labels", "match-expressions"}))
+    out: dict[str, Any] = {}
+    if f.has("match-labels"):
+        out["matchLabels"] = f.raw("match-labels")
+    if f.has("match-expressions"):
+        out["matchExpressions"] = f.raw("match-expressions")
+    return out
