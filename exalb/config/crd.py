@@ -506,8 +506,14 @@ _L2_AD_FIELDS = frozenset(
 
 
 def _l2_ad(obj: Mapping[str, Any], pools: list[Pool], problems: Problems) -> L2Advertisement | None:
-    spec = _spec(obj, problems, _L2_AD_FIELDS)
+    spec = _spec(obj, problems, _L2_AD_FIELDS | {"preferredNodeSelectors"})
     before = len(problems.errors)
+    if spec.has("preferredNodeSelectors"):
+        spec.error(
+            "preferredNodeSelectors",
+            "is not supported yet (unreleased in MetalLB); "
+            "the election ranks nodes by MetalLB's hash only",
+        )
     pool_names, _ = _resolve_pools(spec, pools)
     interfaces = spec.strings("interfaces", unique=True)
     for i, name in enumerate(interfaces):

@@ -20,7 +20,7 @@ def parse_addresses(text: str) -> tuple[IPNetwork, ...]:
     As in MetalLB, host bits of a CIDR are ignored and spaces around the dash are allowed.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{text!r} is not a CIDR or an a-b range")
+        raise ValueError(f'"{text}" is not a CIDR or an a-b range')
     text = text.strip()
     if "-" in text:
         first_s, _, last_s = text.partition("-")
@@ -28,20 +28,20 @@ def parse_addresses(text: str) -> tuple[IPNetwork, ...]:
             first = ipaddress.ip_address(first_s.strip())
             last = ipaddress.ip_address(last_s.strip())
         except ValueError:
-            raise ValueError(f"{text!r} is not a CIDR or an a-b range") from None
+            raise ValueError(f'"{text}" is not a CIDR or an a-b range') from None
         if first.version != last.version:
-            raise ValueError(f"range {text!r} mixes IPv4 and IPv6")
+            raise ValueError(f'range "{text}" mixes IPv4 and IPv6')
         if int(first) > int(last):
-            raise ValueError(f"range {text!r} starts after it ends")
+            raise ValueError(f'range "{text}" starts after it ends')
         return tuple(ipaddress.summarize_address_range(first, last))
     if "/" not in text:
         raise ValueError(
-            f"{text!r} is not a CIDR or an a-b range (write a single address as {text}/32 or /128)"
+            f'"{text}" is not a CIDR or an a-b range (write a single address as {text}/32 or /128)'
         )
     try:
         return (ipaddress.ip_network(text, strict=False),)
     except ValueError:
-        raise ValueError(f"{text!r} is not a CIDR or an a-b range") from None
+        raise ValueError(f'"{text}" is not a CIDR or an a-b range') from None
 
 
 def parse_ip(value: object) -> IPAddress:
