@@ -30,6 +30,8 @@ from exalb.config.documents import parse_files, split_documents
 from exalb.config.export import config_to_dict, summary_lines
 from exalb.config.legacy import CONFIG_KEY, legacy_text_to_objects, legacy_to_objects
 from exalb.config.problems import Problems
+from exalb.k8s.client import ApiError, KubeClient
+from exalb.k8s.resources import NAMESPACES, SERVICES
 from exalb.views import service_view
 
 
@@ -64,7 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=_config_convert)
     pl = sub.add_parser("plan", help="what a config would do to Services")
     pl.add_argument("--config", "-f", dest="config", required=True, nargs="+")
-    pl.add_argument("--services", required=True, help="kubectl get svc -A -o yaml dump")
+    pl.add_argument(
+        "--services",
+        default=None,
+        help="a `kubectl get svc -A -o yaml` dump; without it the live cluster's Services "
+        "(and Namespaces, for namespaceSelectors) are read",
+    )
+    pl.add_argument("--kubeconfig", default=None, help="for the live cluster")
     pl.add_argument("--lb-class", default=None)
     _output(pl)
     pl.set_defaults(func=_plan)
@@ -149,20 +157,28 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{problem}\n")
         out.write("the config is invalid; nothing to plan\n")
         return 1
-    try:
-        with open(args.services, encoding="utf-8") as fh:
-            services_text = fh.read()
-    except OSError as exc:
-        out.write(f"{args.services}: cannot be read: {exc.strerror}\n")
-        return 1
-    docs, problems = split_documents(services_text, args.services)
-    if problems.errors:
-        out.write("\n".join(map(str, problems.errors)) + "\n")
-        return 1
+    ns_labels: dict[str, dict[str, str]] = {}
+    if args.services is None:
+        try:
+            docs, ns_labels = live_services(args.kubeconfig)
+        except ApiError as exc:
+            out.write(f"cannot read the cluster: {exc}\n")
+            return 1
+    else:
+        try:
+            with open(args.services, encoding="utf-8") as fh:
+                services_text = fh.read()
+        except OSError as exc:
+            out.write(f"{args.services}: cannot be read: {exc.strerror}\n")
+            return 1
+        docs, problems = split_documents(services_text, args.services)
+        if problems.errors:
+            out.write("\n".join(map(str, problems.errors)) + "\n")
+            return 1
     views = [
         service_view(d) for d in docs if isinstance(d, dict) and d.get("kind") in (None, "Service")
     ]
-    rows = plan(result.config, views, lb_class=args.lb_class)
+    rows = plan(result.config, views, ns_labels, lb_class=args.lb_class)
     if args.output == "json":
         json.dump([_row_dict(r) for r in rows], out, indent=2)
         out.write("\n")
@@ -180,6 +196,20 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
         counts[r.action] = counts.get(r.action, 0) + 1
     out.write(", ".join(f"{n} {a}" for a, n in sorted(counts.items())) + "\n")
     return 0
+
+
+def live_services(kubeconfig: str | None) -> tuple[list[Any], dict[str, dict[str, str]]]:
+    """Every Service of the cluster, and every Namespace's labels."""
+    kube = KubeClient(kubeconfig)
+    try:
+        services = kube.list(SERVICES).items
+        labels = {
+            str(ns["metadata"]["name"]): dict(ns["metadata"].get("labels") or {})
+            for ns in kube.list(NAMESPACES).items
+        }
+    finally:
+        kube.close()
+    return list(services), labels
 
 
 def _ips(ips: Sequence[object]) -> str:

@@ -181,7 +181,12 @@ class KubeClient:
 
     # ------------------------------------------------------------------ verbs
     def list(
-        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> ListResult:
         items: list[JSON] = []
         cont: str | None = None
@@ -190,7 +195,12 @@ class KubeClient:
             page = self.request(
                 "GET",
                 resource.path(namespace),
-                query={"limit": 500, "continue": cont, "labelSelector": label_selector},
+                query={
+                    "limit": 500,
+                    "continue": cont,
+                    "labelSelector": label_selector,
+                    "fieldSelector": field_selector,
+                },
             )
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", resource.api_version)
@@ -210,6 +220,7 @@ class KubeClient:
         *,
         timeout_seconds: int = 300,
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> Iterator[tuple[str, JSON]]:
         """Yield (type, object) pairs, BOOKMARKs included; a 410 raises ``ApiError(410)``."""
         resp = self._send(
@@ -221,6 +232,7 @@ class KubeClient:
                 "allowWatchBookmarks": "true",
                 "timeoutSeconds": timeout_seconds,
                 "labelSelector": label_selector,
+                "fieldSelector": field_selector,
             },
             timeout=(10.0, timeout_seconds + 30.0),
         )

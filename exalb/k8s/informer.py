@@ -39,12 +39,15 @@ class Informer:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         watch_timeout: int = 240,
     ) -> None:
         self.kube = kube
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
+        # e.g. ``metadata.name=config``: lets a least-privilege reader watch one object
+        self.field_selector = field_selector
         self.handler = handler
         self.watch_timeout = watch_timeout
         self.synced = threading.Event()
@@ -112,7 +115,12 @@ class Informer:
                 self._stop.wait(min(0.2 * 2 ** min(failures, 6), 10.0))
 
     def _relist(self) -> None:
-        result = self.kube.list(self.resource, self.namespace, label_selector=self.label_selector)
+        result = self.kube.list(
+            self.resource,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+        )
         fresh = {object_key(o): o for o in result.items}
         with self._lock:
             old = self._cache
@@ -136,6 +144,7 @@ class Informer:
             self.namespace,
             timeout_seconds=self.watch_timeout,
             label_selector=self.label_selector,
+            field_selector=self.field_selector,
         ):
             if self._stop.is_set():
                 return

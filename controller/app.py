@@ -1,0 +1,393 @@
+"""The controller's reconcile loop: informers in, allocator decisions, status writes out.
+
+One worker processes one de-duplicated queue of keys (``svc:<ns>/<name>``, ``config``,
+``pools``), so the allocator needs no locks and every decision sees a consistent state.
+Handlers return a :class:`Result`; only the loop decides what it means (forget, requeue
+with backoff, requeue everything).
+
+Start-up order is the no-churn contract in code: wait until every cache has synced, load
+the config, restore every Service's status IPs (oldest first), and only then process keys;
+no Service is touched until a valid config has been loaded once. An invalid config later
+keeps the last good one in force and says what is wrong on the objects themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from controller import metrics
+from controller.allocator import IP_CONFLICT, Allocator, Decision
+from controller.plan import is_ours
+from controller.status import POOL_ANNOTATION, service_patches
+from exalb.config.documents import parse_documents
+from exalb.config.model import Config
+from exalb.config.problems import Problem
+from exalb.k8s.client import JSON, ApiError, KubeClient
+from exalb.k8s.events import EventRecorder
+from exalb.k8s.informer import Informer
+from exalb.k8s.resources import (
+    CONFIG_KINDS,
+    CONFIG_MAPS,
+    IP_ADDRESS_POOLS,
+    NAMESPACES,
+    SERVICES,
+)
+from exalb.k8s.workqueue import WorkQueue
+from exalb.views import ServiceView, service_view
+
+log = structlog.get_logger(__name__)
+
+CONFIG_KEY = "config"
+POOLS_KEY = "pools"
+INT64_MAX = 2**63 - 1
+
+
+class Result(enum.Enum):
+    OK = "ok"
+    RETRY = "retry"
+    REPROCESS_ALL = "reprocess-all"
+    PERMANENT = "permanent-error"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        namespace: str,
+        config_map: str = "config",
+        lb_class: str | None = None,
+        recorder: EventRecorder | None = None,
+        now: Callable[[], str] = _now,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.config_map = config_map
+        self.lb_class = lb_class
+        self.recorder = recorder or EventRecorder(kube, "exalb-controller")
+        self.now = now
+        self.queue = WorkQueue()
+        self.allocator = Allocator()
+        self.config_ready = threading.Event()
+        self._pending: set[str] = set()
+        self._conflicts: set[str] = set()
+        self._reported_problems: set[str] = set()
+        self.services = Informer(kube, SERVICES, self._on_service)
+        self.namespaces = Informer(kube, NAMESPACES, self._on_namespace)
+        self.config_informers = [
+            Informer(kube, r, self._on_config, namespace=namespace) for r in CONFIG_KINDS
+        ]
+        self.config_maps = Informer(kube, CONFIG_MAPS, self._on_config_map, namespace=namespace)
+
+    # ------------------------------------------------------------------ events
+    def _on_service(self, event: str, key: str, old: JSON | None, new: JSON | None) -> None:
+        if (
+            event == "modified"
+            and old is not None
+            and new is not None
+            and old.get("spec") == new.get("spec")
+            and (old.get("metadata") or {}).get("annotations")
+            == (new.get("metadata") or {}).get("annotations")
+            and (old.get("status") or {}) == (new.get("status") or {})
+        ):
+            return  # labels or other metadata only (labels still matter for selectors)
+        self.queue.add(f"svc:{key}")
+
+    def _on_namespace(self, event: str, key: str, old: JSON | None, new: JSON | None) -> None:
+        before = ((old or {}).get("metadata") or {}).get("labels")
+        after = ((new or {}).get("metadata") or {}).get("labels")
+        if event == "modified" and before != after:
+            for obj in self.services.items():
+                if (obj.get("metadata") or {}).get("namespace") == key:
+                    self.queue.add(f"svc:{key}/{obj['metadata']['name']}")
+
+    def _on_config(self, event: str, key: str, old: JSON | None, new: JSON | None) -> None:
+        if (
+            new is not None
+            and old is not None
+            and old.get("spec") == new.get("spec")
+            and (
+                (old.get("metadata") or {}).get("labels")
+                == (new.get("metadata") or {}).get("labels")
+            )
+        ):
+            return  # our own status writes
+        self.queue.add(CONFIG_KEY)
+
+    def _on_config_map(self, event: str, key: str, old: JSON | None, new: JSON | None) -> None:
+        if key == f"{self.namespace}/{self.config_map}":
+            self.queue.add(CONFIG_KEY)
+
+    # ------------------------------------------------------------------ loop
+    def informers(self) -> list[Informer]:
+        return [self.services, self.namespaces, *self.config_informers, self.config_maps]
+
+    def start_informers(self) -> None:
+        for inf in self.informers():
+            inf.start()
+
+    def wait_synced(self, stop: threading.Event) -> bool:
+        waiting = time.monotonic()
+        for inf in self.informers():
+            while not inf.synced.wait(1.0):
+                if stop.is_set():
+                    return False
+                if time.monotonic() - waiting > 10:
+                    log.warning("waiting for cache sync", resource=inf.resource.plural)
+                    waiting = time.monotonic()
+        return True
+
+    def bootstrap(self) -> None:
+        """Load config, then restore every assignment from status before any allocation."""
+        self.handle_config()
+        ours = [v for v in self._views() if is_ours(v, self.lb_class)]
+        restored = self.allocator.restore_all(ours)
+        conflicts = [k for k, d in restored.items() if d.reason == IP_CONFLICT]
+        log.info("restored assignments", services=len(restored), conflicts=len(conflicts))
+        for v in sorted(ours, key=lambda v: (not v.assigned_ips, v.creation_timestamp, v.key)):
+            self.queue.add(f"svc:{v.key}")
+        self.queue.add(POOLS_KEY)
+
+    def run(self, stop: threading.Event) -> None:
+        self.start_informers()
+        if not self.wait_synced(stop):
+            return
+        self.bootstrap()
+        while not stop.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is None:
+                continue
+            try:
+                result = self.process(key)
+            except Exception:
+                log.exception("reconcile crashed", key=key)
+                result = Result.RETRY
+            self._finish(key, result)
+        for inf in self.informers():
+            inf.stop()
+
+    def _finish(self, key: str, result: Result) -> None:
+        metrics.UPDATES.inc()
+        if result is Result.RETRY:
+            metrics.UPDATE_ERRORS.inc()
+            delay = self.queue.add_rate_limited(key)
+            log.info("requeued", key=key, delay=round(delay, 3))
+        else:
+            self.queue.forget(key)
+            if result is Result.PERMANENT:
+                metrics.UPDATE_ERRORS.inc()
+            if result is Result.REPROCESS_ALL:
+                for obj in self.services.items():
+                    meta = obj.get("metadata") or {}
+                    self.queue.add(f"svc:{meta.get('namespace')}/{meta.get('name')}")
+                self.queue.add_after(POOLS_KEY, 1.0)
+        self.queue.done(key)
+
+    def process(self, key: str) -> Result:
+        if key == CONFIG_KEY:
+            return self.handle_config()
+        if key == POOLS_KEY:
+            return self.write_pool_status()
+        if key.startswith("svc:"):
+            if not self.config_ready.is_set():
+                return Result.OK  # the first valid config requeues everything
+            return self.handle_service(key[4:])
+        return Result.PERMANENT
+
+    # ------------------------------------------------------------------ config
+    def _config_objects(self) -> list[tuple[str, Any]]:
+        docs: list[tuple[str, Any]] = []
+        for inf in self.config_informers:
+            docs.extend((inf.resource.kind, obj) for obj in inf.items())
+        cm = self.config_maps.get(f"{self.namespace}/{self.config_map}")
+        if cm is not None:
+            docs.append(("ConfigMap", cm))
+        return docs
+
+    def handle_config(self) -> Result:
+        result = parse_documents(self._config_objects(), namespace=self.namespace)
+        self._report_problems(result.problems)
+        if result.config is None:
+            metrics.CONFIG_STALE.set(1)
+            log.error(
+                "config invalid; the last good config stays in force",
+                errors=[str(p) for p in result.errors],
+            )
+            return Result.OK
+        metrics.CONFIG_STALE.set(0)
+        metrics.CONFIG_LOADED.set(1)
+        first = not self.config_ready.is_set()
+        if not first and result.config == self.allocator.config:
+            return Result.OK
+        changed = self.allocator.set_config(result.config)
+        log.info(
+            "config loaded",
+            source=result.config.source,
+            pools=[p.name for p in result.config.pools],
+            moved_flags=len(changed),
+        )
+        self._warn_empty(result.config)
+        self.config_ready.set()
+        return Result.REPROCESS_ALL
+
+    def _warn_empty(self, config: Config) -> None:
+        if not config.pools:
+            log.warning("no address pools: existing IPs are kept, nothing new is allocated")
+
+    def _report_problems(self, problems: tuple[Problem, ...]) -> None:
+        """Events on the objects named by each problem, once per distinct problem."""
+        current = {str(p) for p in problems}
+        for problem in problems:
+            text = str(problem)
+            if text in self._reported_problems:
+                continue
+            obj = self._find_config_object(problem.obj)
+            if problem.severity == "error":
+                log.error("config problem", problem=text)
+            else:
+                log.warning("config warning", problem=text)
+            if obj is not None:
+                self.recorder.record(
+                    obj,
+                    "InvalidConfig" if problem.severity == "error" else "ConfigWarning",
+                    text,
+                    warning=True,
+                )
+        self._reported_problems = current
+
+    def _find_config_object(self, label: str) -> JSON | None:
+        kind, _, rest = label.partition("/")
+        name = rest.split(" ", 1)[0]
+        if " (from " in label or label.startswith("ConfigMap"):
+            return self.config_maps.get(f"{self.namespace}/{self.config_map}")
+        for inf in self.config_informers:
+            if inf.resource.kind == kind:
+                return inf.get(f"{self.namespace}/{name}")
+        return None
+
+    # ------------------------------------------------------------------ services
+    def _views(self) -> list[ServiceView]:
+        return [service_view(o) for o in self.services.items()]
+
+    def _namespace_labels(self, namespace: str) -> dict[str, str]:
+        ns = self.namespaces.get(namespace) or {}
+        labels = (ns.get("metadata") or {}).get("labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def handle_service(self, key: str) -> Result:
+        obj = self.services.get(key)
+        if obj is None:
+            return self._release(key, None)
+        view = service_view(obj)
+        if not is_ours(view, self.lb_class):
+            return self._release(key, obj)
+        decision = self.allocator.assign(view, self._namespace_labels(view.namespace))
+        self._track(key, decision)
+        result = self._write(obj, decision)
+        if result is not Result.OK:
+            return result
+        if decision.reason:
+            self.recorder.record(obj, decision.reason, decision.message, warning=decision.warning)
+        if view.deprecated_annotations and decision.ips:
+            self.recorder.record(
+                obj,
+                "deprecatedAnnotation",
+                f"annotations {', '.join(view.deprecated_annotations)} are deprecated; use "
+                "the metallb.io/ prefix",
+                warning=True,
+            )
+        if decision.changed:
+            self.queue.add_after(POOLS_KEY, 1.0)
+        return Result.OK
+
+    def _track(self, key: str, decision: Decision) -> None:
+        if decision.pending:
+            self._pending.add(key)
+        else:
+            self._pending.discard(key)
+        if decision.reason == IP_CONFLICT:
+            self._conflicts.add(key)
+        else:
+            self._conflicts.discard(key)
+        metrics.publish_allocator(self.allocator, len(self._pending), len(self._conflicts))
+
+    def _release(self, key: str, obj: JSON | None) -> Result:
+        released = self.allocator.release(key)
+        self._pending.discard(key)
+        self._conflicts.discard(key)
+        if obj is not None:
+            # Not ours any more (type or class changed): clear what we wrote.
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            if released or POOL_ANNOTATION in annotations:
+                result = self._write(obj, None)
+                if result is not Result.OK:
+                    return result
+        if released:
+            log.info("released", service=key, ips=[str(i) for i in released])
+            for pending in sorted(self._pending):
+                self.queue.add(f"svc:{pending}")
+            self.queue.add_after(POOLS_KEY, 1.0)
+        metrics.publish_allocator(self.allocator, len(self._pending), len(self._conflicts))
+        return Result.OK
+
+    def _write(self, obj: JSON, decision: Decision | None) -> Result:
+        meta = obj.get("metadata") or {}
+        name, ns = str(meta.get("name")), str(meta.get("namespace"))
+        patches = service_patches(obj, decision, self.now())
+        try:
+            if patches.status is not None:
+                self.kube.patch(SERVICES, name, patches.status, ns, subresource="status")
+            if patches.metadata is not None:
+                self.kube.patch(SERVICES, name, patches.metadata, ns)
+        except ApiError as exc:
+            if exc.not_found:
+                return Result.OK  # deleted meanwhile; the delete event releases it
+            if exc.conflict or exc.transient:
+                return Result.RETRY
+            log.error("status write refused", service=f"{ns}/{name}", error=str(exc))
+            return Result.PERMANENT
+        return Result.OK
+
+    # ------------------------------------------------------------------ pools
+    def write_pool_status(self) -> Result:
+        """Per-pool counters on IPAddressPool.status (MetalLB's fields, int64-clamped)."""
+        usage: dict[str, dict[str, int]] = {}
+        for u in self.allocator.usage():
+            fam = f"IPv{u.family}"
+            usage.setdefault(u.pool, {})[f"assigned{fam}"] = min(u.in_use, INT64_MAX)
+            usage[u.pool][f"available{fam}"] = min(u.capacity - u.in_use, INT64_MAX)
+        pools = next(i for i in self.config_informers if i.resource == IP_ADDRESS_POOLS)
+        result = Result.OK
+        for obj in pools.items():
+            name = str((obj.get("metadata") or {}).get("name"))
+            want = {
+                "assignedIPv4": 0,
+                "availableIPv4": 0,
+                "assignedIPv6": 0,
+                "availableIPv6": 0,
+                **usage.get(name, {}),
+            }
+            have = obj.get("status") or {}
+            if all(have.get(k) == v for k, v in want.items()):
+                continue
+            try:
+                self.kube.patch(
+                    IP_ADDRESS_POOLS, name, {"status": want}, self.namespace, subresource="status"
+                )
+            except ApiError as exc:
+                if exc.transient or exc.conflict:
+                    result = Result.RETRY
+                elif not exc.not_found:
+                    log.warning("pool status write refused", pool=name, error=str(exc))
+        return result

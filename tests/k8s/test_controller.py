@@ -1,0 +1,272 @@
+"""The controller against a real kube-apiserver: assign, keep and explain Service IPs."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exalb.k8s.resources import BGP_ADVERTISEMENTS, IP_ADDRESS_POOLS, LEASES, SERVICES
+from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
+from exalbctl.main import main as exalbctl
+
+from .controller_env import REPO, Env, wait_for
+
+pytestmark = pytest.mark.k8s
+
+OUT_OF_POOL = "exalb.io/OutOfPool"
+ALLOCATED = "exalb.io/IPAllocated"
+
+
+@pytest.fixture(scope="module")
+def cp() -> Iterator[ControlPlane]:
+    """A control plane of this module's own, dual-stack, with the chart's CRDs."""
+    import os
+
+    if os.environ.get("EXALB_SKIP_K8S") == "1":
+        pytest.skip("EXALB_SKIP_K8S=1")
+    with ControlPlane(
+        binaries=find_controlplane_binaries(),
+        extra_apiserver_args=("--service-cluster-ip-range=10.96.0.0/16,2001:db8:96::/112",),
+    ) as plane:
+        helm = find_tools().helm
+        subprocess.run(
+            [str(helm), "--kubeconfig", str(plane.kubeconfig), "install", "exalb",
+             str(REPO / "charts" / "exalb"), "-n", "exalb-system", "--create-namespace"],
+            check=True, capture_output=True, text=True)
+        yield plane
+
+
+@pytest.fixture
+def env(cp: ControlPlane, tmp_path: Path) -> Iterator[Env]:
+    e = Env(cp, tmp_path)
+    # CRDs may take a moment to be served after install.
+    wait_for("metallb.io served", lambda: _served(e), 30)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def _served(e: Env) -> bool:
+    try:
+        e.kube.list(IP_ADDRESS_POOLS, e.config_ns)
+    except Exception:
+        return False
+    return True
+
+
+def test_allocates_writes_status_annotation_condition_event_and_metrics(env: Env) -> None:
+    env.pool("web", "203.0.113.0/30")
+    env.apply(BGP_ADVERTISEMENTS, "all", {})
+    ctl = env.start_controller()
+    env.service("a")
+    assert env.wait_ips("a") == ["203.0.113.0"]
+    obj = env.get("a")
+    assert obj["metadata"]["annotations"]["metallb.io/ip-allocated-from-pool"] == "web"
+    cond = env.condition("a", ALLOCATED)
+    assert cond is not None and cond["status"] == "True"
+    wait_for("IPAllocated event", lambda: "IPAllocated" in env.event_reasons("a"))
+    wait_for("in-use metric", lambda: ctl.metric(
+        "exalb_allocator_addresses_in_use_total", pool="web", family="IPv4") == 1.0)
+    assert ctl.metric("exalb_allocator_addresses_total", pool="web", family="IPv4") == 4.0
+    assert ctl.metric("exalb_k8s_client_config_stale_bool") == 0.0
+    wait_for("pool status", lambda: (env.kube.get(IP_ADDRESS_POOLS, "web", env.config_ns)
+                                     or {}).get("status", {}).get("assignedIPv4") == 1)
+
+
+def test_annotations_both_prefixes_spec_ip_and_pool_choice(env: Env) -> None:
+    env.pool("a", "203.0.113.0/29")
+    env.pool("b", "198.51.100.0/29", autoAssign=False)
+    env.start_controller()
+    env.service("new-prefix", annotations={"metallb.io/loadBalancerIPs": "203.0.113.5"})
+    env.service("old-prefix", annotations={"metallb.universe.tf/address-pool": "b"})
+    env.service("spec-ip", loadBalancerIP="198.51.100.3")
+    env.service("both", annotations={"metallb.io/loadBalancerIPs": "203.0.113.6"},
+                loadBalancerIP="203.0.113.7")
+    assert env.wait_ips("new-prefix") == ["203.0.113.5"]
+    assert env.wait_ips("old-prefix") == ["198.51.100.0"]
+    assert env.wait_ips("spec-ip") == ["198.51.100.3"]
+    wait_for("deprecation event",
+             lambda: "deprecatedAnnotation" in env.event_reasons("old-prefix"))
+    wait_for("LoadBalancerFailed", lambda: "LoadBalancerFailed" in env.event_reasons("both"))
+    assert env.ips("both") == []
+    cond = env.condition("both", ALLOCATED)
+    assert cond is not None and cond["status"] == "False"
+    assert "only one" in cond["message"]
+
+
+def test_sharing_accepted_and_refused(env: Env) -> None:
+    env.pool("p", "203.0.113.0/30")
+    env.start_controller()
+    share = {"metallb.io/allow-shared-ip": "k"}
+    env.service("dns-udp", ports=[("UDP", 53)], annotations=share)
+    ip = env.wait_ips("dns-udp")
+    env.service("dns-tcp", ports=[("TCP", 53)], annotations=share,
+                loadBalancerIP=ip[0])
+    assert env.wait_ips("dns-tcp") == ip
+    # Same port twice on one IP: refused, stays pending with a reason.
+    env.service("dns-tcp2", ports=[("TCP", 53)], annotations=share, loadBalancerIP=ip[0])
+    wait_for("AllocationFailed", lambda: "AllocationFailed" in env.event_reasons("dns-tcp2"))
+    assert env.ips("dns-tcp2") == []
+    # Different key: refused.
+    env.service("other", ports=[("TCP", 80)], annotations={"metallb.io/allow-shared-ip": "x"},
+                loadBalancerIP=ip[0])
+    wait_for("AllocationFailed", lambda: "AllocationFailed" in env.event_reasons("other"))
+    # Local policy with another selector cannot join a Cluster-policy share.
+    env.service("local", ports=[("TCP", 81)], annotations=share, loadBalancerIP=ip[0],
+                externalTrafficPolicy="Local")
+    wait_for("AllocationFailed", lambda: "AllocationFailed" in env.event_reasons("local"))
+
+
+def test_dual_stack_and_release_on_delete_and_type_change(env: Env) -> None:
+    env.pool("dual", "203.0.113.0/31", "2001:db8:ffff::/127")
+    env.start_controller()
+    env.service("ds", ipFamilyPolicy="RequireDualStack", ipFamilies=["IPv4", "IPv6"])
+    assert env.wait_ips("ds", 2) == ["203.0.113.0", "2001:db8:ffff::"]
+    env.service("v4")
+    assert env.wait_ips("v4") == ["203.0.113.1"]
+    env.service("pending")
+    wait_for("AllocationFailed", lambda: "AllocationFailed" in env.event_reasons("pending"))
+    # Type change away from LoadBalancer releases and clears what we wrote.
+    env.kube.patch(SERVICES, "v4", {"spec": {"type": "ClusterIP"}}, env.app_ns)
+    wait_for("status cleared", lambda: env.ips("v4") == [])
+    assert "metallb.io/ip-allocated-from-pool" not in (
+        env.get("v4")["metadata"].get("annotations") or {})
+    # The freed IP goes to the pending Service.
+    assert env.wait_ips("pending") == ["203.0.113.1"]
+    env.kube.delete(SERVICES, "ds", env.app_ns)
+    env.service("after")
+    assert env.wait_ips("after") == ["203.0.113.0"]
+
+
+def test_restart_with_1000_services_changes_nothing(env: Env) -> None:
+    env.pool("big", "198.51.100.0/24", "203.0.113.0/24", "2001:db8:ffff::/118")
+    ctl = env.start_controller()
+    names = [f"s{i:04d}" for i in range(1000)]
+    env.services(names[:500])
+    env.services(names[500:], ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
+    wait_for("1000 IPs", lambda: sum(bool(v) for v in env.all_ips().values()) == 1000,
+             timeout=180, interval=1.0)
+    before = {o["metadata"]["name"]: (o["metadata"]["resourceVersion"],
+                                      o["status"]["loadBalancer"]["ingress"])
+              for o in env.kube.list(SERVICES, env.app_ns).items}
+    assert len({tuple(i["ip"] for i in v[1]) for v in before.values()}) == 1000
+    ctl.stop()
+    ctl2 = env.start_controller()
+    wait_for("restore logged", lambda: any(
+        e.get("event") == "restored assignments" for e in ctl2.logs()), 30)
+    wait_for("queue drained", lambda: ctl2.metric(
+        "exalb_allocator_services_allocated_total", pool="big") == 1000.0, 60)
+    after = {o["metadata"]["name"]: (o["metadata"]["resourceVersion"],
+                                     o["status"]["loadBalancer"]["ingress"])
+             for o in env.kube.list(SERVICES, env.app_ns).items}
+    # Not one IP moved, and not one Service was even written to.
+    assert after == before
+
+
+def test_pool_edit_delete_and_no_pools_keep_ips_and_flag_them(env: Env) -> None:
+    env.pool("web", "203.0.113.0/29")
+    ctl = env.start_controller()
+    env.services(["a", "b", "c"])
+    ips = {n: env.wait_ips(n) for n in ("a", "b", "c")}
+    # Shrink the pool so that a's IP (.0) leaves it.
+    env.pool("web", "203.0.113.1-203.0.113.7")
+    wait_for("a flagged", lambda: (env.condition("a", OUT_OF_POOL) or {}).get("status")
+             == "True")
+    assert {n: env.ips(n) for n in ips} == ips
+    wait_for("IPOutOfPool event", lambda: "IPOutOfPool" in env.event_reasons("a"))
+    wait_for("metric", lambda: ctl.metric("exalb_allocator_out_of_pool_services") == 1.0)
+    # A new Service never gets the kept IP.
+    env.service("d")
+    assert env.wait_ips("d") == ["203.0.113.3"]
+    # Delete the pool in use, then every pool: nothing moves.
+    env.delete(IP_ADDRESS_POOLS, "web")
+    wait_for("all flagged", lambda: ctl.metric("exalb_allocator_out_of_pool_services") == 4.0)
+    assert {n: env.ips(n) for n in ips} == ips
+    # A new pool; explicit migration moves only the annotated Service.
+    env.pool("new", "198.51.100.0/30")
+    env.kube.patch(SERVICES, "b", {"metadata": {"annotations": {"exalb.io/migrate": "true"}}},
+                   env.app_ns)
+    wait_for("b migrated", lambda: env.ips("b") == ["198.51.100.0"])
+    wait_for("IPMigrated event", lambda: "IPMigrated" in env.event_reasons("b"))
+    assert env.ips("a") == ips["a"] and env.ips("c") == ips["c"]
+    assert env.condition("b", OUT_OF_POOL) is None
+
+
+def test_apiserver_restart_mid_run(env: Env, cp: ControlPlane) -> None:
+    env.pool("p", "203.0.113.0/27")
+    env.start_controller()
+    env.services([f"x{i}" for i in range(10)])
+    wait_for("10 IPs", lambda: sum(bool(v) for v in env.all_ips().values()) == 10)
+    cp.restart_apiserver()
+    env.services([f"y{i}" for i in range(10)])
+    wait_for("20 IPs", lambda: sum(bool(v) for v in env.all_ips().values()) == 20, timeout=60)
+    got = [tuple(v) for v in env.all_ips().values()]
+    assert len(set(got)) == 20  # no IP handed out twice
+
+
+def test_invalid_config_keeps_last_good_and_reports_on_the_object(env: Env) -> None:
+    env.pool("good", "203.0.113.0/30")
+    ctl = env.start_controller()
+    env.service("a")
+    assert env.wait_ips("a") == ["203.0.113.0"]
+    # A cross-object error (overlap) the API server cannot see.
+    env.pool("bad", "203.0.113.2/31")
+    wait_for("stale metric", lambda: ctl.metric("exalb_k8s_client_config_stale_bool") == 1.0)
+    events = wait_for("InvalidConfig event", lambda: [
+        e for e in env.events("bad", env.config_ns) if e["reason"] == "InvalidConfig"])
+    assert "overlaps 203.0.113.0/30" in events[0]["message"]
+    # The last good config stays in force: allocation goes on from "good" only.
+    env.service("b")
+    assert env.wait_ips("b") == ["203.0.113.1"]
+    env.delete(IP_ADDRESS_POOLS, "bad")
+    wait_for("fresh metric", lambda: ctl.metric("exalb_k8s_client_config_stale_bool") == 0.0)
+
+
+def test_invalid_object_rejected_by_the_api_server(env: Env) -> None:
+    from exalb.k8s.client import ApiError
+
+    with pytest.raises(ApiError) as err:
+        env.pool("broken", "203.0.113.0/33")
+    assert err.value.status == 422 and "addresses" in err.value.message
+
+
+def test_two_replicas_one_leader_and_failover(env: Env) -> None:
+    env.pool("p", "203.0.113.0/28")
+    first = env.start_controller()
+    second = env.start_controller(ready=False)
+    env.services(["a", "b"])
+    env.wait_ips("a")
+    env.wait_ips("b")
+    assert second.http("/readyz")[0] != 200  # waiting for the Lease, allocating nothing
+    lease = env.kube.get(LEASES, f"exalb-{env.config_ns}", env.config_ns)
+    assert lease is not None
+    first.stop()  # releases the Lease on a clean exit
+    second.wait_ready(timeout=30)
+    env.service("c")
+    assert env.wait_ips("c") == ["203.0.113.2"]
+    assert env.ips("a") == ["203.0.113.0"] and env.ips("b") == ["203.0.113.1"]
+
+
+def test_plan_against_the_live_cluster(env: Env, tmp_path: Path) -> None:
+    env.pool("web", "203.0.113.0/30")
+    env.start_controller()
+    env.services(["a", "b"])
+    env.wait_ips("a")
+    env.wait_ips("b")
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n"
+        "metadata: {name: web, namespace: x}\nspec: {addresses: [203.0.113.1/32]}\n")
+    out = io.StringIO()
+    code = exalbctl(["plan", "-f", str(new), "--kubeconfig", str(env.cp.kubeconfig),
+                     "-o", "json"], out)
+    assert code == 0
+    rows = {r["service"]: r for r in json.loads(out.getvalue())}
+    assert rows[f"{env.app_ns}/a"]["action"] == "out-of-pool"
+    assert rows[f"{env.app_ns}/b"]["action"] == "keep"
