@@ -9,7 +9,6 @@ namespaces) starts from a clean slate.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exalb.k8s.client import ApiError, KubeClient
+from exalb.k8s.client import KubeClient
 from exalb.k8s.resources import (
     CONFIG_KINDS,
     EVENTS,
@@ -37,8 +36,9 @@ CONTROLLER = Path(sys.executable).with_name("exalb-controller")
 T = TypeVar("T")
 
 
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0,
-             interval: float = 0.1) -> T:
+def wait_for(
+    what: str, fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
@@ -57,10 +57,21 @@ class ControllerProc:
         self.log_path = logdir / f"controller-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [str(CONTROLLER), "--kubeconfig", str(kubeconfig), "--namespace", namespace,
-             "--metrics-addr", f"127.0.0.1:{self.port}", "--lease-name",
-             f"exalb-{namespace}", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(CONTROLLER),
+                "--kubeconfig",
+                str(kubeconfig),
+                "--namespace",
+                namespace,
+                "--metrics-addr",
+                f"127.0.0.1:{self.port}",
+                "--lease-name",
+                f"exalb-{namespace}",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def http(self, path: str) -> tuple[int, str]:
@@ -121,8 +132,9 @@ class Env:
         self.logdir = logdir
         self.controllers: list[ControllerProc] = []
         for ns in (self.config_ns, self.app_ns):
-            self.kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
-                                          "metadata": {"name": ns}})
+            self.kube.create(
+                NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+            )
 
     def start_controller(self, *args: str, ready: bool = True) -> ControllerProc:
         ctl = ControllerProc(self.cp.kubeconfig, self.config_ns, self.logdir, *args)
@@ -146,11 +158,18 @@ class Env:
         self.kube.close()
 
     # ----------------------------------------------------------------- config
-    def apply(self, resource: Resource, name: str, spec: dict[str, Any],
-              labels: dict[str, str] | None = None) -> dict[str, Any]:
+    def apply(
+        self,
+        resource: Resource,
+        name: str,
+        spec: dict[str, Any],
+        labels: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "apiVersion": resource.api_version, "kind": resource.kind,
-            "metadata": {"name": name, "labels": labels or {}}, "spec": spec,
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": spec,
         }
         existing = self.kube.get(resource, name, self.config_ns)
         if existing is None:
@@ -164,15 +183,28 @@ class Env:
         self.kube.delete(resource, name, self.config_ns)
 
     # ----------------------------------------------------------------- services
-    def service(self, name: str, *, ports: Iterable[tuple[str, int]] = (("TCP", 80),),
-                annotations: dict[str, str] | None = None, namespace: str | None = None,
-                **spec: Any) -> dict[str, Any]:
+    def service(
+        self,
+        name: str,
+        *,
+        ports: Iterable[tuple[str, int]] = (("TCP", 80),),
+        annotations: dict[str, str] | None = None,
+        namespace: str | None = None,
+        **spec: Any,
+    ) -> dict[str, Any]:
         body = {
-            "apiVersion": "v1", "kind": "Service",
+            "apiVersion": "v1",
+            "kind": "Service",
             "metadata": {"name": name, "annotations": annotations or {}},
-            "spec": {"type": "LoadBalancer", "selector": {"app": name},
-                     "ports": [{"name": f"p{p}-{proto.lower()}", "port": p, "protocol": proto}
-                               for proto, p in ports], **spec},
+            "spec": {
+                "type": "LoadBalancer",
+                "selector": {"app": name},
+                "ports": [
+                    {"name": f"p{p}-{proto.lower()}", "port": p, "protocol": proto}
+                    for proto, p in ports
+                ],
+                **spec,
+            },
         }
         return self.kube.create(SERVICES, body, namespace or self.app_ns)
 
@@ -190,8 +222,11 @@ class Env:
         return [i["ip"] for i in lb.get("ingress") or []]
 
     def wait_ips(self, name: str, n: int = 1, timeout: float = 20.0) -> list[str]:
-        return wait_for(f"{n} IP(s) on {name}",
-                        lambda: (ips if len(ips := self.ips(name)) == n else None), timeout)
+        return wait_for(
+            f"{n} IP(s) on {name}",
+            lambda: ips if len(ips := self.ips(name)) == n else None,
+            timeout,
+        )
 
     def all_ips(self, namespace: str | None = None) -> dict[str, list[str]]:
         out = {}
@@ -206,8 +241,7 @@ class Env:
                 return dict(c)
         return None
 
-    def events(self, name: str | None = None, namespace: str | None = None
-               ) -> list[dict[str, Any]]:
+    def events(self, name: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
         items = self.kube.list(EVENTS, namespace or self.app_ns).items
         return [e for e in items if name is None or e["involvedObject"].get("name") == name]
 
@@ -215,11 +249,4 @@ class Env:
         return [e["reason"] for e in self.events(name, namespace)]
 
 
-def safe_delete(kube: KubeClient, resource: Resource, name: str, ns: str) -> None:
-    try:
-        kube.delete(resource, name, ns)
-    except ApiError:
-        pass
-
-
-__all__ = ["REPO", "ControllerProc", "Env", "os", "safe_delete", "wait_for"]
+__all__ = ["REPO", "ControllerProc", "Env", "wait_for"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from exalb.k8s.client import ApiError
 from exalb.k8s.resources import BGP_ADVERTISEMENTS, IP_ADDRESS_POOLS, LEASES, SERVICES
 from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
 from exalbctl.main import main as exalbctl
@@ -25,8 +27,6 @@ ALLOCATED = "exalb.io/IPAllocated"
 @pytest.fixture(scope="module")
 def cp() -> Iterator[ControlPlane]:
     """A control plane of this module's own, dual-stack, with the chart's CRDs."""
-    import os
-
     if os.environ.get("EXALB_SKIP_K8S") == "1":
         pytest.skip("EXALB_SKIP_K8S=1")
     with ControlPlane(
@@ -35,9 +35,21 @@ def cp() -> Iterator[ControlPlane]:
     ) as plane:
         helm = find_tools().helm
         subprocess.run(
-            [str(helm), "--kubeconfig", str(plane.kubeconfig), "install", "exalb",
-             str(REPO / "charts" / "exalb"), "-n", "exalb-system", "--create-namespace"],
-            check=True, capture_output=True, text=True)
+            [
+                str(helm),
+                "--kubeconfig",
+                str(plane.kubeconfig),
+                "install",
+                "exalb",
+                str(REPO / "charts" / "exalb"),
+                "-n",
+                "exalb-system",
+                "--create-namespace",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         yield plane
 
 
@@ -71,12 +83,23 @@ def test_allocates_writes_status_annotation_condition_event_and_metrics(env: Env
     cond = env.condition("a", ALLOCATED)
     assert cond is not None and cond["status"] == "True"
     wait_for("IPAllocated event", lambda: "IPAllocated" in env.event_reasons("a"))
-    wait_for("in-use metric", lambda: ctl.metric(
-        "exalb_allocator_addresses_in_use_total", pool="web", family="IPv4") == 1.0)
+    wait_for(
+        "in-use metric",
+        lambda: (
+            ctl.metric("exalb_allocator_addresses_in_use_total", pool="web", family="IPv4") == 1.0
+        ),
+    )
     assert ctl.metric("exalb_allocator_addresses_total", pool="web", family="IPv4") == 4.0
     assert ctl.metric("exalb_k8s_client_config_stale_bool") == 0.0
-    wait_for("pool status", lambda: (env.kube.get(IP_ADDRESS_POOLS, "web", env.config_ns)
-                                     or {}).get("status", {}).get("assignedIPv4") == 1)
+    wait_for(
+        "pool status",
+        lambda: (
+            (env.kube.get(IP_ADDRESS_POOLS, "web", env.config_ns) or {})
+            .get("status", {})
+            .get("assignedIPv4")
+            == 1
+        ),
+    )
 
 
 def test_annotations_both_prefixes_spec_ip_and_pool_choice(env: Env) -> None:
@@ -86,13 +109,15 @@ def test_annotations_both_prefixes_spec_ip_and_pool_choice(env: Env) -> None:
     env.service("new-prefix", annotations={"metallb.io/loadBalancerIPs": "203.0.113.5"})
     env.service("old-prefix", annotations={"metallb.universe.tf/address-pool": "b"})
     env.service("spec-ip", loadBalancerIP="198.51.100.3")
-    env.service("both", annotations={"metallb.io/loadBalancerIPs": "203.0.113.6"},
-                loadBalancerIP="203.0.113.7")
+    env.service(
+        "both",
+        annotations={"metallb.io/loadBalancerIPs": "203.0.113.6"},
+        loadBalancerIP="203.0.113.7",
+    )
     assert env.wait_ips("new-prefix") == ["203.0.113.5"]
     assert env.wait_ips("old-prefix") == ["198.51.100.0"]
     assert env.wait_ips("spec-ip") == ["198.51.100.3"]
-    wait_for("deprecation event",
-             lambda: "deprecatedAnnotation" in env.event_reasons("old-prefix"))
+    wait_for("deprecation event", lambda: "deprecatedAnnotation" in env.event_reasons("old-prefix"))
     wait_for("LoadBalancerFailed", lambda: "LoadBalancerFailed" in env.event_reasons("both"))
     assert env.ips("both") == []
     cond = env.condition("both", ALLOCATED)
@@ -106,20 +131,28 @@ def test_sharing_accepted_and_refused(env: Env) -> None:
     share = {"metallb.io/allow-shared-ip": "k"}
     env.service("dns-udp", ports=[("UDP", 53)], annotations=share)
     ip = env.wait_ips("dns-udp")
-    env.service("dns-tcp", ports=[("TCP", 53)], annotations=share,
-                loadBalancerIP=ip[0])
+    env.service("dns-tcp", ports=[("TCP", 53)], annotations=share, loadBalancerIP=ip[0])
     assert env.wait_ips("dns-tcp") == ip
     # Same port twice on one IP: refused, stays pending with a reason.
     env.service("dns-tcp2", ports=[("TCP", 53)], annotations=share, loadBalancerIP=ip[0])
     wait_for("AllocationFailed", lambda: "AllocationFailed" in env.event_reasons("dns-tcp2"))
     assert env.ips("dns-tcp2") == []
     # Different key: refused.
-    env.service("other", ports=[("TCP", 80)], annotations={"metallb.io/allow-shared-ip": "x"},
-                loadBalancerIP=ip[0])
+    env.service(
+        "other",
+        ports=[("TCP", 80)],
+        annotations={"metallb.io/allow-shared-ip": "x"},
+        loadBalancerIP=ip[0],
+    )
     wait_for("AllocationFailed", lambda: "AllocationFailed" in env.event_reasons("other"))
     # Local policy with another selector cannot join a Cluster-policy share.
-    env.service("local", ports=[("TCP", 81)], annotations=share, loadBalancerIP=ip[0],
-                externalTrafficPolicy="Local")
+    env.service(
+        "local",
+        ports=[("TCP", 81)],
+        annotations=share,
+        loadBalancerIP=ip[0],
+        externalTrafficPolicy="Local",
+    )
     wait_for("AllocationFailed", lambda: "AllocationFailed" in env.event_reasons("local"))
 
 
@@ -135,8 +168,13 @@ def test_dual_stack_and_release_on_delete_and_type_change(env: Env) -> None:
     # Type change away from LoadBalancer releases and clears what we wrote.
     env.kube.patch(SERVICES, "v4", {"spec": {"type": "ClusterIP"}}, env.app_ns)
     wait_for("status cleared", lambda: env.ips("v4") == [])
-    assert "metallb.io/ip-allocated-from-pool" not in (
-        env.get("v4")["metadata"].get("annotations") or {})
+    wait_for(
+        "annotation removed",
+        lambda: (
+            "metallb.io/ip-allocated-from-pool"
+            not in (env.get("v4")["metadata"].get("annotations") or {})
+        ),
+    )
     # The freed IP goes to the pending Service.
     assert env.wait_ips("pending") == ["203.0.113.1"]
     env.kube.delete(SERVICES, "ds", env.app_ns)
@@ -150,21 +188,39 @@ def test_restart_with_1000_services_changes_nothing(env: Env) -> None:
     names = [f"s{i:04d}" for i in range(1000)]
     env.services(names[:500])
     env.services(names[500:], ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
-    wait_for("1000 IPs", lambda: sum(bool(v) for v in env.all_ips().values()) == 1000,
-             timeout=180, interval=1.0)
-    before = {o["metadata"]["name"]: (o["metadata"]["resourceVersion"],
-                                      o["status"]["loadBalancer"]["ingress"])
-              for o in env.kube.list(SERVICES, env.app_ns).items}
+    wait_for(
+        "1000 IPs",
+        lambda: sum(bool(v) for v in env.all_ips().values()) == 1000,
+        timeout=180,
+        interval=1.0,
+    )
+    before = {
+        o["metadata"]["name"]: (
+            o["metadata"]["resourceVersion"],
+            o["status"]["loadBalancer"]["ingress"],
+        )
+        for o in env.kube.list(SERVICES, env.app_ns).items
+    }
     assert len({tuple(i["ip"] for i in v[1]) for v in before.values()}) == 1000
     ctl.stop()
     ctl2 = env.start_controller()
-    wait_for("restore logged", lambda: any(
-        e.get("event") == "restored assignments" for e in ctl2.logs()), 30)
-    wait_for("queue drained", lambda: ctl2.metric(
-        "exalb_allocator_services_allocated_total", pool="big") == 1000.0, 60)
-    after = {o["metadata"]["name"]: (o["metadata"]["resourceVersion"],
-                                     o["status"]["loadBalancer"]["ingress"])
-             for o in env.kube.list(SERVICES, env.app_ns).items}
+    wait_for(
+        "restore logged",
+        lambda: any(e.get("event") == "restored assignments" for e in ctl2.logs()),
+        30,
+    )
+    wait_for(
+        "queue drained",
+        lambda: ctl2.metric("exalb_allocator_services_allocated_total", pool="big") == 1000.0,
+        60,
+    )
+    after = {
+        o["metadata"]["name"]: (
+            o["metadata"]["resourceVersion"],
+            o["status"]["loadBalancer"]["ingress"],
+        )
+        for o in env.kube.list(SERVICES, env.app_ns).items
+    }
     # Not one IP moved, and not one Service was even written to.
     assert after == before
 
@@ -176,8 +232,7 @@ def test_pool_edit_delete_and_no_pools_keep_ips_and_flag_them(env: Env) -> None:
     ips = {n: env.wait_ips(n) for n in ("a", "b", "c")}
     # Shrink the pool so that a's IP (.0) leaves it.
     env.pool("web", "203.0.113.1-203.0.113.7")
-    wait_for("a flagged", lambda: (env.condition("a", OUT_OF_POOL) or {}).get("status")
-             == "True")
+    wait_for("a flagged", lambda: (env.condition("a", OUT_OF_POOL) or {}).get("status") == "True")
     assert {n: env.ips(n) for n in ips} == ips
     wait_for("IPOutOfPool event", lambda: "IPOutOfPool" in env.event_reasons("a"))
     wait_for("metric", lambda: ctl.metric("exalb_allocator_out_of_pool_services") == 1.0)
@@ -190,8 +245,9 @@ def test_pool_edit_delete_and_no_pools_keep_ips_and_flag_them(env: Env) -> None:
     assert {n: env.ips(n) for n in ips} == ips
     # A new pool; explicit migration moves only the annotated Service.
     env.pool("new", "198.51.100.0/30")
-    env.kube.patch(SERVICES, "b", {"metadata": {"annotations": {"exalb.io/migrate": "true"}}},
-                   env.app_ns)
+    env.kube.patch(
+        SERVICES, "b", {"metadata": {"annotations": {"exalb.io/migrate": "true"}}}, env.app_ns
+    )
     wait_for("b migrated", lambda: env.ips("b") == ["198.51.100.0"])
     wait_for("IPMigrated event", lambda: "IPMigrated" in env.event_reasons("b"))
     assert env.ips("a") == ips["a"] and env.ips("c") == ips["c"]
@@ -218,8 +274,10 @@ def test_invalid_config_keeps_last_good_and_reports_on_the_object(env: Env) -> N
     # A cross-object error (overlap) the API server cannot see.
     env.pool("bad", "203.0.113.2/31")
     wait_for("stale metric", lambda: ctl.metric("exalb_k8s_client_config_stale_bool") == 1.0)
-    events = wait_for("InvalidConfig event", lambda: [
-        e for e in env.events("bad", env.config_ns) if e["reason"] == "InvalidConfig"])
+    events = wait_for(
+        "InvalidConfig event",
+        lambda: [e for e in env.events("bad", env.config_ns) if e["reason"] == "InvalidConfig"],
+    )
     assert "overlaps 203.0.113.0/30" in events[0]["message"]
     # The last good config stays in force: allocation goes on from "good" only.
     env.service("b")
@@ -229,8 +287,6 @@ def test_invalid_config_keeps_last_good_and_reports_on_the_object(env: Env) -> N
 
 
 def test_invalid_object_rejected_by_the_api_server(env: Env) -> None:
-    from exalb.k8s.client import ApiError
-
     with pytest.raises(ApiError) as err:
         env.pool("broken", "203.0.113.0/33")
     assert err.value.status == 422 and "addresses" in err.value.message
@@ -262,11 +318,16 @@ def test_plan_against_the_live_cluster(env: Env, tmp_path: Path) -> None:
     new = tmp_path / "new.yaml"
     new.write_text(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n"
-        "metadata: {name: web, namespace: x}\nspec: {addresses: [203.0.113.1/32]}\n")
+        "metadata: {name: web, namespace: x}\nspec: {addresses: [203.0.113.1/32]}\n"
+    )
     out = io.StringIO()
-    code = exalbctl(["plan", "-f", str(new), "--kubeconfig", str(env.cp.kubeconfig),
-                     "-o", "json"], out)
+    code = exalbctl(
+        ["plan", "-f", str(new), "--kubeconfig", str(env.cp.kubeconfig), "-o", "json"], out
+    )
     assert code == 0
     rows = {r["service"]: r for r in json.loads(out.getvalue())}
-    assert rows[f"{env.app_ns}/a"]["action"] == "out-of-pool"
-    assert rows[f"{env.app_ns}/b"]["action"] == "keep"
+    kept = "a" if env.ips("a") == ["203.0.113.1"] else "b"
+    lost = "b" if kept == "a" else "a"
+    assert rows[f"{env.app_ns}/{lost}"]["action"] == "out-of-pool"
+    assert rows[f"{env.app_ns}/{kept}"]["action"] == "keep"
+    assert env.ips(lost) == ["203.0.113.0"]  # plan changed nothing

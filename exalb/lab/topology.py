@@ -1,0 +1,492 @@
+"""Containerlab topology files, read into frozen values for exalb's netns runner.
+
+Why: one ``*.clab.yml`` (plus its bound ``frr.conf`` / ``daemons`` files) must serve both
+containerlab and the namespace runner, so the runner reads containerlab's own format
+instead of a private one. Only what the runner needs is modelled: ``kind: linux`` nodes,
+``binds``, ``exec`` and ``labels`` per node, and point-to-point ``links``.
+
+exalb-specific facts live in node labels (containerlab passes unknown labels through):
+
+* ``exalb.role``: ``router`` (FRR from its bound files), ``node`` (a Kubernetes node that
+  runs ExaBGP), ``client`` (traffic source).
+* for ``node``: ``exalb.bgp.asn``, ``exalb.bgp.router-id`` and ``exalb.bgp.peers`` (a
+  space-separated list of ``<peer address>@<peer AS>``). The session's local address is
+  derived from the node's ``ip addr add`` lines: the address whose subnet holds the peer.
+
+Everything here is pure apart from :func:`load_topology`, which reads the files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+#: Linux's IFNAMSIZ is 16 including the trailing NUL.
+MAX_IFNAME = 15
+#: containerlab reserves eth0 for its management network.
+MGMT_INTERFACE = "eth0"
+FRR_CONF_TARGET = "/etc/frr/frr.conf"
+FRR_DAEMONS_TARGET = "/etc/frr/daemons"
+#: Node names become part of namespace names and unix socket paths: keep them short.
+MAX_NODE_NAME = 20
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+LABEL_ROLE = "exalb.role"
+LABEL_ASN = "exalb.bgp.asn"
+LABEL_ROUTER_ID = "exalb.bgp.router-id"
+LABEL_PEERS = "exalb.bgp.peers"
+
+
+class TopologyError(ValueError):
+    """A topology file that the runner cannot use; ``problems`` lists every reason."""
+
+    def __init__(self, path: Path, problems: Iterable[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        super().__init__(f"{path}: " + "; ".join(self.problems))
+
+
+class Role(StrEnum):
+    """What the runner does with a node."""
+
+    ROUTER = "router"
+    NODE = "node"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a link: a node and the interface name inside that node."""
+
+    node: str
+    interface: str
+
+    def __str__(self) -> str:
+        return f"{self.node}:{self.interface}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A point-to-point veth pair between two endpoints."""
+
+    a: Endpoint
+    b: Endpoint
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A containerlab bind: ``source`` resolved against the topology's directory."""
+
+    source: Path
+    target: str
+
+
+@dataclass(frozen=True)
+class BgpPeer:
+    """A router the node's ExaBGP talks to."""
+
+    address: IPAddress
+    asn: int
+
+
+@dataclass(frozen=True)
+class BgpIdentity:
+    """A node's ExaBGP identity, taken from its ``exalb.bgp.*`` labels."""
+
+    asn: int
+    router_id: ipaddress.IPv4Address
+    peers: tuple[BgpPeer, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One topology node as the runner sees it.
+
+    ``addresses`` are (interface, address) pairs from the node's ``ip addr add`` exec lines
+    or, for routers, from their ``frr.conf``.
+    """
+
+    name: str
+    kind: str
+    image: str
+    role: Role
+    labels: Mapping[str, str]
+    binds: tuple[Bind, ...]
+    exec: tuple[str, ...]
+    bgp: BgpIdentity | None = None
+    addresses: tuple[tuple[str, IPInterface], ...] = field(default=())
+
+    def bind_source(self, target: str) -> Path | None:
+        """The host file bound to ``target`` inside the container, if any."""
+        for bind in self.binds:
+            if bind.target == target:
+                return bind.source
+        return None
+
+    def local_address_for(self, peer: IPAddress) -> IPAddress | None:
+        """The node's own address on the subnet that holds ``peer`` (its BGP source)."""
+        for _, iface in self.addresses:
+            if iface.version == peer.version and peer in iface.network and peer != iface.ip:
+                return iface.ip
+        return None
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A parsed containerlab file."""
+
+    name: str
+    path: Path
+    nodes: tuple[Node, ...]
+    links: tuple[Link, ...]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"topology {self.name} has no node {name!r}")
+
+    def by_role(self, role: Role) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.role is role)
+
+    def interfaces(self, node: str) -> tuple[str, ...]:
+        """Interface names a node gets from links, in link order."""
+        out: list[str] = []
+        for link in self.links:
+            out.extend(e.interface for e in (link.a, link.b) if e.node == node)
+        return tuple(out)
+
+
+# --- naming -------------------------------------------------------------------------
+
+
+def check_run_name(run: str) -> None:
+    """Run names become part of namespace names and socket paths; refuse odd ones."""
+    if not (1 <= len(run) <= 24 and _NAME_RE.match(run)):
+        raise ValueError(f"run name {run!r}: 1-24 chars of [a-z0-9-], not starting/ending in -")
+
+
+def namespace_name(run: str, node: str) -> str:
+    """``exalb-<run>-<node>``: the prefix marks it as ours, the run keeps runs apart."""
+    return f"exalb-{run}-{node}"
+
+
+def namespace_prefix(run: str) -> str:
+    return f"exalb-{run}-"
+
+
+# --- parsing helpers (pure) ---------------------------------------------------------
+
+
+def parse_exec_addresses(commands: Iterable[str]) -> tuple[tuple[str, IPInterface], ...]:
+    """(interface, address) for every ``ip [-4|-6] addr add|replace A/L dev IF`` line."""
+    out: list[tuple[str, IPInterface]] = []
+    for command in commands:
+        words = shlex.split(command)
+        if len(words) < 2 or words[0] != "ip":
+            continue
+        rest = [w for w in words[1:] if w not in ("-4", "-6")]
+        if len(rest) < 3 or rest[0] not in ("a", "addr", "address"):
+            continue
+        if rest[1] not in ("add", "replace", "change"):
+            continue
+        try:
+            iface = ipaddress.ip_interface(rest[2])
+            dev = rest[rest.index("dev") + 1]
+        except (ValueError, IndexError):
+            continue
+        out.append((dev, iface))
+    return tuple(out)
+
+
+def parse_frr_addresses(text: str) -> tuple[tuple[str, IPInterface], ...]:
+    """(interface, address) from ``interface X`` / ``ip[v6] address A/L`` in frr.conf."""
+    out: list[tuple[str, IPInterface]] = []
+    current: str | None = None
+    for raw in text.splitlines():
+        words = raw.split()
+        if not words or words[0].startswith("!"):
+            continue
+        if not raw[0].isspace():  # a top-level line opens or closes an interface block
+            current = words[1] if words[0] == "interface" and len(words) > 1 else None
+        elif current and words[0] in ("ip", "ipv6") and len(words) >= 3 and words[1] == "address":
+            try:
+                out.append((current, ipaddress.ip_interface(words[2])))
+            except ValueError:
+                continue
+    return tuple(out)
+
+
+def parse_frr_neighbors(text: str) -> dict[IPAddress, int]:
+    """``neighbor <address> remote-as <asn>`` lines of frr.conf."""
+    out: dict[IPAddress, int] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 4 and words[0] == "neighbor" and words[2] == "remote-as":
+            try:
+                out[ipaddress.ip_address(words[1])] = int(words[3])
+            except ValueError:
+                continue
+    return out
+
+
+def parse_frr_asn(text: str) -> int | None:
+    """The AS of ``router bgp <asn>`` in frr.conf (the default VRF's), if any."""
+    match = re.search(r"^router bgp (\d+)\s*$", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def parse_daemons(text: str) -> tuple[str, ...]:
+    """Daemons switched on (``name=yes``) in an FRR ``daemons`` file."""
+    out = []
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and value.strip().strip("\"'") == "yes" and re.fullmatch(r"[a-z0-9]+d", key):
+            out.append(key)
+    return tuple(out)
+
+
+def parse_peers(value: str) -> tuple[BgpPeer, ...]:
+    """``"192.0.2.1@64500 2001:db8::1@64500"`` into peers (ValueError on bad syntax)."""
+    peers = []
+    for item in value.replace(",", " ").split():
+        address, sep, asn = item.rpartition("@")
+        if not sep:
+            raise ValueError(f"peer {item!r} is not <address>@<asn>")
+        peers.append(BgpPeer(ipaddress.ip_address(address), _asn(asn)))
+    return tuple(peers)
+
+
+def _asn(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 4294967295:
+        raise ValueError(f"AS number {value} out of range")
+    return value
+
+
+def _parse_bgp(labels: Mapping[str, str]) -> BgpIdentity:
+    router_id = ipaddress.ip_address(labels[LABEL_ROUTER_ID])
+    if not isinstance(router_id, ipaddress.IPv4Address):
+        raise ValueError(f"router-id {router_id} must be IPv4")
+    return BgpIdentity(_asn(labels[LABEL_ASN]), router_id, parse_peers(labels[LABEL_PEERS]))
+
+
+def _endpoint(text: Any, problems: list[str]) -> Endpoint | None:
+    node, sep, iface = str(text).partition(":")
+    if not sep or not node or not iface:
+        problems.append(f"link endpoint {text!r} is not <node>:<interface>")
+        return None
+    return Endpoint(node, iface)
+
+
+def _string_list(value: Any, what: str, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"{what} must be a list of strings")
+        return ()
+    return tuple(value)
+
+
+def _parse_node(
+    name: str, spec: Any, defaults: Mapping[str, Any], directory: Path, problems: list[str]
+) -> Node | None:
+    if not isinstance(spec, dict):
+        spec = {}
+    merged = {**defaults, **spec}
+    raw_labels = merged.get("labels") or {}
+    if not isinstance(raw_labels, dict):
+        problems.append(f"node {name}: labels must be a mapping")
+        raw_labels = {}
+    labels = {str(k): str(v) for k, v in raw_labels.items()}
+    role_text = labels.get(LABEL_ROLE, "")
+    try:
+        role = Role(role_text)
+    except ValueError:
+        problems.append(f"node {name}: label {LABEL_ROLE} must be one of router/node/client")
+        return None
+    binds = []
+    for text in _string_list(merged.get("binds"), f"node {name}: binds", problems):
+        parts = text.split(":")
+        if len(parts) < 2:
+            problems.append(f"node {name}: bind {text!r} is not <source>:<target>[:mode]")
+            continue
+        source = Path(parts[0])
+        binds.append(Bind(source if source.is_absolute() else directory / source, parts[1]))
+    commands = _string_list(merged.get("exec"), f"node {name}: exec", problems)
+    bgp = None
+    if role is Role.NODE:
+        try:
+            bgp = _parse_bgp(labels)
+        except KeyError as exc:
+            problems.append(f"node {name}: role node needs label {exc.args[0]}")
+        except ValueError as exc:
+            problems.append(f"node {name}: {exc}")
+    return Node(
+        name=name,
+        kind=str(merged.get("kind", "")),
+        image=str(merged.get("image", "")),
+        role=role,
+        labels=labels,
+        binds=tuple(binds),
+        exec=commands,
+        bgp=bgp,
+        addresses=parse_exec_addresses(commands),
+    )
+
+
+def parse_topology(text: str, path: Path) -> Topology:
+    """Parse a clab file's text; ``path`` locates relative binds. Raises TopologyError."""
+    problems: list[str] = []
+    doc = yaml.safe_load(text)
+    if not isinstance(doc, dict):
+        raise TopologyError(path, ["not a YAML mapping"])
+    name = doc.get("name")
+    if not isinstance(name, str) or not name:
+        problems.append("missing top-level name")
+    topo = doc.get("topology")
+    if not isinstance(topo, dict) or not isinstance(topo.get("nodes"), dict):
+        raise TopologyError(path, [*problems, "missing topology.nodes"])
+    defaults = topo.get("defaults") or {}
+    nodes = []
+    for node_name, spec in topo["nodes"].items():
+        node = _parse_node(str(node_name), spec, defaults, path.parent, problems)
+        if node is not None:
+            nodes.append(node)
+    links = []
+    for item in topo.get("links") or []:
+        endpoints = item.get("endpoints") if isinstance(item, dict) else None
+        if not isinstance(endpoints, list) or len(endpoints) != 2:
+            problems.append(f"link {item!r} needs exactly two endpoints")
+            continue
+        a, b = (_endpoint(e, problems) for e in endpoints)
+        if a and b:
+            links.append(Link(a, b))
+    if problems:
+        raise TopologyError(path, problems)
+    return Topology(str(name), path, tuple(nodes), tuple(links))
+
+
+def with_router_addresses(topology: Topology, frr_confs: Mapping[str, str]) -> Topology:
+    """Fill routers' addresses from their frr.conf text (node name -> text)."""
+    nodes = tuple(
+        replace(n, addresses=n.addresses + parse_frr_addresses(frr_confs[n.name]))
+        if n.role is Role.ROUTER and n.name in frr_confs
+        else n
+        for n in topology.nodes
+    )
+    return Topology(topology.name, topology.path, nodes, topology.links)
+
+
+# --- validation ---------------------------------------------------------------------
+
+
+def validate(topology: Topology, frr_confs: Mapping[str, str]) -> list[str]:
+    """Everything that would make the runner (or containerlab) fail, as readable lines."""
+    problems: list[str] = []
+    names = {n.name for n in topology.nodes}
+    for node in topology.nodes:
+        problems.extend(_node_problems(node, topology))
+    seen: set[Endpoint] = set()
+    for link in topology.links:
+        for end in (link.a, link.b):
+            if end.node not in names:
+                problems.append(f"link endpoint {end}: no node {end.node}")
+            if not _IFNAME_RE.match(end.interface):
+                problems.append(f"link endpoint {end}: interface name longer than 15 or odd")
+            if end.interface in (MGMT_INTERFACE, "lo"):
+                problems.append(f"link endpoint {end}: {end.interface} is reserved")
+            if end in seen:
+                problems.append(f"link endpoint {end} used twice")
+            seen.add(end)
+        if link.a.node == link.b.node:
+            problems.append(f"link {link.a} - {link.b} loops back to one node")
+    problems.extend(_bgp_problems(topology, frr_confs))
+    return problems
+
+
+def _node_problems(node: Node, topology: Topology) -> list[str]:
+    problems: list[str] = []
+    if not (len(node.name) <= MAX_NODE_NAME and _NAME_RE.match(node.name)):
+        problems.append(f"node {node.name}: name must be <= {MAX_NODE_NAME} chars of [a-z0-9-]")
+    if node.kind != "linux":
+        problems.append(f"node {node.name}: kind {node.kind!r} (the runner supports linux)")
+    for bind in node.binds:
+        if not bind.source.is_file():
+            problems.append(f"node {node.name}: bind source {bind.source} is not a file")
+    if node.role is Role.ROUTER:
+        for target in (FRR_CONF_TARGET, FRR_DAEMONS_TARGET):
+            if node.bind_source(target) is None:
+                problems.append(f"node {node.name}: a router needs a bind to {target}")
+    own = {*topology.interfaces(node.name), "lo"}
+    for iface, address in node.addresses:
+        if iface not in own:
+            problems.append(f"node {node.name}: address {address} on unknown interface {iface}")
+    return problems
+
+
+def _bgp_problems(topology: Topology, frr_confs: Mapping[str, str]) -> list[str]:
+    problems: list[str] = []
+    owners: dict[IPAddress, Node] = {
+        iface.ip: router
+        for router in topology.by_role(Role.ROUTER)
+        for _, iface in router.addresses
+    }
+    for node in topology.by_role(Role.NODE):
+        if node.bgp is None:
+            continue
+        for peer in node.bgp.peers:
+            router = owners.get(peer.address)
+            local = node.local_address_for(peer.address)
+            if router is None:
+                problems.append(f"node {node.name}: peer {peer.address} is no router's address")
+            if local is None:
+                problems.append(f"node {node.name}: no own address on {peer.address}'s subnet")
+            if router is None or local is None:
+                continue
+            conf = frr_confs.get(router.name, "")
+            router_as = parse_frr_asn(conf)
+            if router_as != peer.asn:
+                problems.append(
+                    f"node {node.name}: peer {peer.address}@{peer.asn} but {router.name} is "
+                    f"AS {router_as}"
+                )
+            if parse_frr_neighbors(conf).get(local) != node.bgp.asn:
+                problems.append(
+                    f"node {node.name}: {router.name}'s frr.conf has no "
+                    f"'neighbor {local} remote-as {node.bgp.asn}'"
+                )
+    return problems
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a clab file and its routers' frr.conf (raises TopologyError)."""
+    path = Path(path).resolve()
+    topology = parse_topology(path.read_text(), path)
+    frr_confs: dict[str, str] = {}
+    problems: list[str] = []
+    for router in topology.by_role(Role.ROUTER):
+        source = router.bind_source(FRR_CONF_TARGET)
+        if source is not None and source.is_file():
+            frr_confs[router.name] = source.read_text()
+    topology = with_router_addresses(topology, frr_confs)
+    problems.extend(validate(topology, frr_confs))
+    if problems:
+        raise TopologyError(path, problems)
+    return topology

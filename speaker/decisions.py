@@ -1,0 +1,311 @@
+"""This node's BGP announcements: a pure function of config, node, Services and endpoints.
+
+MetalLB's rules (speaker ``ShouldAnnounce`` and its pre-checks, metallb-semantics §5) are kept,
+including the order of the withdraw reasons, so a user reading "why is my Service not
+announced from node X" gets MetalLB's vocabulary. exalb adds a reason to every "no", and
+returns the routes themselves (prefix, peer, attributes) so the driver can diff them against
+ExaBGP's adj-rib-out and the status can say what each node sends.
+
+Decisions made here (documented because MetalLB leaves them implicit):
+
+* **IP outside every pool.** The controller never re-IPs a Service whose IP left every pool
+  (design contract); it keeps the IP and flags it. The speaker keeps announcing such an IP
+  **only if it can still find the pool**: the pool named by the Service's
+  ``ip-allocated-from-pool`` annotation, if that pool still exists. Its advertisements then
+  say to which peers and with which attributes, and the decision carries a warning. If the
+  pool itself is gone there is no advertisement to follow: inventing peers or attributes
+  would be worse than withdrawing, so the reason is ``ipNotAllowed`` (as MetalLB).
+* **Conflicting advertisements.** Two matching advertisements conflict only if they would
+  send the same prefix (same aggregation length) to a common peer with different
+  LOCAL_PREF: the config validation accepts different LOCAL_PREF when aggregation, peers or
+  nodes differ, and the speaker must not refuse what validation accepted.
+* **Same prefix, same peer, different communities** (two advertisements, or two Services
+  aggregated into one prefix): one BGP route can only carry one attribute set, so the
+  communities are merged (union), as MetalLB's FRR mode does.
+* **Families.** An IPv4 prefix goes to IPv4 peers only and an IPv6 prefix to IPv6 peers
+  only (``next-hop self`` resolves to the session's family; exabgp.md §9).
+* ``noPeers`` (exalb ADD): every rule says "announce" but no peer of the IP's family is
+  selected for this node, so nothing is sent. MetalLB would report success here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from exalb.config.model import BGPAdvertisement, Config, IPAddress, IPNetwork, Peer, Pool
+from exalb.views import EndpointsView, NodeView, ServiceView
+
+Reason = Literal[
+    "notLoadBalancer",
+    "loadBalancerClass",
+    "noIPAllocated",
+    "ipNotAllowed",
+    "notOwner",
+    "noMatchingAdvertisement",
+    "conflictingAdvertisements",
+    "nodeNetworkUnavailable",
+    "nodeLabeledExcludeBalancers",
+    "noLocalEndpoints",
+    "noEndpoints",
+    "noPeers",
+]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One prefix to one peer with its attributes; ``next_hop`` is always ``self`` today."""
+
+    prefix: IPNetwork
+    peer_name: str
+    next_hop: str = "self"
+    local_pref: int | None = None  # None = attribute not sent
+    communities: tuple[str, ...] = ()  # sorted, unique, "a:b"
+    large_communities: tuple[str, ...] = ()  # sorted, unique, "a:b:c"
+    med: int | None = None
+
+    @property
+    def family(self) -> Literal[4, 6]:
+        return 4 if self.prefix.version == 4 else 6
+
+    @property
+    def key(self) -> tuple[str, IPNetwork]:
+        """Identity in a BGP RIB without add-path: one route per (peer, prefix)."""
+        return (self.peer_name, self.prefix)
+
+    def sort_key(self) -> tuple[str, int, int, int]:
+        return (self.peer_name, self.prefix.version, int(self.prefix.network_address),
+                self.prefix.prefixlen)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Options:
+    """Speaker flags that change decisions."""
+
+    ignore_exclude_lb: bool = False
+    # MetalLB ``--lb-class``: None = only class-less Services, else exactly this class.
+    load_balancer_class: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceDecision:
+    """Why this node does (not) announce one Service, and what it sends for it."""
+
+    service: str  # namespace/name
+    announce: bool
+    reason: Reason | None = None  # set exactly when ``announce`` is False
+    pool: str | None = None
+    advertisements: tuple[str, ...] = ()  # names of the advertisements that applied
+    routes: frozenset[Route] = frozenset()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Announcements:
+    """This node's whole desired BGP state plus the per-Service explanation."""
+
+    routes: frozenset[Route] = frozenset()
+    decisions: tuple[ServiceDecision, ...] = ()
+    peers: tuple[Peer, ...] = ()  # the peers that apply to this node
+    warnings: tuple[str, ...] = field(default=())
+
+    def routes_for(self, peer_name: str) -> frozenset[Route]:
+        return frozenset(r for r in self.routes if r.peer_name == peer_name)
+
+
+def peers_for_node(config: Config, node: NodeView) -> tuple[Peer, ...]:
+    """The peers this node opens sessions to: those whose ``nodeSelectors`` match it."""
+    labels = node.label_map
+    return tuple(p for p in config.peers if p.selects_node(labels))
+
+
+def resolve_pool(config: Config, service: ServiceView) -> tuple[Pool | None, tuple[str, ...]]:
+    """The one pool holding all of the Service's IPs, or the allocated pool (see module doc).
+
+    Returns the pool (None = ``ipNotAllowed``) and warnings.
+    """
+    pools = {config.pool_of(ip) for ip in service.assigned_ips}
+    if len(pools) == 1 and None not in pools:
+        return pools.pop(), ()
+    named = config.pool(service.allocated_pool) if service.allocated_pool else None
+    if named is not None and all((p is None or p.name == named.name) for p in pools):
+        outside = [str(ip) for ip in service.assigned_ips if not named.contains(ip)]
+        return named, (
+            f"IP(s) {', '.join(outside)} outside every pool; still announced with the "
+            f"advertisements of pool {named.name!r} it was allocated from",
+        )
+    return None, ()
+
+
+def _prefix(ip: IPAddress, ad: BGPAdvertisement) -> IPNetwork:
+    length = ad.aggregation_length if ip.version == 4 else ad.aggregation_length_v6
+    return ipaddress.ip_network(f"{ip}/{length}", strict=False)
+
+
+def _ad_peers(ad: BGPAdvertisement, node_peers: Iterable[Peer], family: int) -> list[Peer]:
+    return [p for p in node_peers if p.family == family and (not ad.peers or p.name in ad.peers)]
+
+
+def _conflicting(
+    ads: tuple[BGPAdvertisement, ...], ips: tuple[IPAddress, ...], node_peers: tuple[Peer, ...]
+) -> tuple[str, str] | None:
+    """Two ads sending one prefix to a common peer with different LOCAL_PREF, if any."""
+    for ip in ips:
+        for i, a in enumerate(ads):
+            for b in ads[i + 1 :]:
+                if a.local_pref == b.local_pref or _prefix(ip, a) != _prefix(ip, b):
+                    continue
+                pa = {p.name for p in _ad_peers(a, node_peers, ip.version)}
+                pb = {p.name for p in _ad_peers(b, node_peers, ip.version)}
+                if pa & pb or (not a.peers and not b.peers):
+                    return a.name, b.name
+    return None
+
+
+def _routes(
+    ads: tuple[BGPAdvertisement, ...], ips: tuple[IPAddress, ...], node_peers: tuple[Peer, ...]
+) -> frozenset[Route]:
+    routes = []
+    for ip in ips:
+        for ad in ads:
+            prefix = _prefix(ip, ad)
+            for peer in _ad_peers(ad, node_peers, ip.version):
+                routes.append(
+                    Route(
+                        prefix=prefix,
+                        peer_name=peer.name,
+                        local_pref=ad.local_pref or None,
+                        communities=tuple(sorted(set(ad.communities))),
+                        large_communities=tuple(sorted(set(ad.large_communities))),
+                    )
+                )
+    return merge_routes(routes)
+
+
+def merge_routes(routes: Iterable[Route]) -> frozenset[Route]:
+    """One route per (peer, prefix): union of communities, highest LOCAL_PREF and lowest MED.
+
+    Needed because BGP carries one attribute set per prefix per session (no add-path here);
+    identical routes simply de-duplicate.
+    """
+    by_key: dict[tuple[str, IPNetwork], Route] = {}
+    for r in routes:
+        old = by_key.get(r.key)
+        if old is None or old == r:
+            by_key[r.key] = r
+            continue
+        prefs = [x for x in (old.local_pref, r.local_pref) if x is not None]
+        meds = [x for x in (old.med, r.med) if x is not None]
+        by_key[r.key] = Route(
+            prefix=r.prefix,
+            peer_name=r.peer_name,
+            next_hop=r.next_hop,
+            local_pref=max(prefs) if prefs else None,
+            communities=tuple(sorted(set(old.communities) | set(r.communities))),
+            large_communities=tuple(sorted(set(old.large_communities) | set(r.large_communities))),
+            med=min(meds) if meds else None,
+        )
+    return frozenset(by_key.values())
+
+
+def decide_service(
+    config: Config,
+    node: NodeView,
+    service: ServiceView,
+    endpoints: EndpointsView | None,
+    *,
+    options: Options = Options(),
+    node_peers: tuple[Peer, ...] | None = None,
+) -> ServiceDecision:
+    """MetalLB's checks in MetalLB's order; the first failing one is the reason."""
+    key = service.key
+
+    def no(reason: Reason, **kw: object) -> ServiceDecision:
+        return ServiceDecision(service=key, announce=False, reason=reason, **kw)  # type: ignore[arg-type]
+
+    if not service.is_load_balancer:
+        return no("notLoadBalancer")
+    if service.load_balancer_class != options.load_balancer_class:
+        return no("loadBalancerClass")
+    if not service.assigned_ips:
+        return no("noIPAllocated")
+    pool, warnings = resolve_pool(config, service)
+    if pool is None:
+        return no("ipNotAllowed")
+    labels = node.label_map
+    ads = config.bgp_advertisements_for(pool.name)
+    node_ads = tuple(a for a in ads if a.selects_node(labels))
+    if not node_ads:
+        return no("notOwner", pool=pool.name, warnings=warnings)
+    svc_labels = service.label_map
+    matching = tuple(a for a in node_ads if a.selects_service(svc_labels))
+    names = tuple(a.name for a in matching)
+    if not matching:
+        return no("noMatchingAdvertisement", pool=pool.name, warnings=warnings)
+    if node_peers is None:
+        node_peers = peers_for_node(config, node)
+    conflict = _conflicting(matching, service.assigned_ips, node_peers)
+    if conflict is not None:
+        return no(
+            "conflictingAdvertisements",
+            pool=pool.name,
+            advertisements=names,
+            warnings=(
+                *warnings,
+                f"advertisements {conflict[0]!r} and {conflict[1]!r} send the same prefix "
+                "to the same peer with different localPref",
+            ),
+        )
+    if node.network_unavailable:
+        return no("nodeNetworkUnavailable", pool=pool.name, advertisements=names)
+    if node.excluded_from_lb and not options.ignore_exclude_lb:
+        return no("nodeLabeledExcludeBalancers", pool=pool.name, advertisements=names)
+    eps = endpoints or EndpointsView(service.namespace, service.name)
+    if service.traffic_policy == "Local" and not eps.has_serving_on(node.name):
+        return no("noLocalEndpoints", pool=pool.name, advertisements=names, warnings=warnings)
+    if not eps.has_serving():
+        return no("noEndpoints", pool=pool.name, advertisements=names, warnings=warnings)
+    routes = _routes(matching, service.assigned_ips, node_peers)
+    if not routes:
+        return no("noPeers", pool=pool.name, advertisements=names, warnings=warnings)
+    return ServiceDecision(
+        service=key,
+        announce=True,
+        pool=pool.name,
+        advertisements=names,
+        routes=routes,
+        warnings=warnings,
+    )
+
+
+def decide(
+    config: Config,
+    node: NodeView,
+    services: Iterable[ServiceView],
+    endpoints: Mapping[str, EndpointsView],
+    options: Options = Options(),
+) -> Announcements:
+    """All of this node's routes (merged and de-duplicated) and one decision per Service.
+
+    ``endpoints`` is keyed by ``namespace/name`` (``ServiceView.key``); a missing entry means
+    the Service has no endpoints.
+    """
+    node_peers = peers_for_node(config, node)
+    decisions = tuple(
+        decide_service(
+            config, node, s, endpoints.get(s.key), options=options, node_peers=node_peers
+        )
+        for s in sorted(services, key=lambda s: s.key)
+    )
+    routes = merge_routes(r for d in decisions for r in d.routes)
+    warnings: list[str] = []
+    if node.excluded_from_lb and not options.ignore_exclude_lb:
+        warnings.append(
+            f"node {node.name} carries the label "
+            "node.kubernetes.io/exclude-from-external-load-balancers: it announces nothing"
+        )
+    return Announcements(
+        routes=routes, decisions=decisions, peers=node_peers, warnings=tuple(warnings)
+    )

@@ -1,0 +1,507 @@
+"""The speaker's ExaBGP adapter: converge ExaBGP's adj-rib-out onto the desired routes by diff.
+
+It talks to the bridge's unix socket (``speaker/exabgp/bridge.py``), never to ExaBGP's pipes,
+so it may crash, restart or be upgraded without ExaBGP noticing. Its rules:
+
+* **Diff, never resend.** It keeps what ExaBGP holds per neighbor (read from
+  ``show adj-rib out extensive``, then updated by acked commands) and sends only the
+  difference to the desired set (``protocol.plan``).
+* **Wire truth on every doubt.** On (re)connect (speaker restart, bridge respawn, ExaBGP
+  restart), on a neighbor's ``up`` event, after a ``reload`` and after any ``error`` it re-reads
+  adj-rib-out and converges from what is really there. So a restarted speaker withdraws
+  nothing that is still wanted.
+* **Exactly one ack per command.** Commands are pipelined; acks come back in order; an
+  ``error`` is a failure (counter ``exalb_exabgp_command_errors_total`` + a log line) and
+  triggers a re-read (with back-off) instead of guessing.
+* **Peers change only by reload.** ``apply_config`` writes the rendered file, runs
+  ``exabgp validate`` and sends ``reload``; ExaBGP then touches only the neighbors whose
+  definition changed. Routes are only sent to neighbors of the applied config.
+* **Graceful restart.** For neighbors rendered with ``manual-eor``, ``announce eor`` follows
+  every full re-sync, so a router holding stale routes flushes only what is really gone.
+* **Shutdown.** ``shutdown(withdraw=True)`` withdraws everything and waits for the acks (a
+  node leaving); ``withdraw=False`` leaves the routes with ExaBGP (a speaker restart).
+
+Clock, sleep and the connection factory are injected, so tests run against a fake ExaBGP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from exalb.config.model import IPNetwork
+from speaker.decisions import Route
+from speaker.exabgp import protocol
+from speaker.exabgp.protocol import AdjRibEntry, Command
+from speaker.exabgp.render import Neighbor, Rendered
+
+log = structlog.get_logger("exalb.speaker.exabgp")
+
+COMMANDS = Counter("exalb_exabgp_commands", "API commands sent to ExaBGP", ["verb"])
+COMMAND_ERRORS = Counter(
+    "exalb_exabgp_command_errors", "API commands ExaBGP answered with error", ["verb"]
+)
+RESYNCS = Counter("exalb_exabgp_resyncs", "adj-rib-out re-reads", ["trigger"])
+RELOADS = Counter("exalb_exabgp_reloads", "config reloads", ["result"])
+PEER_UP = Gauge("exalb_exabgp_peer_up", "1 when the BGP session is established", ["peer"])
+CONNECTED = Gauge("exalb_exabgp_bridge_connected", "1 while connected to the ExaBGP bridge")
+
+Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+Validator = Callable[[Path], Awaitable[str | None]]  # None = valid, else the error text
+
+
+class CommandError(Exception):
+    """ExaBGP answered ``error`` (or the connection died before the ack)."""
+
+
+class ReloadError(Exception):
+    """A ``reload`` could not be sent or was not applied; the old config file is restored."""
+
+
+@dataclass
+class _Pending:
+    command: str
+    future: asyncio.Future[list[str]]
+    output: list[str] = field(default_factory=list)
+
+
+class _Connection:
+    """One bridge connection: pipelined commands, in-order acks, events to a callback."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Callable[[protocol.Message], None],
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.on_event = on_event
+        self.pending: deque[_Pending] = deque()
+        self.closed = asyncio.Event()
+        self.task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                raw = await self.reader.readline()
+                if not raw:
+                    break
+                self._dispatch(raw.decode(errors="replace"))
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            log.warning("bridge_read_failed", error=str(exc))
+        finally:
+            self._fail_all(ConnectionError("bridge connection closed"))
+            self.closed.set()
+
+    def _dispatch(self, line: str) -> None:
+        msg = protocol.parse_line(line)
+        if isinstance(msg, protocol.Ack):
+            if not self.pending:
+                log.warning("stray_ack", ok=msg.ok)
+                return
+            p = self.pending.popleft()
+            if p.future.done():
+                return
+            if msg.ok:
+                p.future.set_result(p.output)
+            else:
+                p.future.set_exception(CommandError(p.command))
+        elif isinstance(msg, protocol.Output):
+            if self.pending:
+                self.pending[0].output.append(msg.text)
+            else:
+                log.debug("stray_output", line=msg.text)
+        else:
+            self.on_event(msg)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        while self.pending:
+            p = self.pending.popleft()
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def send(self, commands: Sequence[str]) -> list[asyncio.Future[list[str]]]:
+        """Queue the commands for ExaBGP; each future resolves with its output on ``done``."""
+        if self.closed.is_set():
+            raise ConnectionError("bridge connection closed")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for cmd in commands:
+            fut: asyncio.Future[list[str]] = loop.create_future()
+            self.pending.append(_Pending(cmd, fut))
+            futures.append(fut)
+        self.writer.write("".join(c + "\n" for c in commands).encode())
+        return futures
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+        self._fail_all(ConnectionError("closed"))
+        self.closed.set()
+
+
+def exabgp_validate(exabgp: str) -> Validator:
+    """A validator running ``<exabgp> validate <file>`` (exit 0 = valid)."""
+
+    async def validate(path: Path) -> str | None:
+        proc = await asyncio.create_subprocess_exec(
+            exabgp,
+            "validate",
+            str(path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return None if proc.returncode == 0 else out.decode(errors="replace").strip()
+
+    return validate
+
+
+def unix_connector(path: str | os.PathLike[str]) -> Connector:
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(str(path), limit=1 << 24)
+
+    return connect
+
+
+class Driver:
+    """Keeps ExaBGP's adj-rib-out equal to the desired routes; see the module docstring."""
+
+    def __init__(
+        self,
+        connect: Connector,
+        *,
+        config_path: Path | None = None,
+        validate: Validator | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        reconnect_delay: float = 0.5,
+        command_timeout: float = 30.0,
+        error_backoff: float = 1.0,
+    ) -> None:
+        self._connect = connect
+        self._config_path = config_path
+        self._validate = validate
+        self._clock = clock or time.monotonic
+        self._sleep = sleep
+        self._reconnect_delay = reconnect_delay
+        self._command_timeout = command_timeout
+        self._error_backoff = error_backoff
+        self._conn: _Connection | None = None
+        self._neighbors: dict[str, Neighbor] = {}  # peer name -> applied neighbor
+        self._routes: frozenset[Route] = frozenset()
+        self._actual: dict[str, dict[IPNetwork, AdjRibEntry | Route]] | None = None
+        self._resync_reasons: set[str] = set()
+        self._eor_due: set[str] = set()  # neighbor addresses owed an End-of-RIB
+        self._wake = asyncio.Event()
+        self._converged = asyncio.Event()
+        self._stopping = False
+        self._lock = asyncio.Lock()  # one converge / reload / show at a time
+        self.connections = 0  # how many times we connected (for tests and status)
+        self.last_error: str | None = None
+
+    # -- inputs -------------------------------------------------------------------------------
+    def set_routes(self, routes: Iterable[Route]) -> None:
+        """The desired routes (peer names as in the config); converged in the background."""
+        routes = frozenset(routes)
+        if routes != self._routes:
+            self._routes = routes
+            self._converged.clear()
+            self._wake.set()
+
+    def set_neighbors(self, neighbors: Iterable[Neighbor]) -> None:
+        """The neighbors ExaBGP runs with (normally done by :meth:`apply_config`)."""
+        self._neighbors = {n.peer_name: n for n in neighbors}
+        self._converged.clear()
+        self._wake.set()
+
+    async def apply_config(self, rendered: Rendered) -> bool:
+        """Write, validate and ``reload`` the config if its text changed; True if reloaded.
+
+        Invalid configs are refused (the old file stays in force) with ``ValueError``; a
+        reload that fails (not connected, no ack, not applied in time) restores the old file
+        and raises :class:`ReloadError`, so calling again later retries it.
+        """
+        if self._config_path is None:
+            raise RuntimeError("driver has no config path")
+        path = self._config_path
+        try:
+            current = path.read_text()
+        except FileNotFoundError:
+            current = None
+        if current == rendered.text:
+            self.set_neighbors(rendered.neighbors)
+            return False
+        tmp = path.with_name(path.name + ".new")
+        tmp.write_text(rendered.text)
+        if self._validate is not None:
+            problem = await self._validate(tmp)
+            if problem is not None:
+                RELOADS.labels("invalid").inc()
+                log.error("exabgp_config_invalid", error=problem)
+                tmp.unlink(missing_ok=True)
+                raise ValueError(f"rendered exabgp config rejected by exabgp validate: {problem}")
+        os.replace(tmp, path)
+        if current is None:  # ExaBGP is started with this file afterwards: nothing to reload
+            self.set_neighbors(rendered.neighbors)
+            return False
+        async with self._lock:
+            # Routes towards neighbors that disappear go with their session; keep only the
+            # neighbors that survive until the reload is acked.
+            keep = {n.peer_name for n in rendered.neighbors} & set(self._neighbors)
+            self._neighbors = {k: v for k, v in self._neighbors.items() if k in keep}
+            try:
+                await self._run_commands([protocol.RELOAD])
+                await self._await_reload({n.address for n in rendered.neighbors})
+                RELOADS.labels("ok").inc()
+            except (CommandError, ConnectionError, TimeoutError) as exc:
+                RELOADS.labels("failed").inc()
+                log.error("exabgp_reload_failed", error=str(exc))
+                # Put the old text back: the file must say what ExaBGP runs, or the next
+                # apply_config would see "unchanged" and never reload. The caller retries.
+                path.write_text(current)
+                self._resync_reasons.add("reload")
+                self._wake.set()
+                raise ReloadError(f"reload not applied: {exc}") from exc
+            self._resync_reasons.add("reload")
+        log.info("exabgp_config_reloaded", neighbors=[n.address for n in rendered.neighbors])
+        self.set_neighbors(rendered.neighbors)
+        return True
+
+    async def _await_reload(self, addresses: set[str], timeout: float = 10.0) -> None:
+        """``reload`` is acked before ExaBGP applies it (a signal handled by its loop): poll
+        ``show neighbor`` until exactly the new neighbor set exists, so no route is sent to a
+        neighbor that does not exist yet (which would answer ``error``)."""
+        deadline = self._clock() + timeout
+        while True:
+            (out,) = await self._run_commands([protocol.SHOW_NEIGHBOR_JSON])
+            if {str(s.peer) for s in protocol.parse_neighbor_json(out)} == addresses:
+                return
+            if self._clock() > deadline:
+                raise TimeoutError(f"ExaBGP did not apply the reload within {timeout}s")
+            await self._sleep(0.05)
+
+    # -- introspection ------------------------------------------------------------------------
+    async def show_adj_rib_out(self) -> dict[str, dict[IPNetwork, AdjRibEntry]]:
+        async with self._lock:
+            (out,) = await self._run_commands([protocol.SHOW_ADJ_RIB_OUT])
+        return protocol.parse_adj_rib_out(out)
+
+    async def show_neighbors(self) -> list[protocol.NeighborStatus]:
+        async with self._lock:
+            (out,) = await self._run_commands([protocol.SHOW_NEIGHBOR_JSON])
+        return protocol.parse_neighbor_json(out)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed.is_set()
+
+    async def wait_converged(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._converged.wait(), timeout)
+
+    # -- main loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, re-sync and converge forever (until :meth:`stop`)."""
+        while not self._stopping:
+            try:
+                reader, writer = await self._connect()
+            except OSError as exc:
+                self.last_error = f"connect: {exc}"
+                log.info("bridge_connect_failed", error=str(exc))
+                await self._sleep(self._reconnect_delay)
+                continue
+            self._conn = _Connection(reader, writer, self._on_event)
+            self.connections += 1
+            CONNECTED.set(1)
+            log.info("bridge_connected", n=self.connections)
+            self._actual = None
+            self._resync_reasons.add("connect")
+            self._eor_due.update(n.address for n in self._neighbors.values())
+            try:
+                await self._serve(self._conn)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                self.last_error = str(exc)
+                log.warning("bridge_connection_lost", error=str(exc))
+            finally:
+                CONNECTED.set(0)
+                self._converged.clear()
+                conn, self._conn = self._conn, None
+                await conn.close()
+            if not self._stopping:
+                await self._sleep(self._reconnect_delay)
+
+    async def _serve(self, conn: _Connection) -> None:
+        while not self._stopping and not conn.closed.is_set():
+            self._wake.clear()
+            failed = False
+            async with self._lock:
+                try:
+                    await self._converge_once()
+                except CommandError as exc:
+                    failed = True
+                    self.last_error = f"command failed: {exc}"
+            if failed:
+                await self._sleep(self._error_backoff)
+                continue
+            if not self._resync_reasons and not self._wake.is_set():
+                self._converged.set()
+            waiter = asyncio.create_task(self._wake.wait())
+            closed = asyncio.create_task(conn.closed.wait())
+            try:
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                closed.cancel()
+
+    def _desired(self) -> dict[str, dict[IPNetwork, Route]]:
+        out: dict[str, dict[IPNetwork, Route]] = {n.address: {} for n in self._neighbors.values()}
+        dropped = 0
+        for r in self._routes:
+            n = self._neighbors.get(r.peer_name)
+            if n is None:
+                dropped += 1
+                continue
+            out[n.address][r.prefix] = r
+        if dropped:
+            log.debug("routes_without_neighbor", count=dropped)
+        return out
+
+    async def _converge_once(self) -> None:
+        """Re-read adj-rib-out if needed, send the diff, then owed End-of-RIBs."""
+        if self._actual is None or self._resync_reasons:
+            for reason in self._resync_reasons or {"unknown"}:
+                RESYNCS.labels(reason).inc()
+            log.info("adj_rib_out_resync", reasons=sorted(self._resync_reasons))
+            self._resync_reasons.clear()
+            (out,) = await self._run_commands([protocol.SHOW_ADJ_RIB_OUT])
+            parsed = protocol.parse_adj_rib_out(out)
+            known = {n.address for n in self._neighbors.values()}
+            self._actual = {addr: dict(parsed.get(addr, {})) for addr in known}
+        actual = self._actual
+        desired = self._desired()
+        # neighbors no longer applied: their session (and RIB) goes with the reload
+        for addr in list(actual):
+            if addr not in desired:
+                del actual[addr]
+        commands = protocol.plan(desired, actual)
+        if commands:
+            started = self._clock()
+            await self._apply(commands)
+            log.info(
+                "exabgp_converged",
+                seconds=round(self._clock() - started, 4),
+                announce=sum(len(c.announced) for c in commands),
+                withdraw=sum(len(c.withdrawn) for c in commands),
+                lines=len(commands),
+            )
+        eor = [
+            n for n in self._neighbors.values() if n.graceful_restart and n.address in self._eor_due
+        ]
+        if eor:
+            await self._run_commands([protocol.end_of_rib(n.address, n.family) for n in eor])
+        self._eor_due.clear()
+
+    async def _apply(self, commands: list[Command]) -> None:
+        """Send pipelined; update the belief per acked command; any error → re-read later."""
+        assert self._actual is not None
+        results = await self._send([c.line for c in commands], [c.verb for c in commands])
+        failed = 0
+        for cmd, result in zip(commands, results, strict=True):
+            if isinstance(result, BaseException):
+                failed += 1
+                continue
+            rib = self._actual.setdefault(cmd.neighbor, {})
+            for p in cmd.withdrawn:
+                rib.pop(p, None)
+            for r in cmd.announced:
+                rib[r.prefix] = r
+        if failed:
+            self._resync_reasons.add("error")
+            raise CommandError(f"{failed} of {len(commands)} commands failed")
+
+    async def _run_commands(self, lines: list[str]) -> list[list[str]]:
+        """Send and require every command to succeed."""
+        results = await self._send(lines, [line.split()[0] for line in lines])
+        out: list[list[str]] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            out.append(r)
+        return out
+
+    async def _send(self, lines: list[str], verbs: list[str]) -> list[list[str] | BaseException]:
+        conn = self._conn
+        if conn is None or conn.closed.is_set():
+            raise ConnectionError("not connected to the ExaBGP bridge")
+        for verb in verbs:
+            COMMANDS.labels(_verb(verb)).inc()
+        futures = conn.send(lines)
+        await conn.writer.drain()
+        timeout = self._command_timeout + 0.01 * len(lines)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), timeout
+            )
+        except TimeoutError:
+            # Acks are lost or ExaBGP is stuck: the ack count cannot be trusted any more.
+            log.error("exabgp_ack_timeout", commands=len(lines), timeout=timeout)
+            await conn.close()
+            raise
+        for line, verb, r in zip(lines, verbs, results, strict=True):
+            if isinstance(r, CommandError):
+                COMMAND_ERRORS.labels(_verb(verb)).inc()
+                log.error("exabgp_command_failed", command=line)
+            elif isinstance(r, BaseException) and not isinstance(r, ConnectionError):
+                raise r
+        if any(isinstance(r, ConnectionError) for r in results):
+            raise ConnectionError("bridge connection closed before all acks arrived")
+        return list(results)
+
+    def _on_event(self, msg: protocol.Message) -> None:
+        if isinstance(msg, protocol.PeerStateEvent):
+            names = [n.peer_name for n in self._neighbors.values() if n.address == str(msg.peer)]
+            for name in names or [str(msg.peer)]:
+                PEER_UP.labels(name).set(1 if msg.state == "up" else 0)
+            log.info("bgp_peer_state", peer=str(msg.peer), state=msg.state, reason=msg.reason)
+            if msg.state == "up":
+                self._resync_reasons.add("peer_up")
+                self._eor_due.add(str(msg.peer))
+                self._converged.clear()
+                self._wake.set()
+        elif isinstance(msg, protocol.Shutdown):
+            log.warning("exabgp_shutting_down")
+        else:
+            log.debug("exabgp_event", event=getattr(msg, "type", type(msg).__name__))
+
+    # -- stop ---------------------------------------------------------------------------------
+    async def shutdown(self, *, withdraw: bool = True, timeout: float = 10.0) -> None:
+        """Withdraw everything (node leaving) or leave routes in place (speaker restart)."""
+        if withdraw and self.connected:
+            self.set_routes(())
+            with contextlib.suppress(TimeoutError):
+                await self.wait_converged(timeout)
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._conn is not None:
+            self._conn.closed.set()
+
+
+def _verb(word: str) -> str:
+    return word if word in ("announce", "withdraw", "show", "reload", "other") else "other"

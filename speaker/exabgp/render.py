@@ -1,0 +1,310 @@
+"""ExaBGP 5.0 configuration and environment as pure functions of this node's peers.
+
+The rendered file only declares sessions (neighbors) and the API process; routes never appear
+in it. That split is what lets a Service change go through ``announce``/``withdraw`` without
+ever touching a session, while a peer change re-renders this file and ``reload``s it: ExaBGP
+keeps every neighbor whose definition did not change (exabgp.md §6).
+
+Mapping of MetalLB's BGPPeer onto ExaBGP (verified with ``exabgp validate`` and in the lab):
+
+==========================  ===============================================================
+BGPPeer                     ExaBGP neighbor
+==========================  ===============================================================
+peerAddress                 ``neighbor <ip>``
+sourceAddress               ``local-address`` (omitted = ExaBGP picks it, "auto")
+routerID                    ``router-id``; fallback: the node's first IPv4 address, then an
+                            IPv4 sourceAddress (ExaBGP requires a router-id when
+                            local-address is auto, and always for IPv6 neighbors)
+myASN / localASN            ``local-as``
+peerASN / dynamicASN        ``peer-as <n>`` / ``peer-as auto`` (ExaBGP does not check
+                            internal/external: reported as a warning)
+peerPort                    ``connect <port>`` (only when not 179)
+holdTime                    ``hold-time``; unset = 90 s as native MetalLB (ExaBGP's own
+                            default is 180 s); only keepaliveTime set = 3 x keepalive
+keepaliveTime               no knob: ExaBGP always uses hold/3 (problem if it differs)
+ebgpMultiHop                ``outgoing-ttl 255``; otherwise the OS default TTL (64), as
+                            native MetalLB (which never set a TTL): forcing TTL 1 would break
+                            loopback eBGP peerings that worked with native MetalLB
+password / passwordSecret   ``md5-password`` in base64 + ``md5-base64 true``: any byte survives
+                            the config tokenizer, and a password that happens to be all hex
+                            digits is not mistaken for base64 by ExaBGP's auto-detection
+enableGracefulRestart       ``capability { graceful-restart 120; }`` + ``manual-eor true``
+                            (the driver sends End-of-RIB after a full re-sync)
+address family              ``family { ipv4 unicast; }`` or ``ipv6 unicast`` by peerAddress
+connectTime, bfdProfile,    not supported by ExaBGP 5.0: reported as problems
+vrf
+==========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from exalb.config.model import Peer
+from exalb.views import NodeView
+
+DEFAULT_HOLD_TIME = 90  # native MetalLB's default when the BGPPeer leaves it unset
+GRACEFUL_RESTART_TIME = 120  # seconds; the usual restart time (FRR's default too)
+PROCESS_NAME = "bridge"
+MAX_MD5_KEY = 80  # TCP_MD5SIG_MAXKEYLEN
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class RenderProblem:
+    """Something the rendered config cannot honour; errors drop the neighbor."""
+
+    peer: str
+    field: str
+    message: str
+    severity: Severity = "warning"
+
+    def __str__(self) -> str:
+        prefix = "" if self.severity == "error" else "warning: "
+        return f"{prefix}BGPPeer/{self.peer}: {self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """One rendered neighbor; ``block`` is its exact text (used to tell what a reload changes)."""
+
+    peer_name: str
+    address: str
+    family: Literal[4, 6]
+    graceful_restart: bool
+    block: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    neighbors: tuple[Neighbor, ...]
+    problems: tuple[RenderProblem, ...]
+
+    @property
+    def errors(self) -> tuple[RenderProblem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+
+_UNSAFE_TOKEN = re.compile(r"[\s;{}\"'\[\]#]")
+
+
+def process_block(bridge_argv: Sequence[str]) -> str:
+    """The ``process`` block that starts the bridge (``run`` must name an existing file)."""
+    if not bridge_argv:
+        raise ValueError("bridge command line is empty")
+    for token in bridge_argv:
+        if not token or _UNSAFE_TOKEN.search(token):
+            raise ValueError(f"bridge argument {token!r} cannot be written into exabgp.conf")
+    if not bridge_argv[0].startswith("/"):
+        raise ValueError("the bridge program must be an absolute path")
+    return f"process {PROCESS_NAME} {{\n    run {' '.join(bridge_argv)};\n    encoder json;\n}}\n"
+
+
+def _router_id(peer: Peer, node: NodeView) -> ipaddress.IPv4Address | None:
+    if peer.router_id is not None:
+        return peer.router_id
+    for addr in node.addresses:
+        if isinstance(addr, ipaddress.IPv4Address):
+            return addr
+    if isinstance(peer.source_address, ipaddress.IPv4Address):
+        return peer.source_address
+    return None
+
+
+def _hold_time(peer: Peer, problems: list[RenderProblem]) -> int:
+    hold = peer.hold_time
+    keepalive = peer.keepalive_time
+    if hold is None:
+        hold = keepalive * 3 if keepalive else DEFAULT_HOLD_TIME
+    elif keepalive is not None and keepalive != hold // 3:
+        problems.append(
+            RenderProblem(
+                peer.name,
+                "spec.keepaliveTime",
+                f"ExaBGP always sends keepalives every hold/3 = {hold // 3}s; "
+                f"keepaliveTime {keepalive}s is not honoured",
+            )
+        )
+    return hold
+
+
+def _unsupported(peer: Peer, problems: list[RenderProblem]) -> None:
+    # These fields may not exist on the model yet; read them defensively (see report).
+    for attr, path, why in (
+        ("connect_time", "spec.connectTime", "ExaBGP 5.0 has no connect-retry knob"),
+        ("bfd_profile", "spec.bfdProfile", "ExaBGP has no BFD (Exa-Networks/exabgp#1037)"),
+        ("vrf", "spec.vrf", "ExaBGP has no VRF support; run it inside the VRF instead"),
+    ):
+        if getattr(peer, attr, None):
+            problems.append(RenderProblem(peer.name, path, f"not supported: {why}"))
+
+
+def neighbor_block(
+    peer: Peer, node: NodeView, password: str | None, problems: list[RenderProblem]
+) -> str | None:
+    """One ``neighbor`` block, or None when the peer cannot be rendered (error appended)."""
+    rid = _router_id(peer, node)
+    if rid is None:
+        problems.append(
+            RenderProblem(
+                peer.name,
+                "spec.routerID",
+                f"no router-id: node {node.name} has no IPv4 address; set routerID",
+                "error",
+            )
+        )
+        return None
+    if peer.password_secret is not None and password is None:
+        problems.append(
+            RenderProblem(
+                peer.name,
+                "spec.passwordSecret",
+                f"secret {peer.password_secret.namespace}/{peer.password_secret.name} "
+                "not resolved; session not configured",
+                "error",
+            )
+        )
+        return None
+    if password is not None and len(password.encode()) > MAX_MD5_KEY:
+        problems.append(
+            RenderProblem(peer.name, "spec.password", "longer than 80 bytes (TCP MD5 key)", "error")
+        )
+        return None
+    _unsupported(peer, problems)
+    hold = _hold_time(peer, problems)
+    local_asn = getattr(peer, "session_local_asn", peer.my_asn)
+    lines = [
+        f"neighbor {peer.peer_address} {{",
+        f"    description {peer.name};",
+        f"    router-id {rid};",
+    ]
+    if peer.source_address is not None:
+        lines.append(f"    local-address {peer.source_address};")
+    lines.append(f"    local-as {local_asn};")
+    if peer.dynamic_asn is not None:
+        lines.append("    peer-as auto;")
+        problems.append(
+            RenderProblem(
+                peer.name,
+                "spec.dynamicASN",
+                f"ExaBGP learns the peer AS from its OPEN and does not check that it is "
+                f"{peer.dynamic_asn}",
+            )
+        )
+    else:
+        lines.append(f"    peer-as {peer.peer_asn};")
+    lines.append(f"    hold-time {hold};")
+    if peer.peer_port != 179:
+        lines.append(f"    connect {peer.peer_port};")
+    if peer.ebgp_multihop and not peer.is_ibgp:
+        lines.append("    outgoing-ttl 255;")
+    if password is not None:
+        encoded = base64.b64encode(password.encode()).decode()
+        lines.append(f'    md5-password "{encoded}";')
+        lines.append("    md5-base64 true;")
+    if peer.enable_graceful_restart:
+        lines.append("    manual-eor true;")
+    lines.append(f"    family {{ ipv{peer.family} unicast; }}")
+    if peer.enable_graceful_restart:
+        lines.append(f"    capability {{ graceful-restart {GRACEFUL_RESTART_TIME}; }}")
+    lines.append(f"    api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; }}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_config(
+    peers: Sequence[Peer],
+    node: NodeView,
+    bridge_argv: Sequence[str],
+    passwords: Mapping[str, str] | None = None,
+) -> Rendered:
+    """The whole exabgp.conf for the peers that apply to this node.
+
+    ``passwords`` maps peer name to the MD5 password resolved by the adapter (inline
+    ``password`` needs no entry; an entry wins). Neighbors are sorted by address so the text
+    only changes when a peer does.
+    """
+    passwords = passwords or {}
+    problems: list[RenderProblem] = []
+    neighbors: list[Neighbor] = []
+    seen: dict[str, str] = {}
+    for peer in sorted(peers, key=lambda p: (p.peer_address.version, int(p.peer_address))):
+        addr = str(peer.peer_address)
+        if addr in seen:
+            problems.append(
+                RenderProblem(
+                    peer.name,
+                    "spec.peerAddress",
+                    f"{addr} is already used by BGPPeer/{seen[addr]} on this node; ignored",
+                    "error",
+                )
+            )
+            continue
+        password = passwords.get(peer.name, peer.password)
+        block = neighbor_block(peer, node, password, problems)
+        if block is None:
+            continue
+        seen[addr] = peer.name
+        neighbors.append(
+            Neighbor(peer.name, addr, peer.family, peer.enable_graceful_restart, block)
+        )
+    header = (
+        "# Rendered by exalb (speaker/exabgp/render.py); do not edit: the speaker overwrites it.\n"
+        f"# node {node.name}\n"
+    )
+    text = header + process_block(bridge_argv) + "".join("\n" + n.block for n in neighbors)
+    return Rendered(text=text, neighbors=tuple(neighbors), problems=tuple(problems))
+
+
+def exabgp_environment(
+    *,
+    pipename: str,
+    root: str,
+    run_as_root: bool,
+    log_level: str = "INFO",
+) -> dict[str, str]:
+    """The environment ExaBGP must be started with (merge it over ``os.environ``).
+
+    Why each value (exabgp.md §8): ``daemon.user=root`` when started as root, else ExaBGP
+    drops to ``nobody`` and cannot exec the bridge; statistics off (a log line per
+    keepalive); acks on, JSON events; a per-instance pipename + ``EXABGP_ROOT`` so several
+    instances coexist; ``tcp.bind`` empty so ExaBGP never listens on 179 (it dials out, no
+    NET_BIND_SERVICE); respawn on, but never terminate with the bridge.
+    """
+    return {
+        "exabgp.daemon.user": "root" if run_as_root else "nobody",
+        "exabgp.daemon.daemonize": "false",
+        "exabgp.log.destination": "stdout",
+        "exabgp.log.level": log_level,
+        "exabgp.log.statistics": "false",
+        "exabgp.api.ack": "true",
+        "exabgp.api.encoder": "json",
+        "exabgp.api.respawn": "true",
+        "exabgp.api.terminate": "false",
+        "exabgp.api.cli": "true",
+        "exabgp.api.pipename": pipename,
+        "exabgp.tcp.bind": "",
+        "exabgp.tcp.attempts": "0",
+        "EXABGP_ROOT": root,
+    }
+
+
+def environment_file(env: Mapping[str, str]) -> str:
+    """The same settings in ExaBGP's ini env-file format (``exabgp --env-file``)."""
+    sections: dict[str, list[str]] = {}
+    for key, value in sorted(env.items()):
+        if not key.startswith("exabgp."):
+            continue
+        _, section, option = key.split(".", 2)
+        sections.setdefault(section, []).append(f"{option} = {value!r}" if value == "" else
+                                                f"{option} = {value}")  # fmt: skip
+    return "".join(
+        f"[exabgp.{section}]\n" + "\n".join(opts) + "\n\n" for section, opts in sections.items()
+    )

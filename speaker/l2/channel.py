@@ -1,0 +1,54 @@
+"""File transport for the desired state and the status (speaker ⇄ sidecar, shared emptyDir).
+
+Why a file and not a socket: an emptyDir outlives both containers, so neither side has to
+be up for the other to make progress. The writer creates a temporary file in the same
+directory, fsyncs it and renames it over the target: readers see the old or the new
+document, never half of one. The reader polls ``stat`` (inode, mtime, size) every 100 ms;
+that costs microseconds, needs no inotify watch limits, and notices the rename at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers never see a partial file."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class FileWatcher:
+    """Returns a file's content once per change; None while unchanged or absent."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._sig: tuple[int, int, int] | None = None
+
+    def poll(self) -> bytes | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None  # speaker not there yet, or it died and the file is gone: keep state
+        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if sig == self._sig:
+            return None
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        self._sig = sig
+        return data

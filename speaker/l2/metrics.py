@@ -1,0 +1,103 @@
+"""Prometheus metrics of the garp sidecar.
+
+Same information as MetalLB's ``metallb_layer2_*`` counters, under exalb's own names with
+proper ``_total`` suffixes (semantics §7). Series of an IP are removed when the IP leaves
+the desired state, so moved Services leave no stale series behind (MetalLB #1972).
+A private registry keeps the sidecar independent of whatever else is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from exalb.config.model import IPAddress
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "exalb_l2_requests_received_total",
+            "ARP requests / neighbour solicitations received for an IP this node may answer",
+            ["ip"],
+            registry=r,
+        )
+        self.responses = Counter(
+            "exalb_l2_responses_sent_total", "ARP replies / NAs sent", ["ip"], registry=r
+        )
+        self.gratuitous = Counter(
+            "exalb_l2_gratuitous_sent_total",
+            "Gratuitous ARP / unsolicited NA frames sent",
+            ["ip"],
+            registry=r,
+        )
+        self.echo = Counter(
+            "exalb_l2_echo_replies_sent_total",
+            "ICMP echo replies sent (opt-in)",
+            ["ip"],
+            registry=r,
+        )
+        self.owner = Gauge(
+            "exalb_l2_answering",
+            "1 while this node answers for the IP (owner or data-path takeover)",
+            ["ip"],
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "exalb_l2_takeovers_total",
+            "IPs taken over because every better-ranked candidate fell silent",
+            ["ip"],
+            registry=r,
+        )
+        self.conflicts = Counter(
+            "exalb_l2_foreign_claims_total",
+            "Frames from another MAC claiming an IP this node answers",
+            ["ip"],
+            registry=r,
+        )
+        self.peer_up = Gauge(
+            "exalb_l2_peer_up", "Liveness of a better-ranked candidate", ["node"], registry=r
+        )
+        self.probes_sent = Counter("exalb_l2_probes_sent_total", "Liveness probes sent", registry=r)
+        self.generation = Gauge(
+            "exalb_l2_state_generation", "Generation of the applied desired state", registry=r
+        )
+        self.state_errors = Counter(
+            "exalb_l2_state_errors_total", "Desired-state documents rejected", registry=r
+        )
+        self._ips: set[str] = set()
+        self._nodes: set[str] = set()
+
+    def track_ips(self, ips: set[IPAddress]) -> None:
+        """Drop the series of IPs no longer in the desired state."""
+        names = {str(ip) for ip in ips}
+        for gone in self._ips - names:
+            for m in (
+                self.requests,
+                self.responses,
+                self.gratuitous,
+                self.echo,
+                self.owner,
+                self.takeovers,
+                self.conflicts,
+            ):
+                with contextlib.suppress(KeyError):
+                    m.remove(gone)
+        for new in names - self._ips:
+            self.owner.labels(new).set(0)
+        self._ips = names
+
+    def set_peers(self, peers: tuple[tuple[str, bool], ...]) -> None:
+        names = {n for n, _ in peers}
+        for gone in self._nodes - names:
+            with contextlib.suppress(KeyError):
+                self.peer_up.remove(gone)
+        for n, alive in peers:
+            self.peer_up.labels(n).set(1 if alive else 0)
+        self._nodes = names
+
+    def serve(self, port: int, addr: str) -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

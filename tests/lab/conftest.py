@@ -1,0 +1,63 @@
+"""Fixtures for lab tests: running topologies from ``containerlab/`` in namespaces.
+
+Reuse from any lab test::
+
+    @pytest.mark.lab
+    def test_something(lab_bgp_ecmp: Lab) -> None:
+        lab_bgp_ecmp.start_exabgp_static("n1", ["203.0.113.10/32"])
+        lab_bgp_ecmp.wait_route("r1", "203.0.113.10/32", nexthops=1)
+
+    def test_other(lab_factory: Callable[[str], Lab]) -> None:
+        lab = lab_factory("two-leaf")
+
+Every lab gets a fresh, unique run name (namespaces ``exalb-<run>-<node>``), so tests and
+parallel workers never collide; teardown runs after the test, pass or fail. The first lab
+test of a session skips everything (with the reason) when root, FRR, ExaBGP or namespaces
+are missing, and sweeps runs left by crashed earlier sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from exalb.lab.runner import Lab, new_run_name, unavailable_reason
+from exalb.lab.teardown import sweep_stale
+from tests.lab.topologies import topology_path
+
+
+@pytest.fixture(scope="session")
+def lab_available() -> None:
+    """Skip when the lab cannot run here; remove stale runs of dead test sessions."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    sweep_stale()
+
+
+@pytest.fixture
+def lab_factory(lab_available: None) -> Iterator[Callable[[str], Lab]]:
+    """Start topologies by name; all are torn down when the test ends."""
+    labs: list[Lab] = []
+
+    def start(name: str) -> Lab:
+        lab = Lab.start(topology_path(name), new_run_name())
+        labs.append(lab)
+        return lab
+
+    yield start
+    for lab in reversed(labs):
+        lab.down()
+
+
+@pytest.fixture
+def lab_bgp_ecmp(lab_factory: Callable[[str], Lab]) -> Lab:
+    """The ``bgp-ecmp`` topology running (r1, n1..n3, c); no ExaBGP started yet."""
+    return lab_factory("bgp-ecmp")
+
+
+@pytest.fixture
+def lab_two_leaf(lab_factory: Callable[[str], Lab]) -> Lab:
+    """The ``two-leaf`` topology running (leaf1, leaf2, n1, n2, c); no ExaBGP started yet."""
+    return lab_factory("two-leaf")

@@ -1,0 +1,151 @@
+"""The failover engine: who answers given ranks, probes, silence, BYE and partitions."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from speaker.l2.failover import Engine, Timing
+from speaker.l2.probe import ACK, BYE, COVERING, PROBE, Message
+from speaker.l2.state import Candidate, DesiredState, IPState
+
+VIP = ipaddress.ip_address("198.51.100.50")
+VIP6 = ipaddress.ip_address("2001:db8::50")
+ADDR = {n: ipaddress.ip_address(f"198.51.100.{i}") for i, n in enumerate(("a", "b", "c"), 11)}
+T = Timing(probe_interval=0.1, dead_after=0.35, burst_interval=1.1, burst_duration=5.0)
+
+
+def state(node: str, order: tuple[str, ...] = ("a", "b", "c"), gen: int = 1) -> DesiredState:
+    cands = tuple(Candidate(n, ADDR[n]) for n in order)
+    return DesiredState(node, gen, (IPState(VIP, cands), IPState(VIP6, cands)))
+
+
+def engine(node: str, **kw: object) -> Engine:
+    e = Engine(session=hash(node) & 0xFFFF, timing=T)
+    e.apply_state(state(node, **kw), 0.0)  # type: ignore[arg-type]
+    return e
+
+
+def ack(node: str, session: int = 7, flags: int = 0) -> Message:
+    return Message(ACK, node, session, flags=flags)
+
+
+def test_owner_answers_at_once_and_bursts() -> None:
+    e = Engine(session=1, timing=T)
+    change = e.apply_state(state("a"), 10.0)
+    assert change.gained == {VIP, VIP6} and not change.takeovers
+    assert e.answering == {VIP, VIP6}
+    assert e.probes_due(10.0) == []  # rank 0 probes nobody
+    assert sorted(map(str, e.announcements_due(10.0))) == sorted([str(VIP), str(VIP6)])
+    sends = [t for t in (10.0 + i * 0.05 for i in range(1, 200)) if e.announcements_due(t)]
+    assert len(sends) == 4  # 1.1, 2.2, 3.3, 4.4 s: five rounds in total, then quiet
+    assert abs(sends[0] - 11.1) < 0.06 and abs(sends[-1] - 14.4) < 0.06
+
+
+def test_standby_probes_owner_and_takes_over_after_silence() -> None:
+    e = engine("b")
+    assert e.answering == frozenset()
+    probes = e.probes_due(0.0)
+    assert [(a, m.kind) for a, m in probes] == [(ADDR["a"], PROBE)]
+    assert e.probes_due(0.05) == []  # not due yet
+    e.heard(ack("a"), 0.1)
+    assert not e.tick(0.4)  # 0.3 s of silence: still alive
+    change = e.tick(0.46)  # 0.36 s: dead
+    assert change.gained == {VIP, VIP6} == change.takeovers
+    assert e.next_deadline(0.46) <= 0.56
+
+
+def test_deadline_wakes_exactly_at_death() -> None:
+    e = engine("b")
+    e.heard(ack("a"), 1.0)
+    e.probes_due(1.0)
+    assert e.next_deadline(1.0) == 1.1  # next probe
+    e.probes_due(1.3)
+    assert e.next_deadline(1.3) == 1.35  # owner's death, before the next probe at 1.4
+
+
+def test_new_peers_get_grace() -> None:
+    e = Engine(session=1, timing=T)
+    e.apply_state(state("b"), 5.0)
+    assert not e.tick(5.3)
+    assert e.tick(5.36).gained  # never heard: dead after one grace period
+
+
+def test_third_rank_waits_for_both() -> None:
+    e = engine("c")
+    assert {a for a, _ in e.probes_due(0.0)} == {ADDR["a"], ADDR["b"]}
+    e.heard(ack("b"), 0.3)  # a silent, b alive: b's job
+    assert not e.tick(0.5)
+    assert e.tick(0.7).gained == {VIP, VIP6}
+
+
+def test_yield_when_better_ranked_returns_and_covering_flag() -> None:
+    e = engine("b")
+    e.tick(1.0)
+    assert e.answering == {VIP, VIP6}
+    (_addr, probe), *_ = e.probes_due(1.0)
+    assert probe.flags & COVERING  # "I answer what you rank above me for"
+    change = e.heard(ack("a"), 1.05)
+    assert change.lost == {VIP, VIP6} and e.answering == frozenset()
+    assert e.announcements_due(1.05) == []  # burst cancelled with the IP
+    (_, probe), *_ = e.probes_due(1.2)
+    assert not probe.flags & COVERING
+
+
+def test_owner_reasserts_on_covering_probe_rate_limited() -> None:
+    e = engine("a")
+    e.announcements_due(0.0)
+    e.announcements_due(10.0)  # burst over
+    assert e.announcements_due(20.0) == []
+    e.heard(Message(PROBE, "b", 9, flags=COVERING), 20.0)
+    assert set(e.announcements_due(20.0)) == {VIP, VIP6}
+    e.heard(Message(PROBE, "b", 9, flags=COVERING), 20.5)
+    assert e.announcements_due(20.5) == []  # within reassert_gap: burst continues as is
+    assert e.ack_for(Message(PROBE, "b", 9)).kind == ACK
+
+
+def test_bye_means_dead_now_and_session_matters() -> None:
+    e = engine("b")
+    e.heard(ack("a", session=1), 0.1)
+    change = e.heard(Message(BYE, "a", 1), 0.12)
+    assert change.gained == {VIP, VIP6}
+    assert not e.heard(ack("a", session=1), 0.13)  # late ack of the dying process
+    assert e.heard(ack("a", session=2), 0.5).lost == {VIP, VIP6}  # restarted sidecar
+
+
+def test_foreign_claim() -> None:
+    owner = engine("a")
+    owner.announcements_due(0.0)
+    owner.announcements_due(10.0)
+    owner.foreign_claim(VIP, 20.0)
+    assert owner.announcements_due(20.0) == [VIP]
+    standby = engine("b")
+    standby.tick(1.0)  # took over
+    standby.probes_due(1.0)
+    assert standby.probes_due(1.01) == []
+    standby.foreign_claim(VIP, 1.01)
+    assert standby.probes_due(1.01) != []  # ask the better-ranked node right away
+
+
+def test_state_change_moves_ownership_immediately() -> None:
+    e = engine("a")
+    change = e.apply_state(state("a", order=("b", "a")), 1.0)
+    assert change.lost == {VIP, VIP6}
+    change = e.apply_state(state("a", order=("b",)), 2.0)
+    assert not change and e.probes_due(2.0) == []  # no longer a candidate, nobody to watch
+
+
+def test_candidate_without_address_is_presumed_alive() -> None:
+    cands = (Candidate("a", None), Candidate("b", ADDR["b"]))
+    e = Engine(session=1, timing=T)
+    e.apply_state(DesiredState("b", 1, (IPState(VIP, cands),)), 0.0)
+    assert not e.tick(100.0)
+    assert e.probes_due(0.0) == []
+
+
+def test_leave_sends_bye_to_every_other_candidate() -> None:
+    e = engine("b")
+    e.tick(1.0)
+    byes = e.leave()
+    assert {a for a, _ in byes} == {ADDR["a"], ADDR["c"]}
+    assert all(m.kind == BYE for _, m in byes)
+    assert e.answering == frozenset()

@@ -1,0 +1,219 @@
+"""Every containerlab topology parses, is complete, and stays inside documentation ranges.
+
+CI check for ``containerlab/**/*.clab.yml``: the netns runner (and containerlab) would fail
+on a missing bind file or a dangling link endpoint; a typo in an address would put a
+non-documentation address on an interface. Also the parser's refusals, on small files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exalb.lab.exabgp_static import render_static_config
+from exalb.lab.topology import (
+    MAX_IFNAME,
+    Role,
+    TopologyError,
+    load_topology,
+    namespace_name,
+    parse_daemons,
+    parse_exec_addresses,
+    parse_frr_addresses,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGIES = sorted((ROOT / "containerlab").glob("**/*.clab.yml"))
+ALLOWED = [
+    ipaddress.ip_network(n)
+    for n in (
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "198.18.0.0/15",
+        "2001:db8::/32",
+        "127.0.0.0/8",  # FRR's vty bind address in daemons files; never on a link
+    )
+]
+SERVICE_RANGES = [
+    ipaddress.ip_network("203.0.113.0/24"),
+    ipaddress.ip_network("2001:db8:ffff::/64"),
+]
+DOC_ASNS = range(64496, 64512)  # RFC 5398
+LONGEST_RUN = "x" * 24
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the NUL
+
+
+def _allowed(address: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
+    """The whole prefix (not only the address) lies in one allowed range."""
+    first, last = address.network.network_address, address.network.broadcast_address
+    return any(first in net and last in net for net in ALLOWED)
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.parent.name for p in paths]
+
+
+def _ip_tokens(text: str) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """Every token that parses as an address or prefix."""
+    out = []
+    for token in re.split(r"[\s\"',\[\]{}=;@>]+", text):
+        if ("." in token or ":" in token) and re.fullmatch(r"[0-9a-fA-F.:/]+", token):
+            try:
+                out.append(ipaddress.ip_interface(token))
+            except ValueError:
+                continue
+    return out
+
+
+def test_there_are_topologies() -> None:
+    assert {p.parent.name for p in TOPOLOGIES} >= {"bgp-ecmp", "two-leaf"}
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=_ids(TOPOLOGIES))
+def test_topology_loads_and_is_complete(path: Path) -> None:
+    topo = load_topology(path)  # validates binds, endpoints, BGP peers against frr.conf
+    assert topo.by_role(Role.ROUTER), "a topology needs a router"
+    assert topo.by_role(Role.NODE), "a topology needs Kubernetes nodes"
+    for node in topo.nodes:
+        for bind in node.binds:
+            assert bind.source.is_file()
+        assert len(namespace_name(LONGEST_RUN, node.name)) < 64
+        socket = f"/run/exalb-lab/{LONGEST_RUN}/{node.name}/frr/run/zserv.api"
+        assert len(socket) <= SOCKET_PATH_MAX
+    for link in topo.links:
+        for end in (link.a, link.b):
+            assert len(end.interface) <= MAX_IFNAME
+            assert end.interface in topo.interfaces(end.node)
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=_ids(TOPOLOGIES))
+def test_only_documentation_addresses_and_asns(path: Path) -> None:
+    topo = load_topology(path)
+    files = [path, *(b.source for n in topo.nodes for b in n.binds)]
+    for file in files:
+        text = file.read_text()
+        found = _ip_tokens(text)
+        bad = [str(a) for a in found if not _allowed(a)]
+        assert not bad, f"{file}: non-documentation addresses {bad}"
+        for asn in re.findall(r"(?:remote-as|router bgp)\s+(\d+)", text):
+            assert int(asn) in DOC_ASNS, f"{file}: AS {asn} outside RFC 5398"
+    for node in topo.by_role(Role.NODE):
+        assert node.bgp is not None
+        assert node.bgp.asn in DOC_ASNS
+        assert all(p.asn in DOC_ASNS for p in node.bgp.peers)
+        for _, iface in node.addresses:
+            assert not any(iface.ip in s for s in SERVICE_RANGES), "Service IPs are not links"
+
+
+@pytest.mark.parametrize("path", TOPOLOGIES, ids=_ids(TOPOLOGIES))
+def test_static_exabgp_config_validates(path: Path, tmp_path: Path) -> None:
+    exabgp = Path(sys.executable).with_name("exabgp")
+    if not exabgp.exists():
+        pytest.skip("exabgp not installed next to the interpreter")
+    topo = load_topology(path)
+    for node in topo.by_role(Role.NODE):
+        conf = tmp_path / f"{node.name}.conf"
+        conf.write_text(render_static_config(node, ["203.0.113.10/32", "2001:db8:ffff::10/128"]))
+        proc = subprocess.run(
+            [str(exabgp), "validate", str(conf)], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- parser refusals on small files ---------------------------------------------------
+
+ROUTER_CONF = """\
+interface eth1
+ ip address 192.0.2.1/30
+exit
+router bgp 64500
+ neighbor 192.0.2.2 remote-as 64501
+"""
+
+
+def _write(tmp_path: Path, clab: str, frr_conf: str = ROUTER_CONF) -> Path:
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "frr.conf").write_text(frr_conf)
+    (tmp_path / "r1" / "daemons").write_text("bgpd=yes\n")
+    path = tmp_path / "t.clab.yml"
+    path.write_text(clab)
+    return path
+
+
+def _clab(
+    peers: str = "192.0.2.1@64500", endpoint: str = "n1:eth1", binds: str = "r1/frr.conf"
+) -> str:
+    return f"""
+name: t
+topology:
+  nodes:
+    r1:
+      kind: linux
+      labels: {{exalb.role: router}}
+      binds: [{binds}:/etc/frr/frr.conf, r1/daemons:/etc/frr/daemons]
+    n1:
+      kind: linux
+      labels:
+        exalb.role: node
+        exalb.bgp.asn: "64501"
+        exalb.bgp.router-id: 192.0.2.2
+        exalb.bgp.peers: {peers}
+      exec: [ip addr add 192.0.2.2/30 dev eth1]
+  links:
+    - endpoints: ["r1:eth1", "{endpoint}"]
+"""
+
+
+def test_minimal_topology_loads(tmp_path: Path) -> None:
+    topo = load_topology(_write(tmp_path, _clab()))
+    n1 = topo.node("n1")
+    assert n1.bgp is not None
+    assert str(n1.local_address_for(n1.bgp.peers[0].address)) == "192.0.2.2"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"binds": "r1/missing.conf"}, "is not a file"),
+        ({"endpoint": "n9:eth1"}, "no node n9"),
+        ({"endpoint": "n1:averyveryverylongname"}, "longer than 15"),
+        ({"endpoint": "n1:eth0"}, "reserved"),
+        ({"peers": "192.0.2.1@64999"}, "but r1 is AS 64500"),
+        ({"peers": "192.0.2.5@64500"}, "is no router's address"),
+        ({"peers": "192.0.2.1"}, "not <address>@<asn>"),
+    ],
+)
+def test_broken_topologies_are_refused(
+    tmp_path: Path, kwargs: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(TopologyError) as err:
+        load_topology(_write(tmp_path, _clab(**kwargs)))
+    assert any(problem in p for p in err.value.problems), err.value.problems
+
+
+def test_peer_asn_must_match_router_conf(tmp_path: Path) -> None:
+    conf = ROUTER_CONF.replace("remote-as 64501", "remote-as 64502")
+    with pytest.raises(TopologyError, match="remote-as 64501"):
+        load_topology(_write(tmp_path, _clab(), conf))
+
+
+def test_missing_role_label_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match=r"exalb\.role"):
+        load_topology(_write(tmp_path, _clab().replace("exalb.role: node", "other: x")))
+
+
+def test_small_parsers() -> None:
+    assert parse_daemons('bgpd=yes\nospfd=no\nstaticd="yes"\nvtysh_enable=yes\n') == (
+        "bgpd",
+        "staticd",
+    )
+    lines = ["ip -6 addr add 2001:db8::2/64 dev eth1 nodad", "ip route add 192.0.2.0/24 via x"]
+    assert [(i, str(a)) for i, a in parse_exec_addresses(lines)] == [("eth1", "2001:db8::2/64")]
+    conf = "interface eth2\n ipv6 address 2001:db8::1/64\nexit\nrouter bgp 1\n ip address x\n"
+    assert [(i, str(a)) for i, a in parse_frr_addresses(conf)] == [("eth2", "2001:db8::1/64")]
