@@ -17,6 +17,7 @@ import enum
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ import structlog
 from controller import metrics
 from controller.allocator import IP_CONFLICT, Allocator, Decision
 from controller.plan import is_ours
-from controller.status import POOL_ANNOTATION, service_patches
+from controller.status import POOL_ANNOTATION, ServicePatches, service_patches
 from exalb.config.documents import parse_documents
 from exalb.config.model import Config
 from exalb.config.problems import Problem
@@ -56,6 +57,14 @@ class Result(enum.Enum):
     PERMANENT = "permanent-error"
 
 
+# Status writes run on a small pool so that one slow request does not hold up every other
+# Service; decisions stay on the single worker thread. The queue never hands out a key that
+# is still being written, so writes for one Service keep their order.
+Write = Callable[[], Result]
+WRITERS = 8
+METRICS_INTERVAL = 1.0
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -83,6 +92,8 @@ class Controller:
         self._pending: set[str] = set()
         self._conflicts: set[str] = set()
         self._reported_problems: set[str] = set()
+        self._metrics_dirty = True
+        self._metrics_at = 0.0
         self.services = Informer(kube, SERVICES, self._on_service)
         self.namespaces = Informer(kube, NAMESPACES, self._on_namespace)
         self.config_informers = [
@@ -99,9 +110,11 @@ class Controller:
             and old.get("spec") == new.get("spec")
             and (old.get("metadata") or {}).get("annotations")
             == (new.get("metadata") or {}).get("annotations")
+            and (old.get("metadata") or {}).get("labels")
+            == (new.get("metadata") or {}).get("labels")
             and (old.get("status") or {}) == (new.get("status") or {})
         ):
-            return  # labels or other metadata only (labels still matter for selectors)
+            return  # nothing the allocator looks at changed (e.g. managedFields only)
         self.queue.add(f"svc:{key}")
 
     def _on_namespace(self, event: str, key: str, old: JSON | None, new: JSON | None) -> None:
@@ -163,19 +176,50 @@ class Controller:
         self.start_informers()
         if not self.wait_synced(stop):
             return
+        started = time.monotonic()
         self.bootstrap()
-        while not stop.is_set():
-            key = self.queue.get(timeout=0.5)
-            if key is None:
-                continue
-            try:
-                result = self.process(key)
-            except Exception:
-                log.exception("reconcile crashed", key=key)
-                result = Result.RETRY
-            self._finish(key, result)
+        settled = False
+        processed = 0
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="status-write") as writers:
+            while not stop.is_set():
+                self._maybe_publish()
+                key = self.queue.get(timeout=0.2)
+                if key is None:
+                    if not settled and self.config_ready.is_set():
+                        settled = True
+                        log.info(
+                            "initial reconcile complete",
+                            processed=processed,
+                            seconds=round(time.monotonic() - started, 3),
+                        )
+                    continue
+                processed += 1
+                try:
+                    outcome = self.process(key)
+                except Exception:
+                    log.exception("reconcile crashed", key=key)
+                    outcome = Result.RETRY
+                if isinstance(outcome, Result):
+                    self._finish(key, outcome)
+                else:
+                    writers.submit(self._run_write, key, outcome)
         for inf in self.informers():
             inf.stop()
+
+    def _run_write(self, key: str, write: Write) -> None:
+        try:
+            result = write()
+        except Exception:
+            log.exception("status write crashed", key=key)
+            result = Result.RETRY
+        self._finish(key, result)
+
+    def _maybe_publish(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._metrics_dirty and (force or now - self._metrics_at >= METRICS_INTERVAL):
+            metrics.publish_allocator(self.allocator, len(self._pending), len(self._conflicts))
+            self._metrics_dirty = False
+            self._metrics_at = now
 
     def _finish(self, key: str, result: Result) -> None:
         metrics.UPDATES.inc()
@@ -194,7 +238,7 @@ class Controller:
                 self.queue.add_after(POOLS_KEY, 1.0)
         self.queue.done(key)
 
-    def process(self, key: str) -> Result:
+    def process(self, key: str) -> Result | Write:
         if key == CONFIG_KEY:
             return self.handle_config()
         if key == POOLS_KEY:
@@ -285,7 +329,8 @@ class Controller:
         labels = (ns.get("metadata") or {}).get("labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
-    def handle_service(self, key: str) -> Result:
+    def handle_service(self, key: str) -> Result | Write:
+        """Decide now (single thread); return the writes to run on the writer pool."""
         obj = self.services.get(key)
         if obj is None:
             return self._release(key, None)
@@ -294,22 +339,32 @@ class Controller:
             return self._release(key, obj)
         decision = self.allocator.assign(view, self._namespace_labels(view.namespace))
         self._track(key, decision)
-        result = self._write(obj, decision)
-        if result is not Result.OK:
-            return result
+        patches = service_patches(obj, decision, self.now())
+        events: list[tuple[str, str, bool]] = []
         if decision.reason:
-            self.recorder.record(obj, decision.reason, decision.message, warning=decision.warning)
+            events.append((decision.reason, decision.message, decision.warning))
         if view.deprecated_annotations and decision.ips:
-            self.recorder.record(
-                obj,
-                "deprecatedAnnotation",
-                f"annotations {', '.join(view.deprecated_annotations)} are deprecated; use "
-                "the metallb.io/ prefix",
-                warning=True,
+            events.append(
+                (
+                    "deprecatedAnnotation",
+                    f"annotations {', '.join(view.deprecated_annotations)} are "
+                    "deprecated; use the metallb.io/ prefix",
+                    True,
+                )
             )
         if decision.changed:
             self.queue.add_after(POOLS_KEY, 1.0)
-        return Result.OK
+        if patches.status is None and patches.metadata is None and not events:
+            return Result.OK
+
+        def write() -> Result:
+            result = self._write(obj, patches)
+            if result is Result.OK:
+                for reason, message, warning in events:
+                    self.recorder.record(obj, reason, message, warning=warning)
+            return result
+
+        return write
 
     def _track(self, key: str, decision: Decision) -> None:
         if decision.pending:
@@ -320,7 +375,7 @@ class Controller:
             self._conflicts.add(key)
         else:
             self._conflicts.discard(key)
-        metrics.publish_allocator(self.allocator, len(self._pending), len(self._conflicts))
+        self._metrics_dirty = True
 
     def _release(self, key: str, obj: JSON | None) -> Result:
         released = self.allocator.release(key)
@@ -330,7 +385,7 @@ class Controller:
             # Not ours any more (type or class changed): clear what we wrote.
             annotations = (obj.get("metadata") or {}).get("annotations") or {}
             if released or POOL_ANNOTATION in annotations:
-                result = self._write(obj, None)
+                result = self._write(obj, service_patches(obj, None, self.now()))
                 if result is not Result.OK:
                     return result
         if released:
@@ -338,13 +393,12 @@ class Controller:
             for pending in sorted(self._pending):
                 self.queue.add(f"svc:{pending}")
             self.queue.add_after(POOLS_KEY, 1.0)
-        metrics.publish_allocator(self.allocator, len(self._pending), len(self._conflicts))
+        self._metrics_dirty = True
         return Result.OK
 
-    def _write(self, obj: JSON, decision: Decision | None) -> Result:
+    def _write(self, obj: JSON, patches: ServicePatches) -> Result:
         meta = obj.get("metadata") or {}
         name, ns = str(meta.get("name")), str(meta.get("namespace"))
-        patches = service_patches(obj, decision, self.now())
         try:
             if patches.status is not None:
                 self.kube.patch(SERVICES, name, patches.status, ns, subresource="status")

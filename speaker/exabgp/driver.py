@@ -226,6 +226,13 @@ class Driver:
     def set_neighbors(self, neighbors: Iterable[Neighbor]) -> None:
         """The neighbors ExaBGP runs with (normally done by :meth:`apply_config`)."""
         self._neighbors = {n.peer_name: n for n in neighbors}
+        if self._actual is not None and any(
+            n.address not in self._actual for n in self._neighbors.values()
+        ):
+            # adj-rib-out was read before this neighbor was known (e.g. a restarted speaker
+            # connects before its first computation): read it again rather than assume it
+            # is empty, or routes ExaBGP still holds would be announced a second time.
+            self._resync_reasons.add("neighbors")
         self._converged.clear()
         self._wake.set()
 

@@ -196,8 +196,11 @@ class Env:
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name, "annotations": annotations or {}},
+            # No NodePorts: BGP load balancing does not need them, and the NodePort range
+            # (2,768 ports) would cap the number of Services a test or benchmark can create.
             "spec": {
                 "type": "LoadBalancer",
+                "allocateLoadBalancerNodePorts": False,
                 "selector": {"app": name},
                 "ports": [
                     {"name": f"p{p}-{proto.lower()}", "port": p, "protocol": proto}

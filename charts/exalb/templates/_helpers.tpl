@@ -1,0 +1,90 @@
+{{/*
+Names, labels and small shared snippets. Every object carries the recommended
+app.kubernetes.io labels; selectors use only name, instance and component (immutable).
+*/}}
+
+{{- define "exalb.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "exalb.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "exalb.controller.fullname" -}}
+{{- printf "%s-controller" (include "exalb.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "exalb.speaker.fullname" -}}
+{{- printf "%s-speaker" (include "exalb.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "exalb.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "exalb.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: exalb
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "controller") */}}
+{{- define "exalb.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "exalb.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "exalb.componentLabels" -}}
+{{ include "exalb.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "exalb.controller.serviceAccountName" -}}
+{{- if .Values.controller.serviceAccount.create -}}
+{{- default (include "exalb.controller.fullname" .) .Values.controller.serviceAccount.name -}}
+{{- else -}}
+{{- required "controller.serviceAccount.name is required when controller.serviceAccount.create is false" .Values.controller.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "exalb.speaker.serviceAccountName" -}}
+{{- if .Values.speaker.serviceAccount.create -}}
+{{- default (include "exalb.speaker.fullname" .) .Values.speaker.serviceAccount.name -}}
+{{- else -}}
+{{- required "speaker.serviceAccount.name is required when speaker.serviceAccount.create is false" .Values.speaker.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "exalb.leaseName" -}}
+{{- default (include "exalb.controller.fullname" .) .Values.controller.leaderElection.leaseName -}}
+{{- end -}}
+
+{{/* The one image every container runs. */}}
+{{- define "exalb.image" -}}
+{{- $img := .Values.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "exalb.logLevel" -}}
+{{- default .ctx.Values.logLevel .level -}}
+{{- end -}}
+
+{{/* Shared directory of the speaker pod (emptyDir): ExaBGP config, socket, FIFOs, L2 state. */}}
+{{- define "exalb.runDir" -}}/run/exalb{{- end -}}

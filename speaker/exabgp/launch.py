@@ -1,0 +1,101 @@
+"""Start ExaBGP from the config the speaker renders: wait for the file, then exec ExaBGP.
+
+Bootstrap (why this way): ExaBGP's neighbors live only in its config file, and the speaker
+is the only one who can render that file (it needs the cluster's BGPPeers, the Node and the
+Secrets). So the speaker writes ``exabgp.conf`` on its first good computation (the driver
+writes it without a ``reload`` when no file exists yet), and this launcher, the entrypoint
+of the ExaBGP container (``python -m speaker.exabgp.launch``), waits for that file and then
+``exec``s ``exabgp server <file>`` with the environment of ``render.exabgp_environment``.
+
+* ExaBGP never runs with a guessed or empty config, and no ``reload`` is needed at start.
+* ``exec`` keeps one PID: the container's (or the lab's) process *is* ExaBGP, so signals
+  reach it directly (SIGTERM = Cease to every peer).
+* Later changes of peers are the speaker's job (re-render + ``reload`` through the bridge);
+  a restarted ExaBGP simply re-reads the last rendered file, and the speaker re-announces by
+  diff when the bridge reconnects.
+* The CLI FIFOs (``<root>/run/<pipename>.in/.out``) are created here because ExaBGP does not
+  create them itself (exabgp.md §5); ``exabgp cli --pipename <name>`` with the same
+  ``EXABGP_ROOT`` then works for humans and tests.
+
+It imports only the standard library and the pure ``render`` module (for the environment),
+so it starts without the speaker's I/O dependencies (Kubernetes client, structlog).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from speaker.exabgp.render import exabgp_environment
+
+
+def _log(event: str, **fields: object) -> None:
+    record = {"ts": round(time.time(), 3), "component": "exabgp-launch", "event": event, **fields}
+    sys.stderr.write(json.dumps(record, default=str) + "\n")
+    sys.stderr.flush()
+
+
+def default_exabgp() -> str:
+    local = Path(sys.executable).with_name("exabgp")
+    return str(local) if local.exists() else (shutil.which("exabgp") or "exabgp")
+
+
+def make_fifos(root: Path, pipename: str) -> None:
+    run = root / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    for suffix in (".in", ".out"):
+        fifo = run / f"{pipename}{suffix}"
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISFIFO(fifo.lstat().st_mode):
+                raise SystemExit(f"{fifo} exists and is not a FIFO")
+        if not fifo.exists():
+            os.mkfifo(fifo, 0o600)
+
+
+def wait_for_file(path: Path, timeout: float, interval: float = 0.05) -> bool:
+    deadline = None if timeout <= 0 else time.monotonic() + timeout
+    while not path.exists():
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="wait for the speaker's exabgp.conf, exec ExaBGP")
+    parser.add_argument("--config", required=True, type=Path, help="file the speaker renders")
+    parser.add_argument("--root", required=True, type=Path, help="EXABGP_ROOT (FIFOs in run/)")
+    parser.add_argument("--pipename", default="exabgp", help="CLI pipe name (exabgp cli)")
+    parser.add_argument("--exabgp", default=default_exabgp(), help="exabgp executable")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait (0 = forever)")
+    args = parser.parse_args(argv)
+    make_fifos(args.root, args.pipename)
+    _log("waiting_for_config", config=str(args.config))
+    if not wait_for_file(args.config, args.wait):
+        _log("config_never_appeared", config=str(args.config), waited=args.wait)
+        return 1
+    env = dict(os.environ)
+    env.update(
+        exabgp_environment(
+            pipename=args.pipename,
+            root=str(args.root),
+            run_as_root=os.geteuid() == 0,
+            log_level=args.log_level,
+        )
+    )
+    _log("exec_exabgp", exabgp=args.exabgp, config=str(args.config), pid=os.getpid())
+    os.execve(args.exabgp, [args.exabgp, "server", str(args.config)], env)
+    return 1  # pragma: no cover - execve does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

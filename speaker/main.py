@@ -1,0 +1,238 @@
+"""``exalb-speaker``: one per node; tells ExaBGP which routes this node announces.
+
+Wiring only (the order of operations lives in :mod:`speaker.app`):
+
+* informers (list-then-watch) for Services and EndpointSlices (all namespaces), Nodes, the
+  metallb.io config kinds in the config namespace and the one legacy ConfigMap (field
+  selector on its name); Secrets are only ``get`` for the names BGPPeers reference
+  (:mod:`speaker.passwords`), so RBAC stays least-privilege;
+* the ExaBGP driver on the bridge's unix socket; the config file it renders is where the
+  ExaBGP container's launcher (:mod:`speaker.exabgp.launch`) waits for it;
+* ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``;
+* SIGTERM/SIGINT: withdraw every route and exit (``--withdraw-on-exit``, the default: a
+  node leaving must not blackhole), or leave the routes with ExaBGP
+  (``--keep-routes-on-exit``: a planned speaker restart; the restarted speaker converges by
+  diff). A crash (SIGKILL) always leaves the routes in place.
+
+Every flag has an environment fallback so a DaemonSet can set them from the downward API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from exalb.k8s.client import KubeClient
+from exalb.k8s.informer import Informer
+from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
+from exalb.obs import ObservabilityServer, configure_logging
+from speaker.app import Settings, Speaker
+from speaker.decisions import Options
+from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
+from speaker.passwords import SecretPasswords
+from speaker.world import World
+
+log = structlog.get_logger("exalb.speaker")
+
+TRUE = ("1", "true", "yes", "on")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_bool(name: str) -> bool:
+    return (os.environ.get(name) or "").lower() in TRUE
+
+
+def _default_bridge(socket_path: str) -> list[str]:
+    exe = Path(sys.executable)
+    script = exe.with_name("exalb-exabgp-bridge")
+    if script.exists():
+        return [str(script), "--socket", socket_path]
+    return [str(exe), "-m", "speaker.exabgp.bridge", "--socket", socket_path]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="exalb-speaker", description=__doc__.split("\n")[0])
+    add = p.add_argument
+    add("--node-name", default=_env("NODE_NAME"), help="this node (env NODE_NAME)")
+    add("--kubeconfig", default=_env("KUBECONFIG"), help="default: in-cluster config")
+    add(
+        "--namespace",
+        default=_env("METALLB_NAMESPACE", "metallb-system"),
+        help="config namespace (env METALLB_NAMESPACE)",
+    )
+    add(
+        "--config-map",
+        default=_env("METALLB_CONFIGMAP", "config"),
+        help="legacy ConfigMap name (env METALLB_CONFIGMAP)",
+    )
+    add("--lb-class", default=_env("LB_CLASS"), help="only this loadBalancerClass (env LB_CLASS)")
+    add(
+        "--ignore-exclude-lb",
+        action="store_true",
+        default=_env_bool("IGNORE_EXCLUDE_LB"),
+        help="ignore the exclude-from-external-load-balancers node label",
+    )
+    add(
+        "--exabgp-socket",
+        default=_env("EXABGP_SOCKET", "/run/exalb/exabgp.sock"),
+        help="the bridge's unix socket (env EXABGP_SOCKET)",
+    )
+    add(
+        "--exabgp-config",
+        default=_env("EXABGP_CONFIG", "/run/exalb/exabgp.conf"),
+        help="where to render exabgp.conf; the ExaBGP launcher waits for it (env EXABGP_CONFIG)",
+    )
+    add(
+        "--exabgp",
+        default=_env("EXABGP", str(Path(sys.executable).with_name("exabgp"))),
+        help="exabgp executable, used for `exabgp validate` (env EXABGP)",
+    )
+    add("--no-validate", action="store_true", help="skip `exabgp validate` of rendered configs")
+    add(
+        "--bridge-command",
+        default=_env("EXABGP_BRIDGE_COMMAND"),
+        help="argv ExaBGP runs as its API process (space separated); "
+        "default: exalb-exabgp-bridge --socket <exabgp-socket>",
+    )
+    add(
+        "--metrics-addr",
+        default=_env("METRICS_ADDR", "127.0.0.1:7473"),
+        help="host:port for /metrics, /status, /healthz, /readyz (env METRICS_ADDR)",
+    )
+    add("--log-level", default=_env("LOG_LEVEL", "info"))
+    add(
+        "--debounce",
+        type=float,
+        default=float(_env("DEBOUNCE", "0.02") or 0.02),
+        help="seconds to collect changes before recomputing (env DEBOUNCE)",
+    )
+    on_exit = p.add_mutually_exclusive_group()
+    on_exit.add_argument(
+        "--withdraw-on-exit",
+        dest="withdraw_on_exit",
+        action="store_true",
+        default=not _env_bool("KEEP_ROUTES_ON_EXIT"),
+        help="SIGTERM withdraws every route before exiting (default)",
+    )
+    on_exit.add_argument(
+        "--keep-routes-on-exit",
+        dest="withdraw_on_exit",
+        action="store_false",
+        help="SIGTERM leaves the routes with ExaBGP (env KEEP_ROUTES_ON_EXIT=1)",
+    )
+    args = p.parse_args(argv)
+    if not args.node_name:
+        p.error("--node-name (or env NODE_NAME) is required")
+    return args
+
+
+def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient]:
+    kube = KubeClient(args.kubeconfig)
+    bridge = (
+        args.bridge_command.split() if args.bridge_command else _default_bridge(args.exabgp_socket)
+    )
+    config_path = Path(args.exabgp_config)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    driver = Driver(
+        unix_connector(args.exabgp_socket),
+        config_path=config_path,
+        validate=None if args.no_validate else exabgp_validate(args.exabgp),
+        reconnect_delay=0.2,
+    )
+    settings = Settings(
+        node_name=args.node_name,
+        namespace=args.namespace,
+        bridge_argv=tuple(bridge),
+        config_path=config_path,
+        options=Options(
+            ignore_exclude_lb=args.ignore_exclude_lb, load_balancer_class=args.lb_class or None
+        ),
+        debounce=args.debounce,
+        withdraw_on_exit=args.withdraw_on_exit,
+    )
+    informers: list[Informer] = []
+
+    def all_synced() -> bool:
+        return all(i.synced.is_set() for i in informers)
+
+    world = World(args.node_name)
+    speaker = Speaker(settings, world, driver, SecretPasswords(kube), synced=all_synced)
+    world.on_change = speaker.notify
+    ns = args.namespace
+    informers += [
+        Informer(kube, SERVICES, world.on_service),
+        Informer(kube, ENDPOINT_SLICES, world.on_endpoint_slice),
+        Informer(kube, NODES, world.on_node),
+        Informer(
+            kube,
+            CONFIG_MAPS,
+            world.on_config,
+            namespace=ns,
+            field_selector=f"metadata.name={args.config_map}",
+        ),
+        *(Informer(kube, kind, world.on_config, namespace=ns) for kind in CONFIG_KINDS),
+    ]
+    return speaker, informers, kube
+
+
+async def _serve(speaker: Speaker, informers: list[Informer]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(speaker.run())
+    for inf in informers:
+        inf.start()
+
+    async def when_synced() -> None:
+        while not speaker.synced():
+            await asyncio.sleep(0.02)
+        log.info("caches_synced")
+        speaker.notify("synced")
+
+    synced = asyncio.create_task(when_synced())
+    await stop.wait()
+    log.info("stopping", withdraw=speaker.settings.withdraw_on_exit)
+    synced.cancel()
+    await speaker.stop()
+    for inf in informers:
+        inf.stop()
+    runner.cancel()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    speaker, informers, kube = build(args)
+    server = ObservabilityServer(
+        args.metrics_addr, endpoints={"/status": speaker.status}, ready=speaker.ready
+    ).start()
+    log.info(
+        "speaker_starting",
+        node=args.node_name,
+        namespace=args.namespace,
+        exabgp_socket=args.exabgp_socket,
+        exabgp_config=args.exabgp_config,
+        metrics=args.metrics_addr,
+    )
+    try:
+        return asyncio.run(_serve(speaker, informers))
+    finally:
+        server.stop()
+        kube.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

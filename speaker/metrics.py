@@ -1,0 +1,38 @@
+"""The speaker's own Prometheus metrics (the driver's ``exalb_exabgp_*`` sit next to them).
+
+Why these: ``config_stale`` is the alert for "someone applied a broken config and the last
+good one is still in force"; ``announced_prefixes`` per peer and ``services`` per decision
+answer "what does this node send" without scraping ``/status``; the recompute histogram
+shows the cost of a cluster change on this node.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONFIG_STALE = Gauge(
+    "exalb_speaker_config_stale_bool",
+    "1 when the latest config is invalid and the last good one is still in force",
+)
+CONFIG_PROBLEMS = Gauge(
+    "exalb_speaker_config_problems", "problems in the latest config", ["severity"]
+)
+RENDER_PROBLEMS = Gauge(
+    "exalb_speaker_render_problems", "BGPPeer settings ExaBGP cannot honour", ["severity"]
+)
+ANNOUNCED_PREFIXES = Gauge(
+    "exalb_speaker_announced_prefixes", "prefixes this node wants announced, per peer", ["peer"]
+)
+SERVICES = Gauge(
+    "exalb_speaker_services", "Services by this node's decision (announce or reason)", ["decision"]
+)
+RECOMPUTES = Counter("exalb_speaker_recomputes", "decision recomputes")
+RECOMPUTE_SECONDS = Histogram(
+    "exalb_speaker_recompute_seconds",
+    "time to decide, render and hand the result to the driver",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+CONFIG_APPLY_ERRORS = Counter(
+    "exalb_speaker_config_apply_errors", "rendered ExaBGP configs refused or not reloaded"
+)
+SECRET_ERRORS = Counter("exalb_speaker_secret_errors", "passwordSecret lookups that failed")

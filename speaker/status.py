@@ -1,0 +1,210 @@
+"""The speaker's ``/status`` document: a pure function of what it decided and what ExaBGP says.
+
+Why: "every why has an answer" (design). For each Service the document says whether this
+node announces it and, if not, MetalLB's reason; which routes it wants to send to which peer
+with which attributes; and whether ExaBGP's adj-rib-out really holds each of them (the wire
+truth, exabgp.md §3.2: an ack is not proof). Sessions come from ``show neighbor``, so a route
+that is "in the adj-rib-out" but whose session is down is visibly not on the wire.
+
+The document is plain JSON types only (no dataclasses), stable in key order, and built from
+values the caller already has, so it is unit-testable and cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from exalb.config.model import IPNetwork, Peer
+from speaker.decisions import Announcements, Route, ServiceDecision
+from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
+from speaker.exabgp.render import Rendered
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    """Which config is in force and whether it is the latest the cluster holds."""
+
+    loaded: bool = False  # a good config was seen at least once
+    stale: bool = False  # the latest config is invalid; the last good one is in force
+    source: str = "empty"
+    problems: tuple[str, ...] = ()  # of the latest parse (errors make it stale)
+
+
+@dataclass(frozen=True)
+class WireView:
+    """ExaBGP's answers, or why they are missing (e.g. not connected)."""
+
+    neighbors: Sequence[NeighborStatus] | None = None
+    adj_rib_out: Mapping[str, Mapping[IPNetwork, AdjRibEntry]] | None = None
+    error: str | None = None
+    connected: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def established(n: NeighborStatus) -> bool:
+    """Session truth is the FSM: ExaBGP 5.0.15's ``state`` says "down" during the first second
+    of an established session (it is ``duration != 0`` with ``duration`` truncated to whole
+    seconds, ``exabgp/bgp/neighbor.py`` ``as_dict``)."""
+    return n.fsm.upper() == "ESTABLISHED"
+
+
+def route_json(route: Route, peer_address: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "prefix": str(route.prefix),
+        "peer": route.peer_name,
+        "peerAddress": peer_address,
+        "nextHop": route.next_hop,
+    }
+    if route.local_pref is not None:
+        out["localPref"] = route.local_pref
+    if route.med is not None:
+        out["med"] = route.med
+    if route.communities:
+        out["communities"] = list(route.communities)
+    if route.large_communities:
+        out["largeCommunities"] = list(route.large_communities)
+    return out
+
+
+def adj_rib_entry_json(entry: AdjRibEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"prefix": str(entry.prefix), "nextHop": entry.next_hop}
+    if entry.local_pref is not None:
+        out["localPref"] = entry.local_pref
+    if entry.med is not None:
+        out["med"] = entry.med
+    if entry.communities:
+        out["communities"] = list(entry.communities)
+    if entry.large_communities:
+        out["largeCommunities"] = list(entry.large_communities)
+    return out
+
+
+def neighbor_json(n: NeighborStatus, peer_names: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "peer": peer_names.get(str(n.peer)),
+        "address": str(n.peer),
+        "state": "established" if established(n) else n.fsm.lower() or n.state,
+        "fsm": n.fsm,
+        "upSeconds": n.duration,
+        "localAddress": str(n.local_address) if n.local_address else None,
+        "peerASN": n.peer_asn,
+        "holdTime": n.hold_time,
+        "families": list(n.families),
+        "gracefulRestart": n.graceful_restart,
+    }
+
+
+def _on_wire(
+    route: Route,
+    address: str | None,
+    wire: WireView,
+    up: set[str],
+) -> str:
+    """``sent`` (held for an established session), ``held`` (session not up), ``missing``,
+    ``differs`` (other attributes held) or ``unknown`` (ExaBGP not asked/answering)."""
+    if wire.adj_rib_out is None or address is None:
+        return "unknown"
+    entry = wire.adj_rib_out.get(address, {}).get(route.prefix)
+    if entry is None:
+        return "missing"
+    if not entry.matches(route):
+        return "differs"
+    if wire.neighbors is not None and address not in up:
+        return "held"
+    return "sent"
+
+
+def decision_json(
+    d: ServiceDecision,
+    addresses: Mapping[str, str],
+    wire: WireView,
+    up: set[str],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"service": d.service, "announce": d.announce}
+    if d.reason is not None:
+        out["reason"] = d.reason
+    if d.pool is not None:
+        out["pool"] = d.pool
+    if d.advertisements:
+        out["advertisements"] = list(d.advertisements)
+    if d.routes:
+        routes = []
+        for r in sorted(d.routes, key=Route.sort_key):
+            address = addresses.get(r.peer_name)
+            item = route_json(r, address)
+            item["onWire"] = _on_wire(r, address, wire, up)
+            routes.append(item)
+        out["routes"] = routes
+    if d.warnings:
+        out["warnings"] = list(d.warnings)
+    return out
+
+
+def status_document(
+    *,
+    node: str,
+    config: ConfigState,
+    announcements: Announcements | None,
+    rendered: Rendered | None,
+    wire: WireView,
+    service: str | None = None,
+) -> dict[str, Any]:
+    """The whole ``/status`` (``service`` = ``namespace/name`` narrows the Service list)."""
+    peers: tuple[Peer, ...] = announcements.peers if announcements else ()
+    addresses = {p.name: str(p.peer_address) for p in peers}
+    names = {v: k for k, v in addresses.items()}
+    up = {str(n.peer) for n in wire.neighbors or () if established(n)}
+    decisions = announcements.decisions if announcements else ()
+    if service is not None:
+        decisions = tuple(d for d in decisions if d.service == service)
+    announced = sum(1 for d in decisions if d.announce)
+    doc: dict[str, Any] = {
+        "node": node,
+        "config": {
+            "loaded": config.loaded,
+            "stale": config.stale,
+            "source": config.source,
+            "problems": list(config.problems),
+        },
+        "exabgp": {"connected": wire.connected, "error": wire.error, **dict(wire.extra)},
+        "peers": [
+            {
+                "name": p.name,
+                "address": str(p.peer_address),
+                "myASN": p.session_local_asn,
+                "peerASN": p.peer_asn,
+                "configured": rendered is not None
+                and any(n.peer_name == p.name for n in rendered.neighbors),
+            }
+            for p in peers
+        ],
+        "renderProblems": [str(p) for p in rendered.problems] if rendered else [],
+        "sessions": (
+            [neighbor_json(n, names) for n in wire.neighbors]
+            if wire.neighbors is not None
+            else None
+        ),
+        "adjRibOut": (
+            {
+                addr: [adj_rib_entry_json(e) for _, e in sorted(rib.items(), key=_prefix_key)]
+                for addr, rib in sorted(wire.adj_rib_out.items())
+            }
+            if wire.adj_rib_out is not None
+            else None
+        ),
+        "summary": {
+            "services": len(decisions),
+            "announced": announced,
+            "routes": len(announcements.routes) if announcements else 0,
+        },
+        "warnings": list(announcements.warnings) if announcements else [],
+        "services": [decision_json(d, addresses, wire, up) for d in decisions],
+    }
+    return doc
+
+
+def _prefix_key(item: tuple[IPNetwork, AdjRibEntry]) -> tuple[int, int, int]:
+    p = item[0]
+    return (p.version, int(p.network_address), p.prefixlen)

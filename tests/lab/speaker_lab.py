@@ -1,0 +1,476 @@
+"""Real speakers on the ``bgp-ecmp`` lab against a real kube-apiserver (tests and bench).
+
+Per node namespace (n1..n3) two processes run, as the two containers of a speaker pod would:
+
+* the ExaBGP launcher (``python -m speaker.exabgp.launch``) that waits for the config file
+  the speaker renders and then ``exec``s ``exabgp server`` (so its PID is ExaBGP's), with the
+  bridge as ExaBGP's API process;
+* ``exalb-speaker`` with the admin kubeconfig; the apiserver is reached through
+  :class:`~tests.lab.nsnet.ApiRelay` (127.0.0.1:<port> inside the namespace), its HTTP
+  endpoints listen on 127.0.0.1:7473 inside the namespace.
+
+Kubernetes objects (metallb.io config, Nodes n1..n3, Services with
+``status.loadBalancer.ingress`` set directly since the controller is a separate program,
+EndpointSlices) are created through the API and deleted again by :meth:`Cluster.cleanup`.
+Every process is started with ``Lab.popen`` and therefore recorded and stopped by PID at
+teardown, also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exalb.lab.controlplane import ControlPlane, find_tools
+from exalb.lab.runner import Lab
+
+from .nsnet import ApiRelay, http_get
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "charts" / "exalb" / "crds"
+PY = sys.executable
+SPEAKER = str(Path(PY).with_name("exalb-speaker"))
+METRICS_PORT = 7473
+LB_CLASS = None
+
+
+@dataclass(frozen=True)
+class NodeNet:
+    name: str
+    asn: int
+    ipv4: str
+    router4: str
+    ipv6: str
+    router6: str
+
+
+NODES: dict[str, NodeNet] = {
+    "n1": NodeNet("n1", 64501, "192.0.2.2", "192.0.2.1", "2001:db8:0:1::2", "2001:db8:0:1::1"),
+    "n2": NodeNet("n2", 64502, "192.0.2.6", "192.0.2.5", "2001:db8:0:2::2", "2001:db8:0:2::1"),
+    "n3": NodeNet("n3", 64503, "192.0.2.10", "192.0.2.9", "2001:db8:0:3::2", "2001:db8:0:3::1"),
+}
+ROUTER_ASN = 64500
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+# -- Kubernetes objects ---------------------------------------------------------------------
+
+
+def install_crds(cp: ControlPlane) -> None:
+    """``kubectl apply`` the chart's CRDs (idempotent) and wait until they are served."""
+    kubectl = find_tools().kubectl
+    cp.run_tool([str(kubectl), "apply", "--server-side", "-f", str(CRDS)])
+    for path in (
+        "/apis/metallb.io/v1beta1/ipaddresspools",
+        "/apis/metallb.io/v1beta2/bgppeers",
+        "/apis/metallb.io/v1beta1/bgpadvertisements",
+        "/apis/metallb.io/v1beta1/communities",
+        "/apis/metallb.io/v1beta1/l2advertisements",
+    ):
+        wait_for(lambda p=path: cp.api("GET", p).status == 200, 30, 0.1)
+
+
+def pool(name: str, addresses: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": name},
+        "spec": {"addresses": addresses},
+    }
+
+
+def bgp_peer(node: NodeNet, family: int = 4, **spec: Any) -> dict[str, Any]:
+    """One BGPPeer per router address, selected to the node on that link."""
+    return {
+        "apiVersion": "metallb.io/v1beta2",
+        "kind": "BGPPeer",
+        "metadata": {"name": f"r1-{node.name}-v{family}"},
+        "spec": {
+            "myASN": node.asn,
+            "peerASN": ROUTER_ASN,
+            "peerAddress": node.router4 if family == 4 else node.router6,
+            "holdTime": "9s",
+            "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": node.name}}],
+            **spec,
+        },
+    }
+
+
+def advertisement(name: str, pools: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "BGPAdvertisement",
+        "metadata": {"name": name},
+        "spec": {"ipAddressPools": pools, **spec},
+    }
+
+
+PLURALS = {
+    "IPAddressPool": "/apis/metallb.io/v1beta1/namespaces/{ns}/ipaddresspools",
+    "BGPPeer": "/apis/metallb.io/v1beta2/namespaces/{ns}/bgppeers",
+    "BGPAdvertisement": "/apis/metallb.io/v1beta1/namespaces/{ns}/bgpadvertisements",
+    "Community": "/apis/metallb.io/v1beta1/namespaces/{ns}/communities",
+}
+
+
+class Cluster:
+    """Creates the test's objects through the API and deletes all of them in cleanup()."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        run = uuid.uuid4().hex[:6]
+        self.config_ns = f"lb-{run}"
+        self.app_ns = f"app-{run}"
+        self.created: list[str] = []  # object paths, deleted in reverse
+        for ns in (self.config_ns, self.app_ns):
+            cp.ensure_namespace(ns)
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.cp.api("POST", path, body)
+        assert resp.ok, f"POST {path}: {resp.status} {resp.message}"
+        self.created.append(f"{path}/{body['metadata']['name']}")
+        return resp.body
+
+    def _patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        resp = self.cp.api("PATCH", path, patch, content_type="application/merge-patch+json")
+        assert resp.ok, f"PATCH {path}: {resp.status} {resp.message}"
+        return resp.body
+
+    def delete(self, path: str) -> None:
+        self.cp.api("DELETE", path)
+        with contextlib.suppress(ValueError):
+            self.created.remove(path)
+
+    # config
+    def apply_config(self, *objects: dict[str, Any]) -> None:
+        for obj in objects:
+            self._post(PLURALS[obj["kind"]].format(ns=self.config_ns), obj)
+
+    def config_path(self, obj: dict[str, Any]) -> str:
+        return PLURALS[obj["kind"]].format(ns=self.config_ns) + "/" + obj["metadata"]["name"]
+
+    # nodes
+    def node(self, n: NodeNet, labels: dict[str, str] | None = None) -> None:
+        self.cp.api("DELETE", f"/api/v1/nodes/{n.name}")  # a leftover of a crashed run
+        self._post(
+            "/api/v1/nodes",
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": n.name,
+                    "labels": {"kubernetes.io/hostname": n.name, **(labels or {})},
+                },
+            },
+        )
+        self._patch(
+            f"/api/v1/nodes/{n.name}/status",
+            {
+                "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": n.ipv4},
+                        {"type": "InternalIP", "address": n.ipv6},
+                        {"type": "Hostname", "address": n.name},
+                    ]
+                }
+            },
+        )
+
+    # services
+    def service(
+        self,
+        name: str,
+        ips: list[str],
+        policy: str = "Cluster",
+        labels: dict[str, str] | None = None,
+        port: int = 8080,
+    ) -> float:
+        """Create a LoadBalancer Service and set its ingress IPs (if any); returns the
+        monotonic time just before the status write was sent."""
+        path = f"/api/v1/namespaces/{self.app_ns}/services"
+        self._post(
+            path,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "labels": labels or {}},
+                "spec": {
+                    "type": "LoadBalancer",
+                    "externalTrafficPolicy": policy,
+                    "selector": {"app": name},
+                    "ports": [{"port": port, "protocol": "TCP"}],
+                    "ipFamilyPolicy": "PreferDualStack" if len(ips) > 1 else "SingleStack",
+                    "ipFamilies": ["IPv4"],
+                },
+            },
+        )
+        return self.set_ingress(name, ips) if ips else time.monotonic()
+
+    def set_ingress(self, name: str, ips: list[str]) -> float:
+        """What the controller does; returns the monotonic time just before the write."""
+        t = time.monotonic()
+        self._patch(
+            f"/api/v1/namespaces/{self.app_ns}/services/{name}/status",
+            {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}},
+        )
+        return t
+
+    def endpoints(self, service: str, nodes: list[str], family: str = "IPv4") -> float:
+        """Create or replace the Service's one EndpointSlice: one ready endpoint per node;
+        returns the monotonic time just before the write was sent."""
+        name = f"{service}-{family.lower()}"
+        body = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "labels": {"kubernetes.io/service-name": service},
+            },
+            "addressType": family,
+            "endpoints": [
+                {
+                    "addresses": [f"10.244.{i + 1}.10" if family == "IPv4" else f"fd00::{i + 1}"],
+                    "nodeName": node,
+                    "conditions": {"ready": True},
+                }
+                for i, node in enumerate(nodes)
+            ],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        }
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{self.app_ns}/endpointslices"
+        if f"{path}/{name}" in self.created:
+            cur = self.cp.api("GET", f"{path}/{name}").body
+            body["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+            t = time.monotonic()
+            resp = self.cp.api("PUT", f"{path}/{name}", body)
+            assert resp.ok, resp.message
+        else:
+            t = time.monotonic()
+            self._post(path, body)
+        return t
+
+    def cleanup(self) -> None:
+        """Delete everything this test created (no controller-manager garbage-collects)."""
+        for path in reversed(self.created):
+            self.cp.api("DELETE", path)
+        self.created.clear()
+        for ns in (self.config_ns, self.app_ns):
+            self.cp.delete_namespace(ns)
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeProcs:
+    exabgp: subprocess.Popen[bytes] | None = None
+    speaker: subprocess.Popen[bytes] | None = None
+
+
+class SpeakerLab:
+    """The bgp-ecmp lab + a Cluster + per-node ExaBGP launcher and speaker processes."""
+
+    def __init__(self, lab: Lab, cp: ControlPlane, cluster: Cluster) -> None:
+        self.lab = lab
+        self.cp = cp
+        self.cluster = cluster
+        self.procs: dict[str, NodeProcs] = {n: NodeProcs() for n in NODES}
+        self.relay = ApiRelay(cp.apiserver_port, [lab.ns(n) for n in NODES])
+        self.speaker_starts: dict[str, int] = dict.fromkeys(NODES, 0)
+
+    def dir(self, node: str) -> Path:
+        d = self.lab.node_dir(node) / "speaker"
+        d.mkdir(exist_ok=True)
+        return d
+
+    def socket(self, node: str) -> Path:
+        return self.dir(node) / "bridge.sock"
+
+    def config_file(self, node: str) -> Path:
+        return self.dir(node) / "exabgp.conf"
+
+    def start_exabgp(self, node: str) -> subprocess.Popen[bytes]:
+        """The ExaBGP container: waits for the speaker's config, then execs ExaBGP."""
+        argv = [
+            PY, "-m", "speaker.exabgp.launch",
+            "--config", str(self.config_file(node)),
+            "--root", str(self.dir(node)),
+            "--pipename", self.lab.ns(node),
+        ]  # fmt: skip
+        proc = self.lab.popen(node, argv, name="exabgp")
+        self.procs[node].exabgp = proc
+        return proc
+
+    def start_speaker(self, node: str, *extra: str) -> subprocess.Popen[bytes]:
+        argv = [
+            SPEAKER,
+            "--node-name", node,
+            "--kubeconfig", str(self.cp.kubeconfig),
+            "--namespace", self.cluster.config_ns,
+            "--exabgp-socket", str(self.socket(node)),
+            "--exabgp-config", str(self.config_file(node)),
+            "--metrics-addr", f"127.0.0.1:{METRICS_PORT}",
+            *extra,
+        ]  # fmt: skip
+        self.speaker_starts[node] += 1
+        proc = self.lab.popen(node, argv, name=f"speaker-{self.speaker_starts[node]}")
+        self.procs[node].speaker = proc
+        return proc
+
+    def start(self, nodes: list[str] | None = None, *extra: str) -> None:
+        for node in nodes or list(NODES):
+            self.start_exabgp(node)
+            self.start_speaker(node, *extra)
+
+    def signal_speaker(self, node: str, sig: int) -> float:
+        """Send ``sig`` to the node's speaker; returns the monotonic send time."""
+        proc = self.procs[node].speaker
+        assert proc is not None
+        t = time.monotonic()
+        proc.send_signal(sig)
+        return t
+
+    def wait_speaker_exit(self, node: str, timeout: float = 15.0) -> int:
+        proc = self.procs[node].speaker
+        assert proc is not None
+        rc = proc.wait(timeout)
+        self.lab.state.forget_process(proc.pid)
+        self.procs[node].speaker = None
+        return rc
+
+    def stop_speaker(self, node: str) -> None:
+        proc = self.procs[node].speaker
+        if proc is not None:
+            self.lab.stop_process(node, proc, grace=10)
+            self.procs[node].speaker = None
+
+    # -- observation ------------------------------------------------------------------------
+    def http(self, node: str, path: str) -> tuple[int, bytes]:
+        return http_get(self.lab.ns(node), METRICS_PORT, path)
+
+    def status(self, node: str, service: str | None = None) -> dict[str, Any]:
+        code, body = self.http(node, "/status" + (f"?service={service}" if service else ""))
+        assert code == 200, body
+        return dict(json.loads(body))
+
+    def ready(self, node: str) -> bool:
+        try:
+            return self.http(node, "/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def metric(self, node: str, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        _, body = self.http(node, "/metrics")
+        total = 0.0
+        for line in body.decode().splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, labelstr = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in labelstr for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def wait_ready(self, nodes: list[str] | None = None, timeout: float = 30.0) -> None:
+        for node in nodes or list(NODES):
+            try:
+                wait_for(lambda n=node: self.ready(n), timeout, 0.05)
+            except TimeoutError:
+                raise AssertionError(f"{node} speaker not ready:\n{self.logs(node)}") from None
+
+    def logs(self, node: str, tail: int = 40) -> str:
+        out = []
+        for f in sorted(self.lab.node_dir(node).glob("*.log")):
+            lines = f.read_text(errors="replace").splitlines()[-tail:]
+            out.append(f"--- {f.name}\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def frr_neighbor(self, address: str) -> dict[str, Any]:
+        data = self.lab.vtysh_json("r1", f"show bgp neighbors {address} json")
+        return dict(data.get(address, {}))
+
+    def sessions(self) -> dict[str, tuple[int, int]]:
+        """Router's view: peer → (established transitions, dropped count)."""
+        out = {}
+        for n in NODES.values():
+            for addr in (n.ipv4, n.ipv6):
+                nb = self.frr_neighbor(addr)
+                if nb:
+                    out[addr] = (
+                        int(nb.get("connectionsEstablished", 0)),
+                        int(nb.get("connectionsDropped", 0)),
+                    )
+        return out
+
+    def bgp_route(self, prefix: str) -> dict[str, Any] | None:
+        afi = "ipv6" if ":" in prefix else "ipv4"
+        data = self.lab.vtysh_json("r1", f"show bgp {afi} unicast {prefix} json")
+        return dict(data) if data and data.get("paths") else None
+
+    def close(self) -> None:
+        self.relay.close()
+
+
+def nexthops(lab: Lab, prefix: str) -> int:
+    route = lab.route("r1", prefix)
+    return len(route.nexthops) if route else 0
+
+
+def timed_wait_nexthops(lab: Lab, prefix: str, count: int, since: float, timeout: float) -> float:
+    """Seconds from ``since`` until r1's FIB has exactly ``count`` paths (0 = gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if nexthops(lab, prefix) == count:
+            return time.monotonic() - since
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"r1: {prefix} has {nexthops(lab, prefix)} nexthops, want {count} after {timeout}s"
+            )
+        time.sleep(0.001)
+
+
+@contextlib.contextmanager
+def speaker_lab(lab: Lab, cp: ControlPlane) -> Iterator[SpeakerLab]:
+    """A SpeakerLab whose Kubernetes objects and relay are cleaned up, pass or fail (the
+    processes are stopped by the Lab's own teardown)."""
+    cluster = Cluster(cp)
+    sl = None
+    try:
+        sl = SpeakerLab(lab, cp, cluster)
+        yield sl
+    finally:
+        if sl is not None:
+            for node in NODES:  # stop speakers first: they must not react to the cleanup
+                proc = sl.procs[node].speaker
+                if proc is not None and proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGKILL)
+            sl.close()
+        cluster.cleanup()
+
+
+SIGKILL = signal.SIGKILL
+SIGTERM = signal.SIGTERM
