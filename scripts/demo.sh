@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the bundled examples: check MetalLB configs (both formats), convert a legacy
-# ConfigMap to CRDs, and plan a pool edit without churn. (The full lab demo with routers and
-# a control plane comes with the later issues.)
+# The lab demo, on a fresh Debian 12 machine, as root: installs what it needs, builds (or
+# reuses) kube-apiserver + etcd from the Go modules, then runs exalb for real in network
+# namespaces: one FRR router, three nodes (ExaBGP + exalb-speaker + exalb-garp each), a
+# client, the controller, and a LoadBalancer Service whose traffic spreads over the nodes by
+# ECMP, until a node fails and the traffic moves. Everything is torn down at the end.
+#   scripts/demo.sh [--keep] [--requests N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== setup (Debian packages, Python venv)"
 scripts/setup.sh
-ctl=.venv/bin/exalbctl
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-say "The three legacy MetalLB ConfigMap examples, accepted unchanged"
-for f in examples/legacy/*.yaml; do echo "-- $f"; "$ctl" config check "$f"; done
-say "The same legacy BGP config as metallb.io objects"
-"$ctl" config convert examples/legacy/bgp.yaml
-say "A set of metallb.io CRD objects"
-"$ctl" config check examples/crds/*.yaml
-say "Plan: the Services under the current config"
-"$ctl" plan --config examples/plan/config-v1.yaml --services examples/plan/services.yaml
-say "Plan: shrinking pool 'web' keeps every IP; prod/shop is flagged out-of-pool, not moved"
-"$ctl" plan --config examples/plan/config-v2.yaml --services examples/plan/services.yaml
+echo "== helm and kubectl"
+tests/controlplane/install-tools.sh
+echo "== kube-apiserver and etcd (first build: about 8 minutes on 2 cores; then cached)"
+tests/controlplane/build.sh
+echo
+exec .venv/bin/exalb-lab demo "$@"

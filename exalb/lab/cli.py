@@ -137,7 +137,19 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--announce", nargs="+", metavar="PREFIX", help="static routes")
     exa.set_defaults(func=_exabgp)
     sub.add_parser("list", help="runs and their namespaces").set_defaults(func=_list)
+    demo_cmd = sub.add_parser("demo", help="the whole of exalb on one machine (see README)")
+    demo_cmd.add_argument(
+        "--keep", action="store_true", help="keep everything running until Enter is pressed"
+    )
+    demo_cmd.add_argument("--requests", type=int, default=60)
+    demo_cmd.set_defaults(func=_demo)
     return p
+
+
+def _demo(ns: argparse.Namespace) -> int:
+    from exalb.lab import demo  # noqa: PLC0415 (heavy; only this command needs it)
+
+    return demo.main([*(["--keep"] if ns.keep else []), "--requests", str(ns.requests)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

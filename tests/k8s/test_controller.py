@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from exalb.k8s.client import ApiError
-from exalb.k8s.resources import BGP_ADVERTISEMENTS, IP_ADDRESS_POOLS, LEASES, SERVICES
+from exalb.k8s.resources import BGP_ADVERTISEMENTS, BGP_PEERS, IP_ADDRESS_POOLS, LEASES, SERVICES
 from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
 from exalbctl.main import main as exalbctl
 
@@ -335,3 +335,19 @@ def test_plan_against_the_live_cluster(env: Env, tmp_path: Path) -> None:
     assert rows[f"{env.app_ns}/{lost}"]["action"] == "out-of-pool"
     assert rows[f"{env.app_ns}/{kept}"]["action"] == "keep"
     assert env.ips(lost) == ["203.0.113.0"]  # plan changed nothing
+
+
+def test_v1beta1_bgppeer_yaml_still_applies(env: Env) -> None:
+    """Older MetalLB YAML (BGPPeer v1beta1) is accepted and read back as v1beta2."""
+    body = {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "BGPPeer",
+        "metadata": {"name": "old"},
+        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.1", "holdTime": "90s"},
+    }
+    env.kube.request(
+        "POST", f"/apis/metallb.io/v1beta1/namespaces/{env.config_ns}/bgppeers", body=body
+    )
+    got = env.kube.get(BGP_PEERS, "old", env.config_ns)
+    assert got is not None and got["apiVersion"] == "metallb.io/v1beta2"
+    assert got["spec"]["peerAddress"] == "192.0.2.1"
