@@ -10,7 +10,6 @@ nothing). Prints a table.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exalb.k8s.resources import SERVICES
-from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
-from tests.k8s.controller_env import REPO, Env, wait_for
+from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries
+from tests.k8s.controller_env import Env, install_crds, wait_for
 
 
 def rss_peak_mib(pid: int) -> float:
@@ -87,25 +86,7 @@ def main(argv: list[str]) -> int:
             ),
         ) as cp,
     ):
-        subprocess.run(
-            [
-                str(find_tools().helm),
-                "--kubeconfig",
-                str(cp.kubeconfig),
-                "install",
-                "exalb",
-                str(REPO / "charts" / "exalb"),
-                "-n",
-                "exalb-system",
-                "--create-namespace",
-                "--set",
-                "controller.enabled=false",
-                "--set",
-                "speaker.enabled=false",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        install_crds(cp)
         rows = [run_size(cp, Path(tmp), n, n == max(sizes)) for n in sizes]
     print(
         f"{'N':>6} {'create (client)':>16} {'until all have an IP':>21} "

@@ -209,6 +209,22 @@ class Allocator:
             c.service for c in self._claims.get(ip, {}).values() if not c.compatible(claim)
         )
 
+    def _conflict(self, ips: tuple[IPAddress, ...], claim: Claim, why: str) -> Decision | None:
+        """A flagged, unchanged decision when another Service blocks one of ``ips``."""
+        for ip in ips:
+            blockers = self._blockers(ip, claim)
+            if blockers:
+                return Decision(
+                    ips,
+                    self._pool_name(ips),
+                    reason=IP_CONFLICT,
+                    warning=True,
+                    message=f"IP {ip} is also held by {', '.join(blockers)} and {why}; kept "
+                    f"unchanged. Fix allow-shared-ip or ports, or set {MIGRATE_ANNOTATION}=true "
+                    "to move this Service",
+                )
+        return None
+
     def _hold(self, key: str, ips: tuple[IPAddress, ...], claim: Claim) -> None:
         for ip in ips:
             self._claim(ip, claim)
@@ -268,19 +284,9 @@ class Allocator:
         ips = svc.assigned_ips
         if svc.key in self._held:
             self.release(svc.key)
-        for ip in ips:
-            blockers = self._blockers(ip, claim)
-            if blockers:
-                return Decision(
-                    ips,
-                    self._pool_name(ips),
-                    reason=IP_CONFLICT,
-                    warning=True,
-                    message=f"IP {ip} is also held by {', '.join(blockers)} and the sharing "
-                    "rules do not allow both; kept unchanged. Fix the allow-shared-ip "
-                    f"annotations or ports, or set {MIGRATE_ANNOTATION}=true to move this "
-                    "Service",
-                )
+        conflict = self._conflict(ips, claim, "the sharing rules do not allow both")
+        if conflict is not None:
+            return conflict
         self._hold(svc.key, ips, claim)
         return self._kept(svc, ips)
 
@@ -340,18 +346,14 @@ class Allocator:
     ) -> Decision:
         """Keep the IPs; update sharing data in place; add a missing PreferDualStack family."""
         claim = claim_of(svc)
-        for ip in held:
-            blockers = self._blockers(ip, claim)
-            if blockers:
-                return Decision(
-                    held,
-                    self._pool_name(held),
-                    reason=IP_CONFLICT,
-                    warning=True,
-                    message=f"the Service's sharing data no longer allows it to share IP {ip} "
-                    f"with {', '.join(blockers)}; kept unchanged. Restore allow-shared-ip/"
-                    f"ports or set {MIGRATE_ANNOTATION}=true to move it",
-                )
+        conflict = self._conflict(
+            held,
+            claim,
+            "the Service's sharing data (allow-shared-ip, ports, policy) no longer "
+            "allows sharing it",
+        )
+        if conflict is not None:
+            return conflict
         self.release(svc.key)
         self._hold(svc.key, held, claim)
         wanted = self._family_attempts(svc)

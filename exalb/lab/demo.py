@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import structlog
 import yaml
@@ -43,6 +43,7 @@ from exalb.k8s.resources import NAMESPACES, NODES, SERVICES, Resource
 from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
 from exalb.lab.nsnet import ApiRelay, in_netns
 from exalb.lab.runner import Lab
+from exalb.lab.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGY = REPO / "containerlab" / "bgp-ecmp" / "bgp-ecmp.clab.yml"
@@ -57,7 +58,6 @@ APP_NS = "demo"
 SERVICE = "web"
 POOL = "203.0.113.10-203.0.113.20"
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
-T = TypeVar("T")
 
 
 @dataclass
@@ -99,19 +99,6 @@ class Progress:
         timings[text] = took
         self.out.write(f" {took:6.2f} s\n")
         self.out.flush()
-
-
-def wait_for(
-    what: str, fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def demo_values(lab: Lab) -> dict[str, Any]:

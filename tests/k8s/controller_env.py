@@ -12,13 +12,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from exalb.k8s.client import KubeClient
 from exalb.k8s.resources import (
@@ -29,24 +28,35 @@ from exalb.k8s.resources import (
     SERVICES,
     Resource,
 )
-from exalb.lab.controlplane import ControlPlane, free_port
+from exalb.lab.controlplane import ControlPlane, find_tools, free_port
+from exalb.lab.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONTROLLER = Path(sys.executable).with_name("exalb-controller")
-T = TypeVar("T")
 
 
-def wait_for(
-    what: str, fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+def install_crds(cp: ControlPlane) -> None:
+    """``helm install`` of the chart with only its CRDs (no kubelet runs the workloads)."""
+    subprocess.run(
+        [
+            str(find_tools().helm),
+            "--kubeconfig",
+            str(cp.kubeconfig),
+            "install",
+            "exalb",
+            str(REPO / "charts" / "exalb"),
+            "-n",
+            "exalb-system",
+            "--create-namespace",
+            "--set",
+            "controller.enabled=false",
+            "--set",
+            "speaker.enabled=false",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 class ControllerProc:
@@ -252,4 +262,4 @@ class Env:
         return [e["reason"] for e in self.events(name, namespace)]
 
 
-__all__ = ["REPO", "ControllerProc", "Env", "wait_for"]
+__all__ = ["REPO", "ControllerProc", "Env", "install_crds", "wait_for"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import pytest
 
 from exalb.k8s.client import ApiError
 from exalb.k8s.resources import BGP_ADVERTISEMENTS, BGP_PEERS, IP_ADDRESS_POOLS, LEASES, SERVICES
-from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
+from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries
 from exalbctl.main import main as exalbctl
 
-from .controller_env import REPO, Env, wait_for
+from .controller_env import Env, install_crds, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -33,27 +32,7 @@ def cp() -> Iterator[ControlPlane]:
         binaries=find_controlplane_binaries(),
         extra_apiserver_args=("--service-cluster-ip-range=10.96.0.0/16,2001:db8:96::/112",),
     ) as plane:
-        helm = find_tools().helm
-        subprocess.run(
-            [
-                str(helm),
-                "--kubeconfig",
-                str(plane.kubeconfig),
-                "install",
-                "exalb",
-                str(REPO / "charts" / "exalb"),
-                "-n",
-                "exalb-system",
-                "--create-namespace",
-                "--set",
-                "controller.enabled=false",
-                "--set",
-                "speaker.enabled=false",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        install_crds(plane)
         yield plane
 
 
