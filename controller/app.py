@@ -65,6 +65,12 @@ WRITERS = 8
 METRICS_INTERVAL = 1.0
 
 
+def _always() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -161,10 +167,21 @@ class Controller:
                     waiting = time.monotonic()
         return True
 
-    def bootstrap(self) -> None:
-        """Load config, then restore every assignment from status before any allocation."""
+    def bootstrap(self, fresh: bool = False) -> None:
+        """Load config, then restore every assignment from status before any allocation.
+
+        ``fresh``: leadership was lost and regained; another replica may have assigned IPs
+        meanwhile, so the allocator starts over from a direct list of the Services (the
+        caches may still be catching up after an outage).
+        """
+        if fresh:
+            self.allocator = Allocator()
+            self.config_ready.clear()
+            self._pending.clear()
+            self._conflicts.clear()
         self.handle_config()
-        ours = [v for v in self._views() if is_ours(v, self.lb_class)]
+        objects = self.kube.list(SERVICES).items if fresh else self.services.items()
+        ours = [v for v in map(service_view, objects) if is_ours(v, self.lb_class)]
         restored = self.allocator.restore_all(ours)
         conflicts = [k for k, d in restored.items() if d.reason == IP_CONFLICT]
         log.info("restored assignments", services=len(restored), conflicts=len(conflicts))
@@ -172,16 +189,37 @@ class Controller:
             self.queue.add(f"svc:{v.key}")
         self.queue.add(POOLS_KEY)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, leading: threading.Event | None = None) -> None:
+        """Reconcile while ``leading`` is set (always, without leader election).
+
+        Losing leadership pauses the loop instead of exiting: when it is regained, the
+        allocator is rebuilt from the Services' status before anything else happens, since
+        another replica may have acted in between.
+        """
+        leading = leading or _always()
         self.start_informers()
         if not self.wait_synced(stop):
             return
         started = time.monotonic()
-        self.bootstrap()
         settled = False
         processed = 0
+        booted = False
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="status-write") as writers:
             while not stop.is_set():
+                if not leading.is_set():
+                    if booted:
+                        log.warning("leadership lost: paused until it is regained")
+                        booted = False
+                    leading.wait(0.5)
+                    continue
+                if not booted:
+                    try:
+                        self.bootstrap(fresh=processed > 0 or settled)
+                    except ApiError as exc:
+                        log.warning("bootstrap failed, retrying", error=str(exc))
+                        stop.wait(1.0)
+                        continue
+                    booted = True
                 self._maybe_publish()
                 key = self.queue.get(timeout=0.2)
                 if key is None:

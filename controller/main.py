@@ -92,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         lb_class=args.lb_class,
         recorder=EventRecorder(kube, "exalb-controller", args.identity),
     )
-    server = ObservabilityServer(args.metrics_addr, ready=controller.config_ready.is_set).start()
+    leading = threading.Event()
+    server = ObservabilityServer(
+        args.metrics_addr, ready=lambda: leading.is_set() and controller.config_ready.is_set()
+    ).start()
     log.info(
         "started",
         namespace=args.namespace,
@@ -103,28 +106,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     elector: LeaderElector | None = None
     if args.leader_elect:
         elector = LeaderElector(kube, args.namespace, args.lease_name, args.identity)
-        if not elector.acquire(stop):
-            server.stop()
-            return 0
-        lost = threading.Event()
-
-        def on_lost() -> None:
-            lost.set()
-            stop.set()
-
         threading.Thread(
-            target=elector.keep_renewing, args=(stop, on_lost), daemon=True, name="lease-renew"
+            target=elector.run, args=(stop, leading), daemon=True, name="leader-election"
         ).start()
+    else:
+        leading.set()
     try:
-        controller.run(stop)
+        controller.run(stop, leading)
     finally:
         server.stop()
-        if elector is not None:
-            if elector.is_leader.is_set():
-                elector.release()
-            else:
-                log.error("exiting after losing leadership")
-                return 1
+        if elector is not None and elector.is_leader.is_set():
+            elector.release()
     return 0
 
 

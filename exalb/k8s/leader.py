@@ -133,6 +133,15 @@ class LeaderElector:
                 on_lost()
                 return
 
+    def run(self, stop: threading.Event, leading: threading.Event) -> None:
+        """Hold ``leading`` set while this instance leads; re-campaign after a loss."""
+        while not stop.is_set():
+            if not self.acquire(stop):
+                return
+            leading.set()
+            self.keep_renewing(stop, leading.clear)
+        leading.clear()
+
     def release(self) -> None:
         """Give the Lease up on a clean exit so the other replica takes over at once."""
         try:

@@ -483,16 +483,18 @@ class ControlPlane:
         if self._etcd is not None:
             self._etcd.stop()
 
-    def restart_apiserver(self) -> None:
+    def restart_apiserver(self, down_for: float = 0.0) -> None:
         """Stop and start kube-apiserver on the same port; etcd and its data stay.
 
-        Models an apiserver rollout: clients must survive a short outage and find every
-        object (CRDs included) where they left it.
+        Models an apiserver rollout (or, with ``down_for`` seconds of downtime, an outage):
+        clients must survive it and find every object (CRDs included) where they left it.
         """
         if self._apiserver is None:
             raise ControlPlaneError("control plane is not running")
         began = time.monotonic()
         self._apiserver.stop()
+        if down_for > 0:
+            time.sleep(down_for)
         self._start_apiserver()
         log.info("controlplane.apiserver.restarted", seconds=round(time.monotonic() - began, 2))
 

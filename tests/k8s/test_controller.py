@@ -249,6 +249,22 @@ def test_apiserver_restart_mid_run(env: Env, cp: ControlPlane) -> None:
     assert len(set(got)) == 20  # no IP handed out twice
 
 
+def test_apiserver_away_for_a_minute(env: Env, cp: ControlPlane) -> None:
+    """A 60 s outage: the controller keeps running, resumes, and loses no work."""
+    env.pool("p", "203.0.113.0/27")
+    ctl = env.start_controller()
+    env.services([f"x{i}" for i in range(5)])
+    wait_for("5 IPs", lambda: sum(bool(v) for v in env.all_ips().values()) == 5)
+    before = env.all_ips()
+    cp.restart_apiserver(down_for=60.0)
+    assert ctl.proc.poll() is None, "the controller must survive the outage"
+    env.services([f"y{i}" for i in range(5)])
+    wait_for("10 IPs", lambda: sum(bool(v) for v in env.all_ips().values()) == 10, timeout=60)
+    after = env.all_ips()
+    assert {k: after[k] for k in before} == before
+    assert len({tuple(v) for v in after.values()}) == 10
+
+
 def test_invalid_config_keeps_last_good_and_reports_on_the_object(env: Env) -> None:
     env.pool("good", "203.0.113.0/30")
     ctl = env.start_controller()
