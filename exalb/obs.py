@@ -5,17 +5,29 @@ ExaBGP runs belongs to ExaBGP, and because log pipelines parse JSON. The HTTP se
 ``/metrics`` (prometheus_client's registry), ``/healthz``, ``/readyz`` and whatever JSON
 endpoints a program adds (the speaker's ``/status``); it binds where it is told, which in
 tests is loopback or a test namespace only.
+
+It can serve the same endpoints on a unix socket too (``unix_socket``). Why: a speaker runs
+in its node's network namespace (host network in a cluster, a node namespace in the lab); a
+path on a shared filesystem reaches it from any namespace without bridging a network, and
+file permissions (0600, root) are the access control. ``kubectl exalb --speaker
+n1=unix:///run/exalb/status.sock`` reads it this way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import socket
+import socketserver
+import stat
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -43,8 +55,36 @@ def configure_logging(level: str = "info", *, stream: Any = None) -> None:
 JsonEndpoint = Callable[[Mapping[str, str]], Any]
 
 
+class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    """HTTP over a unix stream socket (``HTTPServer`` assumes a (host, port) address)."""
+
+    daemon_threads = True
+
+
+def _claim_socket_path(path: str) -> None:
+    """Remove a stale socket file left by a crashed process; refuse to replace anything else
+    (a live server's socket, or a file that is not a socket)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: stale
+        return
+    finally:
+        probe.close()
+    raise OSError(f"{path} is in use by a running server")
+
+
 class ObservabilityServer:
-    """``/metrics``, ``/healthz``, ``/readyz`` and extra JSON endpoints on one port."""
+    """``/metrics``, ``/healthz``, ``/readyz`` and extra JSON endpoints on one port, and
+    optionally the same on a unix socket."""
 
     def __init__(
         self,
@@ -53,6 +93,7 @@ class ObservabilityServer:
         endpoints: Mapping[str, JsonEndpoint] | None = None,
         ready: Callable[[], bool] = lambda: True,
         registry: CollectorRegistry = REGISTRY,
+        unix_socket: str | None = None,
     ) -> None:
         host, _, port = address.rpartition(":")
         self._endpoints = dict(endpoints or {})
@@ -67,11 +108,31 @@ class ObservabilityServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
+        if unix_socket is not None:
+            _claim_socket_path(unix_socket)  # before binding the port: a refusal leaks nothing
         self.httpd = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, daemon=True, name="obs-http"
         )
+        self.unix_socket = unix_socket
+        self.unixd: _UnixHTTPServer | None = None
+        self._unix_thread: threading.Thread | None = None
+        if unix_socket is not None:
+            unixd = _UnixHTTPServer(unix_socket, Handler, bind_and_activate=False)
+            try:
+                unixd.server_bind()
+                # 0600 before listen(): nobody but the owner (root) ever connects
+                os.chmod(unix_socket, 0o600)
+                unixd.server_activate()
+            except BaseException:
+                unixd.server_close()
+                self.httpd.server_close()
+                raise
+            self.unixd = unixd
+            self._unix_thread = threading.Thread(
+                target=self.unixd.serve_forever, daemon=True, name="obs-unix"
+            )
 
     @property
     def port(self) -> int:
@@ -79,18 +140,26 @@ class ObservabilityServer:
 
     def start(self) -> ObservabilityServer:
         self._thread.start()
+        if self._unix_thread is not None:
+            self._unix_thread.start()
         return self
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self.unixd is not None:
+            if self._unix_thread is not None and self._unix_thread.is_alive():
+                self.unixd.shutdown()
+            self.unixd.server_close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(self.unix_socket))
 
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
         path, _, query = req.path.partition("?")
         params: dict[str, str] = {}
         for part in filter(None, query.split("&")):
             key, _, value = part.partition("=")
-            params[key] = value
+            params[unquote(key)] = unquote(value)  # ?service=ns%2Fname == ?service=ns/name
         try:
             if path == "/metrics":
                 self._send(req, 200, generate_latest(self._registry), CONTENT_TYPE_LATEST)

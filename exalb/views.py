@@ -116,7 +116,7 @@ class NodeView:
     name: str
     labels: tuple[tuple[str, str], ...] = ()
     network_unavailable: bool = False
-    addresses: tuple[IPAddress, ...] = ()
+    addresses: tuple[IPAddress, ...] = ()  # InternalIPs first, then ExternalIPs
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -285,10 +285,16 @@ def node_view(obj: Mapping[str, Any]) -> NodeView:
         _mapping(c).get("type") == "NetworkUnavailable" and _mapping(c).get("status") == "True"
         for c in _sequence(status.get("conditions"))
     )
+    # InternalIP first, then ExternalIP (each in the Node's order): consumers take "the first
+    # address of a family" (router-id fallback, the L2 candidates' ``nodeIP`` for data-path
+    # probes), and the InternalIP is the node's address on the cluster segment, where the
+    # L2 sidecars probe each other. A node with only ExternalIPs still gets one.
     addrs: list[IPAddress] = []
-    for raw in _sequence(status.get("addresses")):
-        a = _mapping(raw)
-        if a.get("type") in ("InternalIP", "ExternalIP"):
+    for kind in ("InternalIP", "ExternalIP"):
+        for raw in _sequence(status.get("addresses")):
+            a = _mapping(raw)
+            if a.get("type") != kind:
+                continue
             try:
                 addrs.append(ipaddress.ip_address(str(a.get("address"))))
             except ValueError:

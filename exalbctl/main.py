@@ -1,4 +1,4 @@
-"""``exalbctl`` (also ``kubectl exalb``): answers about config and allocation.
+"""``exalbctl`` (also ``kubectl exalb``): answers about config, allocation and announcements.
 
 Offline commands work on files, so a config can be checked and its effect planned in CI
 before it reaches a cluster:
@@ -9,17 +9,36 @@ before it reaches a cluster:
 * ``plan --config FILE --services FILE``: which IP each Service in a ``kubectl get svc -o
   yaml`` dump would get or keep, and which would become out-of-pool.
 
-Every command takes ``-o json`` for scripts. This package is wiring only: it may use both
-programs' pure cores (the allocator, the speaker's decisions), which is why it lives outside
-``exalb`` (the shared core imports neither program).
+Live commands join the controller's view (Service status, pool annotation, ``exalb.io``
+conditions, events) with every speaker's ``/status`` (decisions, reasons, routes with
+attributes, ExaBGP's adj-rib-out and sessions, L2 ownership), so "every why has an answer":
+
+* ``status [SERVICE] [-n NS | -A]``: per Service, IPs, pool, which nodes announce it by BGP
+  and by L2, why the others do not, and out-of-pool / conflict / pending flags.
+* ``routes [--node N] [--prefix P]``: per node and peer, what ExaBGP's adj-rib-out holds
+  (with attributes), and the routes wanted but not on the wire.
+* ``peers [--node N]``: per node, every peer and its session (state, uptime, hold time,
+  graceful restart, families, routes sent).
+* ``why SERVICE``: for each node, does it announce, by which protocol, to which peers with
+  which attributes, and if not, the reason; plus the pool, conditions and last events.
+
+How the speakers are reached is :mod:`exalbctl.speakers` (summarised in ``--help``): pod
+discovery and the API server's pod proxy in a cluster, or ``--speaker NAME=URL`` (http or a
+unix socket) for labs and debugging. The joining is pure (:mod:`exalbctl.report`), and so is
+the table layout (:mod:`exalbctl.render`); this module is wiring only. Every command takes
+``-o json`` or ``-o yaml`` for scripts. This package may use both programs' pure cores (the
+allocator's plan), which is why it lives outside ``exalb`` (the shared core imports neither
+program).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import yaml
@@ -33,22 +52,91 @@ from exalb.config.problems import Problems
 from exalb.k8s.client import ApiError, KubeClient
 from exalb.k8s.resources import NAMESPACES, SERVICES
 from exalb.views import service_view
+from exalbctl import render, report
+from exalbctl.source import ApiUnavailableError, LiveSource, Source
+from exalbctl.speakers import DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SELECTOR, parse_speakers
+
+SPEAKERS_HELP = f"""\
+how the live commands (status, routes, peers, why) reach the speakers:
+  --speaker NAME=URL (repeatable) or env EXALB_SPEAKERS="n1=URL,n2=URL": read each
+      speaker's /status directly; URL is http://host:port (its --metrics-addr) or
+      unix:///path (its --status-socket, which reaches a speaker in another network
+      namespace on the same host). For labs and debugging; no cluster needed.
+  otherwise: list the speaker pods (-l {DEFAULT_SELECTOR})
+      in --speaker-namespace (env EXALB_NAMESPACE or METALLB_NAMESPACE, default
+      {DEFAULT_NAMESPACE}) and GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/status through
+      the API server (PORT: the pod's container port named "metrics", else {DEFAULT_PORT}).
+      Needs no network path to the nodes, only RBAC "get pods/proxy" there.
+A speaker that cannot be read is reported as unreachable; the others still answer.
+Services, conditions and events come from the API server (--kubeconfig, env KUBECONFIG).
+"""
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, source: Source | None = None
+) -> int:
+    """Run one command; ``source`` replaces the live API server and speakers (tests)."""
     out = out or sys.stdout
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help(out)
         return 2
+    if getattr(args, "live", False):
+        return _live(args, out, source, parser)
     code: int = args.func(args, out)
     return code
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="exalbctl", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="exalbctl",
+        description=__doc__.splitlines()[0],
+        epilog=SPEAKERS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers()
+    live = _live_options()
+    st = sub.add_parser(
+        "status",
+        parents=[live],
+        help="per Service: IPs, pool, nodes announcing by BGP / L2, flags",
+        epilog=SPEAKERS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    st.add_argument("service", nargs="?", help="NAME or NAMESPACE/NAME (default: all)")
+    _namespaces(st)
+    st.set_defaults(func=_status)
+    ro = sub.add_parser(
+        "routes",
+        parents=[live],
+        help="per node and peer: ExaBGP's adj-rib-out, and routes wanted but not on the wire",
+        epilog=SPEAKERS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ro.add_argument("--node", default=None, help="only this node")
+    ro.add_argument("--prefix", default=None, help="only this prefix (or IP)")
+    ro.set_defaults(func=_routes)
+    pe = sub.add_parser(
+        "peers",
+        parents=[live],
+        help="per node: BGP peers and session states",
+        epilog=SPEAKERS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pe.add_argument("--node", default=None, help="only this node")
+    pe.set_defaults(func=_peers)
+    wh = sub.add_parser(
+        "why",
+        parents=[live],
+        help="why a Service is (not) announced, node by node",
+        epilog=SPEAKERS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    wh.add_argument("service", help="NAME or NAMESPACE/NAME")
+    wh.add_argument("-n", "--namespace", default=None, help="the Service's namespace")
+    wh.add_argument("--events", type=int, default=5, help="how many recent events (default 5)")
+    wh.set_defaults(func=_why)
     cfg = sub.add_parser("config", help="check or convert config files").add_subparsers()
     check = cfg.add_parser("check", help="parse and validate config files")
     check.add_argument("files", nargs="+")
@@ -80,23 +168,200 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+
+
+def _dump(value: Any, fmt: str, out: TextIO) -> None:
+    """``-o json`` / ``-o yaml``: the same plain value either way."""
+    if fmt == "yaml":
+        yaml.safe_dump(json.loads(json.dumps(value)), out, sort_keys=False)
+    else:
+        json.dump(value, out, indent=2)
+        out.write("\n")
+
+
+def _live_options() -> argparse.ArgumentParser:
+    """Options every live command shares (a parent parser, so they follow the command name
+    as ``kubectl exalb status --kubeconfig ...`` passes them)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.set_defaults(live=True)
+    p.add_argument("--kubeconfig", default=None, help="default: env KUBECONFIG, ~/.kube/config")
+    p.add_argument(
+        "--speaker",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="read this speaker directly (repeatable): http://host:port or unix:///path "
+        "(env EXALB_SPEAKERS, comma separated); disables pod discovery",
+    )
+    p.add_argument(
+        "--speaker-namespace",
+        default=_env("EXALB_NAMESPACE") or _env("METALLB_NAMESPACE") or DEFAULT_NAMESPACE,
+        help="where the speaker pods run (env EXALB_NAMESPACE, METALLB_NAMESPACE; "
+        f"default {DEFAULT_NAMESPACE})",
+    )
+    p.add_argument(
+        "--speaker-selector",
+        default=_env("EXALB_SPEAKER_SELECTOR") or DEFAULT_SELECTOR,
+        help="label selector of the speaker pods (env EXALB_SPEAKER_SELECTOR)",
+    )
+    p.add_argument(
+        "--speaker-port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="status port when a pod names no 'metrics' port",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per speaker")
+    p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    return p
+
+
+def _namespaces(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-n", "--namespace", default=None, help="the Services' namespace")
+    group.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="Services of every namespace"
+    )
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+# -- live commands ------------------------------------------------------------------------
+
+LiveCommand = Callable[[argparse.Namespace, TextIO, Source], int]
+
+
+def _live(
+    args: argparse.Namespace,
+    out: TextIO,
+    source: Source | None,
+    parser: argparse.ArgumentParser,
+) -> int:
+    owned: LiveSource | None = None
+    if source is None:
+        specs = list(args.speaker) or (
+            [os.environ["EXALB_SPEAKERS"]] if _env("EXALB_SPEAKERS") else []
+        )
+        try:
+            targets = parse_speakers(specs)
+        except ValueError as exc:
+            parser.error(str(exc))
+        owned = LiveSource(
+            kubeconfig=args.kubeconfig,
+            speakers=targets,
+            speaker_namespace=args.speaker_namespace,
+            selector=args.speaker_selector,
+            port=args.speaker_port,
+            timeout=args.timeout,
+        )
+        source = owned
+    try:
+        command: LiveCommand = args.func
+        return command(args, out, source)
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def _emit(
+    args: argparse.Namespace, out: TextIO, doc: Mapping[str, Any], text: Callable[[], str]
+) -> None:
+    if args.output in ("json", "yaml"):
+        _dump(doc, args.output, out)
+    else:
+        out.write(text())
+
+
+def _service_ref(text: str, namespace: str | None, source: Source) -> tuple[str, str]:
+    """``ns/name`` or ``name`` (in ``-n``, else the kubeconfig context's namespace)."""
+    ns, sep, name = text.partition("/")
+    if sep:
+        return ns, name
+    return namespace or source.default_namespace(), text
+
+
+def _status(args: argparse.Namespace, out: TextIO, source: Source) -> int:
+    namespace: str | None = None
+    name: str | None = None
+    if args.service:
+        namespace, name = _service_ref(args.service, args.namespace, source)
+    elif not args.all_namespaces:
+        namespace = args.namespace or source.default_namespace()
+    api_error = None
+    services: list[dict[str, Any]] | None
+    try:
+        services = source.services(namespace)
+    except ApiUnavailableError as exc:
+        services, api_error = None, str(exc)
+    speakers = source.speakers(f"{namespace}/{name}" if name else None)
+    doc = report.status_report(
+        services, speakers, namespace=namespace, name=name, api_error=api_error
+    )
+    _emit(args, out, doc, lambda: render.render_status(doc))
+    if name and not doc["services"]:
+        if args.output == "text":
+            out.write(f"Service {namespace}/{name} not found\n")
+        return 1
+    return 1 if api_error and not any(s.reachable for s in speakers) else 0
+
+
+def _routes(args: argparse.Namespace, out: TextIO, source: Source) -> int:
+    speakers = source.speakers()
+    doc = report.routes_report(speakers, node=args.node, prefix=args.prefix)
+    _emit(args, out, doc, lambda: render.render_routes(doc))
+    if args.node and not doc["nodes"]:
+        if args.output == "text":
+            out.write(f"no speaker for node {args.node}\n")
+        return 1
+    return 0 if any(n["reachable"] for n in doc["nodes"]) else 1
+
+
+def _peers(args: argparse.Namespace, out: TextIO, source: Source) -> int:
+    doc = report.peers_report(source.speakers(), node=args.node)
+    _emit(args, out, doc, lambda: render.render_peers(doc))
+    if args.node and not doc["nodes"]:
+        if args.output == "text":
+            out.write(f"no speaker for node {args.node}\n")
+        return 1
+    return 0 if any(n["reachable"] for n in doc["nodes"]) else 1
+
+
+def _why(args: argparse.Namespace, out: TextIO, source: Source) -> int:
+    namespace, name = _service_ref(args.service, args.namespace, source)
+    key = f"{namespace}/{name}"
+    api_error = None
+    obj = None
+    events: list[dict[str, Any]] = []
+    try:
+        obj = source.service(namespace, name)
+    except ApiUnavailableError as exc:
+        api_error = str(exc)
+    if obj is not None:
+        uid = (obj.get("metadata") or {}).get("uid")
+        events = source.events(namespace, name, str(uid) if uid else None)
+    doc = report.why_report(
+        key, obj, source.speakers(key), events=events, api_error=api_error, last_events=args.events
+    )
+    now = datetime.now(UTC)
+    _emit(args, out, doc, lambda: render.render_why(doc, now))
+    return 0 if doc["found"] else 1
 
 
 def _config_check(args: argparse.Namespace, out: TextIO) -> int:
     result = parse_files(args.files, namespace=args.namespace)
-    if args.output == "json":
-        json.dump(
+    if args.output in ("json", "yaml"):
+        _dump(
             {
                 "valid": result.ok,
                 "errors": [str(p) for p in result.errors],
                 "warnings": [str(p) for p in result.warnings],
                 "config": config_to_dict(result.config) if result.config else None,
             },
+            args.output,
             out,
-            indent=2,
         )
-        out.write("\n")
         return 0 if result.ok else 1
     for problem in result.problems:
         out.write(f"{problem}\n")
@@ -179,9 +444,8 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
         service_view(d) for d in docs if isinstance(d, dict) and d.get("kind") in (None, "Service")
     ]
     rows = plan(result.config, views, ns_labels, lb_class=args.lb_class)
-    if args.output == "json":
-        json.dump([_row_dict(r) for r in rows], out, indent=2)
-        out.write("\n")
+    if args.output in ("json", "yaml"):
+        _dump([_row_dict(r) for r in rows], args.output, out)
         return 0
     _table(
         out,
@@ -228,11 +492,7 @@ def _row_dict(r: PlanRow) -> dict[str, Any]:
 
 
 def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        out.write(
-            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
-        )
+    out.write(render.table(header, rows))
 
 
 __all__ = ["LEGACY_SOURCE_ANNOTATION", "main"]

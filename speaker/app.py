@@ -17,6 +17,10 @@ which is what the design's contracts depend on:
    touch the config file, so they never touch a session.
 5. **Retry, never guess.** A reload that cannot be done now (bridge not connected, ExaBGP
    busy) is retried after ``retry_delay``; the driver converges routes by diff on its own.
+6. **L2 before BGP, independent of it** (``--l2-state``, :mod:`speaker.layer2`): the
+   election runs with the BGP decision, and the sidecar's state is written before the
+   ExaBGP config is applied, so a slow ``reload`` never delays an ARP hand-over, and an
+   absent or broken ExaBGP does not stop L2.
 
 The computation itself (snapshot, parse, decide, secrets, render) runs in a worker thread so
 the driver's acks and events keep flowing while 10,000 Services are decided.
@@ -37,14 +41,17 @@ import structlog
 
 from exalb.config.documents import parse_documents
 from exalb.config.model import Config, Peer
+from exalb.views import NodeView
 from speaker import metrics
 from speaker.decisions import Announcements, Options
 from speaker.exabgp import driver as drv
 from speaker.exabgp.driver import Driver, ReloadError
 from speaker.exabgp.render import Rendered, render_config
+from speaker.l2.election import IPElection
+from speaker.layer2 import EventSink, Layer2
 from speaker.memo import DecisionMemo
 from speaker.sources import Resolver, kernel_source_address, with_source_addresses
-from speaker.status import ConfigState, WireView, established, status_document
+from speaker.status import ConfigState, L2View, WireView, established, status_document
 from speaker.world import World
 
 log = structlog.get_logger("exalb.speaker")
@@ -67,6 +74,7 @@ class Settings:
     session_poll: float = 2.0  # show neighbor → exalb_exabgp_peer_up (events can be missed)
     withdraw_on_exit: bool = True
     resolve_source: Resolver = kernel_source_address  # see speaker/sources.py
+    l2_state: Path | None = None  # the garp sidecar's desired-state file; None = L2 off
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class Computed:
     rendered: Rendered
     config_state: ConfigState
     seconds: float
+    elections: tuple[IPElection, ...] = ()  # L2; empty when L2 is off
+    nodes: tuple[NodeView, ...] = ()
 
 
 class Speaker:
@@ -88,6 +98,7 @@ class Speaker:
         passwords: PasswordResolver | None = None,
         synced: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
+        events: EventSink | None = None,
     ) -> None:
         self.settings = settings
         self.world = world
@@ -95,6 +106,16 @@ class Speaker:
         self.passwords = passwords
         self.synced = synced
         self.clock = clock
+        self.layer2 = (
+            Layer2(
+                settings.node_name,
+                settings.l2_state,
+                events=events,
+                service_ref=world.service_ref,
+            )
+            if settings.l2_state is not None
+            else None
+        )
         self.config: Config | None = None
         self.config_state = ConfigState()
         self._config_generation = -1
@@ -139,6 +160,8 @@ class Speaker:
         log.info("speaker_stopped", withdrew=withdraw, seconds=round(self.clock() - started, 3))
         for t in self._tasks:
             t.cancel()
+        if self.layer2 is not None:
+            self.layer2.close()
 
     # -- loop ---------------------------------------------------------------------------------
     async def _recompute_loop(self) -> None:
@@ -179,6 +202,12 @@ class Speaker:
         self.computed = computed
         self.recomputes += 1
         metrics.RECOMPUTES.inc()
+        if self.layer2 is not None:
+            try:
+                await asyncio.to_thread(self.layer2.apply, computed.elections, computed.nodes)
+            except OSError as exc:
+                log.error("l2_state_write_failed", error=str(exc))
+                self._retry_later()
         if not await self._apply_config(computed.rendered):
             self._retry_later()
         self.driver.set_routes(computed.announcements.routes)
@@ -203,13 +232,23 @@ class Speaker:
         problems: list[str] = []
         if self.passwords is not None:
             passwords, problems = self.passwords.resolve(list(ann.peers))
+        elections: tuple[IPElection, ...] = ()
+        if self.layer2 is not None:
+            elections = self.layer2.elect(
+                self.config,
+                snap.services,
+                snap.endpoints,
+                snap.nodes,
+                load_balancer_class=self.settings.options.load_balancer_class,
+                ignore_exclude_lb=self.settings.options.ignore_exclude_lb,
+            )
         peers = with_source_addresses(ann.peers, self.settings.resolve_source)
         rendered = render_config(peers, snap.node, self.settings.bridge_argv, passwords)
         for p in problems:
             log.warning("password_problem", problem=p)
         seconds = self.clock() - started
         metrics.RECOMPUTE_SECONDS.observe(seconds)
-        return Computed(ann, rendered, self.config_state, seconds)
+        return Computed(ann, rendered, self.config_state, seconds, elections, snap.nodes)
 
     def _parse_config(self, docs: tuple[tuple[str, Any], ...], generation: int) -> None:
         result = parse_documents(docs, namespace=self.settings.namespace)
@@ -321,6 +360,7 @@ class Speaker:
             rendered=c.rendered if c else None,
             wire=wire,
             service=params.get("service"),
+            l2=self.layer2.view() if self.layer2 is not None else L2View(),
         )
         doc["speaker"] = {
             "recomputes": self.recomputes,

@@ -8,7 +8,10 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
   (:mod:`speaker.passwords`), so RBAC stays least-privilege;
 * the ExaBGP driver on the bridge's unix socket; the config file it renders is where the
   ExaBGP container's launcher (:mod:`speaker.exabgp.launch`) waits for it;
-* ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``;
+* L2 mode with ``--l2-state``: the garp sidecar's desired-state file (:mod:`speaker.layer2`),
+  and ``nodeAssigned`` events through an :class:`~exalb.k8s.events.EventRecorder`;
+* ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``, and
+  on the unix socket ``--status-socket`` if given;
 * SIGTERM/SIGINT: withdraw every route and exit (``--withdraw-on-exit``, the default: a
   node leaving must not blackhole), or leave the routes with ExaBGP
   (``--keep-routes-on-exit``: a planned speaker restart; the restarted speaker converges by
@@ -30,6 +33,7 @@ from pathlib import Path
 import structlog
 
 from exalb.k8s.client import KubeClient
+from exalb.k8s.events import EventRecorder
 from exalb.k8s.informer import Informer
 from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
 from exalb.obs import ObservabilityServer, configure_logging
@@ -94,6 +98,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="where to render exabgp.conf; the ExaBGP launcher waits for it (env EXABGP_CONFIG)",
     )
     add(
+        "--l2-state",
+        default=_env("L2_STATE"),
+        help="the garp sidecar's desired-state file; L2 mode is off when unset (env L2_STATE)",
+    )
+    add(
         "--exabgp",
         default=_env("EXABGP", str(Path(sys.executable).with_name("exabgp"))),
         help="exabgp executable, used for `exabgp validate` (env EXABGP)",
@@ -109,6 +118,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--metrics-addr",
         default=_env("METRICS_ADDR", "127.0.0.1:7473"),
         help="host:port for /metrics, /status, /healthz, /readyz (env METRICS_ADDR)",
+    )
+    add(
+        "--status-socket",
+        default=_env("STATUS_SOCKET"),
+        help="also serve those endpoints on this unix socket (0600), so host tools reach a "
+        "speaker in another network namespace: `kubectl exalb --speaker NODE=unix://PATH` "
+        "(env STATUS_SOCKET)",
     )
     add("--log-level", default=_env("LOG_LEVEL", "info"))
     add(
@@ -160,6 +176,7 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
         ),
         debounce=args.debounce,
         withdraw_on_exit=args.withdraw_on_exit,
+        l2_state=Path(args.l2_state) if args.l2_state else None,
     )
     informers: list[Informer] = []
 
@@ -167,7 +184,10 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
         return all(i.synced.is_set() for i in informers)
 
     world = World(args.node_name)
-    speaker = Speaker(settings, world, driver, SecretPasswords(kube), synced=all_synced)
+    events = EventRecorder(kube, "exalb-speaker", args.node_name)
+    speaker = Speaker(
+        settings, world, driver, SecretPasswords(kube), synced=all_synced, events=events
+    )
     world.on_change = speaker.notify
     ns = args.namespace
     informers += [
@@ -217,7 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     speaker, informers, kube = build(args)
     server = ObservabilityServer(
-        args.metrics_addr, endpoints={"/status": speaker.status}, ready=speaker.ready
+        args.metrics_addr,
+        endpoints={"/status": speaker.status},
+        ready=speaker.ready,
+        unix_socket=args.status_socket,
     ).start()
     log.info(
         "speaker_starting",

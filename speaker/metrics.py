@@ -3,7 +3,10 @@
 Why these: ``config_stale`` is the alert for "someone applied a broken config and the last
 good one is still in force"; ``announced_prefixes`` per peer and ``services`` per decision
 answer "what does this node send" without scraping ``/status``; the recompute histogram
-shows the cost of a cluster change on this node.
+shows the cost of a cluster change on this node. ``l2_owned`` is this node's *election*
+result per L2 IP (what Kubernetes says; the sidecar's ``exalb_garp_*`` metrics say what it
+answers after data-path failover); ``l2_state_writes`` counts desired-state files handed to
+the sidecar (only real changes are written).
 """
 
 from __future__ import annotations
@@ -36,3 +39,14 @@ CONFIG_APPLY_ERRORS = Counter(
     "exalb_speaker_config_apply_errors", "rendered ExaBGP configs refused or not reloaded"
 )
 SECRET_ERRORS = Counter("exalb_speaker_secret_errors", "passwordSecret lookups that failed")
+L2_OWNED = Gauge(
+    "exalb_speaker_l2_owned",
+    "1 when this node is the elected L2 owner of the IP, 0 when it is not",
+    ["ip"],
+)
+L2_STATE_WRITES = Counter(
+    "exalb_speaker_l2_state_writes", "L2 desired-state documents written for the garp sidecar"
+)
+L2_STATE_GENERATION = Gauge(
+    "exalb_speaker_l2_state_generation", "generation of the last L2 desired state written"
+)

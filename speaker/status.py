@@ -6,6 +6,20 @@ with which attributes; and whether ExaBGP's adj-rib-out really holds each of the
 truth, exabgp.md §3.2: an ack is not proof). Sessions come from ``show neighbor``, so a route
 that is "in the adj-rib-out" but whose session is down is visibly not on the wire.
 
+L2 (``l2`` section and each Service's ``l2`` entry): per Service IP, the elected owner, this
+node's rank among the candidates, the reason when it does not own, and whether this node's
+garp sidecar answers for the IP *right now* (its ``<state>.status`` file, which differs from
+the election after a data-path takeover). Keys, as read by ``exalbctl``::
+
+    "l2": {"stateFile": str|null, "generation": int|null,
+           "sidecar": {"generation": int, "peers": {node: alive}} | null,
+           "ips": [{"ip", "services": [...], "owner": str|null, "rank": int|null,
+                    "candidates": [str...], "answering": bool|null, "reason": str|null}]}
+    services[i]["l2"] = {"announce": bool, "reason": str|null, "owner": str|null}
+
+``answering`` is null when L2 is off or the sidecar has not reported; ``l2`` is omitted
+from a Service that is not L2-advertised (no L2 IP, or no IP at all).
+
 The document is plain JSON types only (no dataclasses), stable in key order, and built from
 values the caller already has, so it is unit-testable and cheap.
 """
@@ -20,6 +34,8 @@ from exalb.config.model import IPNetwork, Peer
 from speaker.decisions import Announcements, Route, ServiceDecision
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered
+from speaker.l2.election import IPElection
+from speaker.l2.state import Status as SidecarStatus
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,56 @@ class WireView:
     error: str | None = None
     connected: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class L2View:
+    """This node's L2 inputs to the document (``state_file`` None = L2 off)."""
+
+    state_file: str | None = None
+    generation: int | None = None
+    elections: tuple[IPElection, ...] = ()
+    sidecar: SidecarStatus | None = None
+
+
+def l2_ip_json(e: IPElection, node: str, l2: L2View) -> dict[str, Any]:
+    sidecar = l2.sidecar if l2.state_file is not None else None
+    return {
+        "ip": str(e.ip),
+        "services": list(e.services),
+        "owner": e.owner,
+        "rank": e.rank(node),
+        "candidates": list(e.candidates),
+        "answering": None if sidecar is None else e.ip in sidecar.answering,
+        "reason": e.reason(node),
+    }
+
+
+def l2_service_json(elections: Sequence[IPElection], node: str) -> dict[str, Any]:
+    """One Service's L2 decision from its IPs' elections (all share one ranking, keyed on
+    the Service's first IP; the first IP's election speaks when a shared IP differs)."""
+    owned = any(e.reason(node) is None for e in elections)
+    first = elections[0]
+    return {
+        "announce": owned,
+        "reason": None if owned else first.reason(node),
+        "owner": first.owner,
+    }
+
+
+def l2_section(node: str, l2: L2View, service: str | None = None) -> dict[str, Any]:
+    elections = [e for e in l2.elections if service is None or service in e.services]
+    sidecar = l2.sidecar if l2.state_file is not None else None
+    return {
+        "stateFile": l2.state_file,
+        "generation": l2.generation,
+        "sidecar": (
+            None
+            if sidecar is None
+            else {"generation": sidecar.generation, "peers": dict(sidecar.peers)}
+        ),
+        "ips": [l2_ip_json(e, node, l2) for e in elections],
+    }
 
 
 def established(n: NeighborStatus) -> bool:
@@ -150,8 +216,14 @@ def status_document(
     rendered: Rendered | None,
     wire: WireView,
     service: str | None = None,
+    l2: L2View | None = None,
 ) -> dict[str, Any]:
     """The whole ``/status`` (``service`` = ``namespace/name`` narrows the Service list)."""
+    l2 = l2 or L2View()
+    l2_by_service: dict[str, list[IPElection]] = {}
+    for e in l2.elections:
+        for key in e.services:
+            l2_by_service.setdefault(key, []).append(e)
     peers: tuple[Peer, ...] = announcements.peers if announcements else ()
     addresses = {p.name: str(p.peer_address) for p in peers}
     names = {v: k for k, v in addresses.items()}
@@ -200,9 +272,21 @@ def status_document(
             "routes": len(announcements.routes) if announcements else 0,
         },
         "warnings": list(announcements.warnings) if announcements else [],
-        "services": [decision_json(d, addresses, wire, up) for d in decisions],
+        "services": [
+            _with_l2(decision_json(d, addresses, wire, up), l2_by_service.get(d.service), node)
+            for d in decisions
+        ],
+        "l2": l2_section(node, l2, service),
     }
     return doc
+
+
+def _with_l2(
+    item: dict[str, Any], elections: Sequence[IPElection] | None, node: str
+) -> dict[str, Any]:
+    if elections:
+        item["l2"] = l2_service_json(elections, node)
+    return item
 
 
 def _prefix_key(item: tuple[IPNetwork, AdjRibEntry]) -> tuple[int, int, int]:

@@ -7,9 +7,13 @@ instead of re-reducing 10,000 Services. The store is the only shared state betwe
 informer threads and the speaker's loop; every method takes the lock and ``snapshot`` hands
 out copies, so the pure decision code never sees a dictionary change under it.
 
-``on_change(kind)`` is called after every change that can alter this node's decision
-(Services, EndpointSlices, this node, config objects); other nodes are stored for later L2
-use but do not trigger a recompute.
+``on_change(kind)`` is called after every change that can alter this node's decisions:
+Services, EndpointSlices, config objects and *any* Node. Other Nodes matter because the L2
+election ranks every node (a Node gaining ``NetworkUnavailable`` or the exclude label hands
+its IPs to the next node); a Node's heartbeat does not alter its view, so it costs nothing.
+
+It also keeps, per Service, the reference an Event needs (``involvedObject``: name,
+namespace, uid), because views deliberately drop the uid.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Snapshot:
     node: NodeView | None
     config_documents: tuple[tuple[str, JSON], ...]
     config_generation: int
+    nodes: tuple[NodeView, ...] = ()  # every Node, by name (the L2 election's candidates)
 
 
 def _config_origin(obj: Mapping[str, Any]) -> str:
@@ -62,6 +67,7 @@ class World:
         self._by_service: dict[str, dict[str, tuple[Endpoint, ...]]] = {}
         self._endpoints: dict[str, EndpointsView] = {}
         self._nodes: dict[str, NodeView] = {}
+        self._refs: dict[str, JSON] = {}  # Service key -> involvedObject fields for events
         self._config: dict[str, JSON] = {}  # "<kind>/<ns>/<name>" -> object
         self._config_generation = 0
 
@@ -70,10 +76,12 @@ class World:
         with self._lock:
             if event == "deleted" or new is None:
                 changed = self._services.pop(key, None) is not None
+                self._refs.pop(key, None)
             else:
                 view = service_view(new)
                 changed = self._services.get(key) != view
                 self._services[key] = view
+                self._refs[key] = _service_ref(new)
         if changed:
             self.on_change("service")
 
@@ -101,7 +109,7 @@ class World:
                 view = node_view(new)
                 changed = self._nodes.get(key) != view
                 self._nodes[key] = view
-        if changed and key == self.node_name:
+        if changed:
             self.on_change("node")
 
     def on_config(self, event: str, key: str, _old: JSON | None, new: JSON | None) -> None:
@@ -146,7 +154,14 @@ class World:
                     for _key, obj in sorted(self._config.items(), key=lambda kv: kv[0])
                 ),
                 config_generation=self._config_generation,
+                nodes=tuple(v for _k, v in sorted(self._nodes.items())),
             )
+
+    def service_ref(self, key: str) -> JSON | None:
+        """``apiVersion``/``kind``/``metadata`` of Service ``key``, enough to record an Event."""
+        with self._lock:
+            ref = self._refs.get(key)
+            return None if ref is None else dict(ref)
 
     def nodes(self) -> tuple[NodeView, ...]:
         with self._lock:
@@ -156,6 +171,19 @@ class World:
     def config_generation(self) -> int:
         with self._lock:
             return self._config_generation
+
+
+def _service_ref(obj: Mapping[str, Any]) -> JSON:
+    meta = obj.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace") or "default",
+            "uid": meta.get("uid"),
+        },
+    }
 
 
 def _slice_service(obj: Mapping[str, Any]) -> str | None:

@@ -306,6 +306,26 @@ class KubeClient:
                 raise
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def default_namespace(kubeconfig: str | None = None) -> str:
+    """The namespace ``kubectl`` would use: the kubeconfig's current context's, the pod's own
+    in a cluster, else ``default``. Never raises (a CLI asks this before anything else)."""
+    if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as fh:
+                return fh.read().strip() or "default"
+        except OSError:
+            return "default"
+    try:
+        _, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+    except (ConfigException, OSError, TypeError, ValueError):
+        return "default"
+    context = (current or {}).get("context") or {}
+    return str(context.get("namespace") or "default")
+
+
 def _decode(data: Any) -> JSON:
     if not data:
         return {}

@@ -331,12 +331,16 @@ def test_programs_accept_the_rendered_flags(
     assert "config_never_appeared" in proc.stderr
     root = Path(launch["root"].replace(RUN_DIR, str(tmp_path)))
     assert (root / "run" / f"{launch['pipename']}.in").is_fifo()
-    # -- garp
+    # -- garp (without it the speaker runs no L2: nobody would read the state)
+    if "garp" not in by_name:
+        assert sargs.l2_state is None
     if "garp" in by_name:
         garp = by_name["garp"]
         assert garp["command"] == ["exalb-garp"]
         gargs = garp_args(_argv(garp))
         assert Path(gargs.state).parent == Path(RUN_DIR)
+        assert sargs.l2_state == gargs.state, "the speaker writes what the sidecar reads"
+        assert gargs.status is None  # default <state>.status: where the speaker reads it
         assert gargs.node == DOWNWARD["NODE_NAME"]
         ports = {p["name"]: p["containerPort"] for p in garp["ports"]}
         assert gargs.metrics_port == ports["garp-metrics"]

@@ -22,8 +22,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from exalb.lab.controlplane import (
+    BinariesNotFoundError,
+    ControlPlane,
+    find_controlplane_binaries,
+    find_tools,
+)
 from exalb.lab.runner import Lab, new_run_name, unavailable_reason
 from exalb.lab.teardown import sweep_stale
+from tests.lab.speaker_lab import install_crds
 from tests.lab.topologies import topology_path
 
 
@@ -61,3 +68,17 @@ def lab_bgp_ecmp(lab_factory: Callable[[str], Lab]) -> Lab:
 def lab_two_leaf(lab_factory: Callable[[str], Lab]) -> Lab:
     """The ``two-leaf`` topology running (leaf1, leaf2, n1, n2, c); no ExaBGP started yet."""
     return lab_factory("two-leaf")
+
+
+@pytest.fixture(scope="session")
+def speaker_control_plane() -> Iterator[ControlPlane]:
+    """One apiserver for the session (shared by the BGP and L2 speaker labs), with the
+    chart's CRDs installed by kubectl."""
+    try:
+        binaries = find_controlplane_binaries()
+        find_tools()
+    except BinariesNotFoundError as err:
+        pytest.skip(f"control plane binaries missing: {err}")
+    with ControlPlane(binaries=binaries) as cp:
+        install_crds(cp)
+        yield cp

@@ -130,6 +130,7 @@ PLURALS = {
     "BGPPeer": "/apis/metallb.io/v1beta2/namespaces/{ns}/bgppeers",
     "BGPAdvertisement": "/apis/metallb.io/v1beta1/namespaces/{ns}/bgpadvertisements",
     "Community": "/apis/metallb.io/v1beta1/namespaces/{ns}/communities",
+    "L2Advertisement": "/apis/metallb.io/v1beta1/namespaces/{ns}/l2advertisements",
 }
 
 
@@ -309,6 +310,14 @@ class SpeakerLab:
     def config_file(self, node: str) -> Path:
         return self.dir(node) / "exabgp.conf"
 
+    def status_socket(self, node: str) -> Path:
+        """The speaker's ``--status-socket``: its /status from the host, no network needed."""
+        return self.dir(node) / "status.sock"
+
+    def speaker_urls(self, nodes: list[str] | None = None) -> list[str]:
+        """``--speaker NODE=unix://...`` arguments for ``exalbctl``."""
+        return [f"{n}=unix://{self.status_socket(n)}" for n in nodes or list(NODES)]
+
     def start_exabgp(self, node: str) -> subprocess.Popen[bytes]:
         """The ExaBGP container: waits for the speaker's config, then execs ExaBGP."""
         argv = [
@@ -330,6 +339,7 @@ class SpeakerLab:
             "--exabgp-socket", str(self.socket(node)),
             "--exabgp-config", str(self.config_file(node)),
             "--metrics-addr", f"127.0.0.1:{METRICS_PORT}",
+            "--status-socket", str(self.status_socket(node)),
             *extra,
         ]  # fmt: skip
         self.speaker_starts[node] += 1

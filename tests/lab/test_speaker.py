@@ -23,10 +23,7 @@ from pathlib import Path
 import pytest
 
 from exalb.lab.controlplane import (
-    BinariesNotFoundError,
     ControlPlane,
-    find_controlplane_binaries,
-    find_tools,
 )
 from exalb.lab.fib import Fib
 from exalb.lab.runner import Lab
@@ -39,7 +36,6 @@ from .speaker_lab import (
     SpeakerLab,
     advertisement,
     bgp_peer,
-    install_crds,
     nexthops,
     pool,
     speaker_lab,
@@ -51,19 +47,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 
 POOL4 = "203.0.113.0/24"
 POOL6 = "2001:db8:ffff::/64"
-
-
-@pytest.fixture(scope="session")
-def speaker_control_plane() -> Iterator[ControlPlane]:
-    """One apiserver for the session, with the chart's CRDs installed by kubectl."""
-    try:
-        binaries = find_controlplane_binaries()
-        find_tools()
-    except BinariesNotFoundError as err:
-        pytest.skip(f"control plane binaries missing: {err}")
-    with ControlPlane(binaries=binaries) as cp:
-        install_crds(cp)
-        yield cp
 
 
 @pytest.fixture

@@ -105,11 +105,15 @@ def test_world_merges_slices_and_reports_only_real_changes() -> None:
     assert w.snapshot().endpoints["app/loc"].has_serving_on("n1")
     w.on_endpoint_slice("deleted", "app/loc-y", eps("loc", ["n1"], "y"), None)
     assert not w.snapshot().endpoints["app/loc"].has_serving_on("n1")
-    # an identical update and another node's change trigger nothing
+    # an identical update triggers nothing; another node's change does (L2 election input)
     n = len(changes)
     w.on_service("modified", "app/web", None, svc("web", "203.0.113.10"))
-    w.on_node("added", "n2", None, {"metadata": {"name": "n2"}})
     assert len(changes) == n
+    w.on_node("added", "n2", None, {"metadata": {"name": "n2"}})
+    assert changes[n:] == ["node"]
+    w.on_node("modified", "n2", None, {"metadata": {"name": "n2"}})  # a heartbeat
+    assert changes[n:] == ["node"]
+    assert [v.name for v in w.snapshot().nodes] == ["n1", "n2"]
     # unchanged views keep their identity (the memo relies on it)
     before = {s.key: s for s in w.snapshot().services}
     w.on_service("modified", "app/loc", None, svc("loc", "203.0.113.12", "Local"))

@@ -1,0 +1,100 @@
+"""The speaker's end of the L2 channel: write the sidecar's desired state, read its status.
+
+Why a separate, tiny adapter: the election (:mod:`speaker.l2.election`) and the document
+(:mod:`speaker.l2.state`) are pure and shared with the sidecar; only this module touches the
+files in the pod's shared emptyDir (``--l2-state``, default in the chart
+``/run/exalb/l2-state.json``; the sidecar writes ``<state>.status`` next to it).
+
+Rules it keeps:
+
+* **Write only on change.** Every recompute builds the document, but the file is rewritten
+  (atomically, :func:`speaker.l2.channel.write_atomic`) only when its content other than
+  ``generation`` changed, and only then does ``generation`` increase. An endpoint flapping on
+  another Service, or a resync, costs the sidecar nothing.
+* **Generations never go backwards across speaker restarts.** The publisher starts from the
+  generation of the file already there (the emptyDir outlives the container), and a
+  restarted speaker that computes the same state writes nothing at all, so the sidecar does
+  not even notice the restart.
+* **A speaker that exits leaves the file in place**: the sidecar keeps answering for the
+  last known state (the IP contract outlives the speaker process; see ``state.py``).
+
+The candidates' ``nodeIP`` (the address the sidecars probe each other on) is the Node's
+first address of the IP's family, which is its **InternalIP** (``exalb.views.node_view``
+orders InternalIPs before ExternalIPs); a node with only an ExternalIP uses that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import structlog
+
+from exalb.views import NodeView
+from speaker.l2.channel import write_atomic
+from speaker.l2.election import IPElection
+from speaker.l2.state import DesiredState, StateError, Status, decode, decode_status, encode
+from speaker.l2.state import from_election as state_from_election
+
+log = structlog.get_logger("exalb.speaker")
+
+
+class StatePublisher:
+    """Owns ``path`` (the desired state) for ``node``; see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike[str], node: str, *, ping: bool = False) -> None:
+        self.path = Path(path)
+        self.status_path = Path(f"{self.path}.status")
+        self.node = node
+        self.ping = ping
+        self.writes = 0
+        self.generation = 0
+        self._written: DesiredState | None = None  # with generation 0, for comparison
+        self._adopt_existing()
+
+    def _adopt_existing(self) -> None:
+        try:
+            old = decode(self.path.read_bytes())
+        except (OSError, StateError):
+            return
+        self.generation = old.generation
+        if old.node == self.node:
+            self._written = dataclasses.replace(old, generation=0)
+
+    @property
+    def published(self) -> bool:
+        """True once a state for this node is in the file (written now or adopted)."""
+        return self._written is not None
+
+    def publish(self, elections: Iterable[IPElection], nodes: Sequence[NodeView]) -> bool:
+        """Write the document for these elections if it changed; True when written.
+
+        Raises ``OSError`` when the file cannot be written (the caller retries later; the
+        sidecar keeps the previous state meanwhile).
+        """
+        desired = state_from_election(self.node, elections, nodes, generation=0, ping=self.ping)
+        if desired == self._written:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        generation = self.generation + 1
+        write_atomic(self.path, encode(dataclasses.replace(desired, generation=generation)))
+        self.generation = generation
+        self._written = desired
+        self.writes += 1
+        log.info(
+            "l2_state_written",
+            path=str(self.path),
+            generation=generation,
+            owned=[str(ip) for ip in desired.owned],
+            candidate_for=len(desired.ips),
+        )
+        return True
+
+    def sidecar_status(self) -> Status | None:
+        """What the sidecar answers right now; None when it has not reported (yet)."""
+        try:
+            return decode_status(self.status_path.read_bytes())
+        except (OSError, StateError):
+            return None

@@ -1,0 +1,158 @@
+"""L2 mode inside the speaker: elect every L2 IP, hand the result to the garp sidecar.
+
+Why in the speaker and not the sidecar: the sidecar has no Kubernetes access (design: it
+gets ``NET_RAW`` and nothing else). The speaker already holds every input of MetalLB's
+election (config, Services, EndpointSlices, *all* Nodes), so on every recompute it runs the
+pure :func:`speaker.l2.election.elect` (through :class:`speaker.memo.ElectionMemo`) and
+:class:`speaker.l2_publish.StatePublisher` writes the sidecar's document when it changed.
+
+BGP and L2 are independent decisions, as in MetalLB: a Service whose pool has both a
+BGPAdvertisement and an L2Advertisement is routed by every eligible node *and* answered on
+the segment by the elected one; nothing here reads or changes the BGP result.
+
+Side effects, all off the speaker's loop thread:
+
+* metric ``exalb_speaker_l2_owned{ip}`` (1 = this node is the elected owner), series
+  removed when the IP is no longer L2-advertised;
+* Event ``nodeAssigned`` "announcing from node <node> with protocol layer2" on a Service when
+  this node *becomes* its owner (only the new owner emits it). The recorder de-duplicates
+  repeats; losing ownership makes it forget the Service, so moving back emits again. Events
+  go through a one-thread executor so a slow API server never delays the ARP hand-over.
+
+BGP announcements emit no ``nodeAssigned`` here: every eligible node announces, so a fleet
+would write (nodes times Services) events at start-up for information ``/status`` already gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from exalb.config.model import Config
+from exalb.views import EndpointsView, NodeView, ServiceView
+from speaker import metrics
+from speaker.l2.election import IPElection
+from speaker.l2_publish import StatePublisher
+from speaker.memo import ElectionMemo
+from speaker.status import L2View
+
+log = structlog.get_logger("exalb.speaker")
+
+NODE_ASSIGNED = "nodeAssigned"
+
+
+class EventSink(Protocol):
+    """What :class:`exalb.k8s.events.EventRecorder` offers (and tests fake)."""
+
+    def record(
+        self,
+        obj: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        dedupe: bool = True,
+    ) -> bool: ...
+
+    def forget(self, obj: dict[str, Any]) -> None: ...
+
+
+def owned_services(elections: Iterable[IPElection], node: str) -> frozenset[str]:
+    """Services ``node`` owns at least one L2 IP of."""
+    return frozenset(s for e in elections if e.owner == node for s in e.services)
+
+
+class Layer2:
+    """One node's L2 wiring; see the module docstring."""
+
+    def __init__(
+        self,
+        node: str,
+        state_file: str | Path,
+        *,
+        events: EventSink | None = None,
+        service_ref: Callable[[str], dict[str, Any] | None] = lambda _k: None,
+        ping: bool = False,
+    ) -> None:
+        self.node = node
+        self.publisher = StatePublisher(state_file, node, ping=ping)
+        self.memo = ElectionMemo()
+        self.events = events
+        self.service_ref = service_ref
+        self.elections: tuple[IPElection, ...] = ()
+        self._owned: frozenset[str] = frozenset()
+        self._ips: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2-events")
+
+    def elect(
+        self,
+        config: Config,
+        services: Iterable[ServiceView],
+        endpoints: Mapping[str, EndpointsView],
+        nodes: tuple[NodeView, ...],
+        *,
+        load_balancer_class: str | None,
+        ignore_exclude_lb: bool,
+    ) -> tuple[IPElection, ...]:
+        """Pure (memoized): every L2 IP of this speaker's ``loadBalancerClass``."""
+        mine = [s for s in services if s.load_balancer_class == load_balancer_class]
+        return self.memo.elect(config, mine, endpoints, nodes, ignore_exclude_lb=ignore_exclude_lb)
+
+    def apply(self, elections: tuple[IPElection, ...], nodes: tuple[NodeView, ...]) -> None:
+        """Write the sidecar's state (if changed), metrics, events. Raises ``OSError`` when
+        the file cannot be written; everything else has been done by then."""
+        self.elections = elections
+        self._metrics(elections)
+        self._events(owned_services(elections, self.node))
+        if self.publisher.publish(elections, nodes):
+            metrics.L2_STATE_WRITES.inc()
+            metrics.L2_STATE_GENERATION.set(self.publisher.generation)
+
+    def view(self) -> L2View:
+        """The ``/status`` input; reads the sidecar's status file (called per request)."""
+        return L2View(
+            state_file=str(self.publisher.path),
+            generation=self.publisher.generation if self.publisher.published else None,
+            elections=self.elections,
+            sidecar=self.publisher.sidecar_status(),
+        )
+
+    def drain_events(self, timeout: float = 10.0) -> None:
+        """Wait until the events submitted so far have been sent (one worker: FIFO)."""
+        self._pool.submit(lambda: None).result(timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _metrics(self, elections: tuple[IPElection, ...]) -> None:
+        ips = {str(e.ip): e.owner == self.node for e in elections}
+        for ip in self._ips - set(ips):
+            metrics.L2_OWNED.remove(ip)
+        for ip, owned in ips.items():
+            metrics.L2_OWNED.labels(ip).set(1 if owned else 0)
+        self._ips = set(ips)
+
+    def _events(self, owned: frozenset[str]) -> None:
+        gained, lost = owned - self._owned, self._owned - owned
+        self._owned = owned
+        if self.events is None:
+            return
+        for key in sorted(gained | lost):
+            ref = self.service_ref(key)
+            if ref is None:
+                continue  # deleted meanwhile: nothing to attach an event to
+            if key in gained:
+                log.info("l2_owner", service=key, node=self.node)
+                self._pool.submit(self._record, ref)
+            else:
+                log.info("l2_not_owner", service=key, node=self.node)
+                self._pool.submit(self.events.forget, ref)
+
+    def _record(self, ref: dict[str, Any]) -> None:
+        assert self.events is not None
+        message = f"announcing from node {self.node} with protocol layer2"
+        self.events.record(ref, NODE_ASSIGNED, message)
