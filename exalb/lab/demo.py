@@ -71,6 +71,7 @@ class DemoResult:
     spread_after: dict[str, int] = field(default_factory=dict)
     failover_ms: float = 0.0
     failed_requests: int = 0
+    plugin_outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -162,15 +163,12 @@ def http_spread(lab: Lab, ip: str, n: int, timeout: float = 2.0) -> tuple[Counte
     return counts, failed
 
 
-def bars(counts: Counter[str], total: int) -> list[str]:
-    lines = []
-    for node in NODE_NAMES:
-        k = counts.get(node, 0)
-        lines.append(
-            f"    {node}  {'#' * k}{' ' * (total // 2 - k if total // 2 > k else 0)}"
-            f" {k:3d} requests"
-        )
-    return lines
+def bars(counts: Counter[str]) -> list[str]:
+    width = max([*counts.values(), 1])
+    return [
+        f"    {node}  {'#' * counts.get(node, 0):<{width}}  {counts.get(node, 0):3d} requests"
+        for node in NODE_NAMES
+    ]
 
 
 class Demo:
@@ -318,6 +316,10 @@ class Demo:
                 str(conf),
                 "--metrics-addr",
                 "127.0.0.1:7472",
+                "--status-socket",
+                str(d / "status.sock"),
+                "--l2-state",
+                str(d / "l2-state.json"),
             ],
             name="speaker",
         )
@@ -450,12 +452,37 @@ class Demo:
             f"  {self.requests} HTTP requests from the client c to http://{ip}/ "
             "(one connection each):"
         )
-        for line in bars(counts, self.requests):
+        for line in bars(counts):
             self.say(line)
         if failed:
             self.say(f"    {failed} requests failed")
         self.result.failed_requests += failed
         return counts
+
+    def kubectl_exalb(self, *args: str) -> None:
+        """Run the real ``kubectl exalb`` plugin (``kubectl-exalb`` on PATH) and show it."""
+        assert self.lab is not None and self.cp is not None
+        speakers = ",".join(
+            f"{n}=unix://{self.lab.node_dir(n) / 'exalb' / 'status.sock'}" for n in NODE_NAMES
+        )
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+            "EXALB_SPEAKERS": speakers,
+            "KUBECONFIG": str(self.cp.kubeconfig),
+        }
+        proc = subprocess.run(
+            [str(find_tools().kubectl), "exalb", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        self.say(f"  $ kubectl exalb {' '.join(args)}")
+        for line in (proc.stdout + proc.stderr).splitlines():
+            self.say(f"    {line}")
+        self.result.plugin_outputs.append(proc.stdout)
 
     def fail_node(self) -> None:
         assert self.lab is not None
@@ -479,10 +506,14 @@ class Demo:
         self.result.spread_before = dict(
             self.show_state("Service demo/web: one IP, announced by all three nodes, ECMP at r1")
         )
+        self.say("\n== What exalb says about it")
+        self.kubectl_exalb("status", "-n", APP_NS)
+        self.kubectl_exalb("routes")
         self.fail_node()
         self.result.spread_after = dict(
             self.show_state("After the failure: two paths left, traffic moved to n1 and n3")
         )
+        self.kubectl_exalb("why", f"{APP_NS}/{SERVICE}")
         return self.result
 
     # ------------------------------------------------------------------ teardown

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,12 @@ def test_demo_flow(root_with_frr: None) -> None:
     assert set(result.spread_after) == {"n1", "n3"}
     assert sum(result.spread_after.values()) == 60
     assert result.failed_requests == 0
+    # kubectl exalb (the real plugin through kubectl) explains it, before and after.
+    status, routes, why = result.plugin_outputs
+    assert "demo/web" in status and "n1,n2,n3" in status
+    assert len(re.findall(r"\bsent\s+demo/web", routes)) == 3
+    assert re.search(r"^\s*n2\s+-\s+\?\s+unreachable", why, re.M)
+    assert "announced by BGP from: n1,n3" in why
     print(f"failover (n2 link down + processes killed -> r1 FIB): {result.failover_ms:.0f} ms")
     # Nothing is left behind.
     assert not [ns for ns in netns.list_namespaces() if ns.startswith(f"exalb-{run}-")]
