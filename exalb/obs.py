@@ -82,6 +82,13 @@ def _claim_socket_path(path: str) -> None:
     raise OSError(f"{path} is in use by a running server")
 
 
+class _HTTPServer6(ThreadingHTTPServer):
+    """For an IPv6 bind address (``[2001:db8::1]:7472``, e.g. a pod IP on an IPv6-only
+    cluster): http.server binds IPv4 unless told otherwise."""
+
+    address_family = socket.AF_INET6
+
+
 class ObservabilityServer:
     """``/metrics``, ``/healthz``, ``/readyz`` and extra JSON endpoints on one port, and
     optionally the same on a unix socket."""
@@ -110,7 +117,9 @@ class ObservabilityServer:
 
         if unix_socket is not None:
             _claim_socket_path(unix_socket)  # before binding the port: a refusal leaks nothing
-        self.httpd = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
+        bind_host = host.strip("[]") or "127.0.0.1"
+        server_class = _HTTPServer6 if ":" in bind_host else ThreadingHTTPServer
+        self.httpd = server_class((bind_host, int(port)), Handler)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, daemon=True, name="obs-http"

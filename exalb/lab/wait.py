@@ -9,8 +9,11 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class WaitTimeoutError(AssertionError):
-    """A condition did not come true in time (an AssertionError, so tests report it plainly)."""
+class WaitTimeoutError(TimeoutError, AssertionError):
+    """A condition did not come true in time.
+
+    Both a TimeoutError (callers that expect a timeout catch it) and an AssertionError (so a
+    test that did not expect it reports a plain failure, not an error)."""
 
 
 def wait_for(
@@ -25,3 +28,8 @@ def wait_for(
         if time.monotonic() > deadline:
             raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def poll(pred: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """:func:`wait_for` without a description, for terse test helpers."""
+    return wait_for("condition", pred, timeout, interval)

@@ -21,16 +21,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from exalb.lab.controlplane import ControlPlane, Tools, free_port
+from exalb.lab.wait import wait_for
 
 from .conftest import containers, find, install, manifest, uninstall
 
@@ -43,17 +43,6 @@ NODE = "ident-node"
 FULL = f"{RELEASE}-exalb"
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Proc:

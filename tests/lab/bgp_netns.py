@@ -23,9 +23,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from exalb.lab.wait import poll as wait_for
 
 VENV_BIN = Path(sys.executable).parent
 EXABGP = str(VENV_BIN / "exabgp")
@@ -48,18 +50,6 @@ def lab_skip_reason() -> str | None:
         return f"cannot create network namespaces: {probe.stderr.decode().strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     return None
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``pred`` until truthy; return its value or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

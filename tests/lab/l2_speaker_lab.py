@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from exalb.lab.controlplane import ControlPlane
+from exalb.lab.nsnet import ApiRelay, http_get
 
 from .l2_topology import NODE_IP4, NODE_IP6, NODES, L2Lab, wait_for
-from .nsnet import ApiRelay, http_get
 from .speaker_lab import SPEAKER, Cluster, NodeNet, pool
 
 SPEAKER_PORT = 7474  # the sidecar's metrics listen on 7473 (0.0.0.0) in the same namespace

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from exalb.config.model import Config, L2Advertisement, Pool
+from exalb.lab.wait import poll as wait_for
 from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView
 from speaker.l2 import packets as pk
 from speaker.l2.channel import write_atomic
@@ -102,18 +103,6 @@ def lab_skip_reason() -> str | None:
         return f"cannot create network namespaces: {res.stderr.decode().strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     return None
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
-    """Poll ``pred`` until it returns a truthy value; raise TimeoutError otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -26,15 +26,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exalb.lab.controlplane import ControlPlane, find_tools
+from exalb.lab.nsnet import ApiRelay, http_get
 from exalb.lab.runner import Lab
-
-from .nsnet import ApiRelay, http_get
+from exalb.lab.wait import poll as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "charts" / "exalb" / "crds"
@@ -60,17 +60,6 @@ NODES: dict[str, NodeNet] = {
     "n3": NodeNet("n3", 64503, "192.0.2.10", "192.0.2.9", "2001:db8:0:3::2", "2001:db8:0:3::1"),
 }
 ROUTER_ASN = 64500
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 # -- Kubernetes objects ---------------------------------------------------------------------

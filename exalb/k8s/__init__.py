@@ -1,0 +1,1 @@
+"""The one adapter to the Kubernetes API (client, informers, work queue, events, leases)."""
