@@ -97,46 +97,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers()
     live = _live_options()
-    st = sub.add_parser(
-        "status",
-        parents=[live],
-        help="per Service: IPs, pool, nodes announcing by BGP / L2, flags",
-        epilog=SPEAKERS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+
+    def live_command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(
+            name,
+            parents=[live],
+            help=help_,
+            epilog=SPEAKERS_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.set_defaults(func=func)
+        return cmd
+
+    st = live_command(
+        "status", "per Service: IPs, pool, nodes announcing by BGP / L2, flags", _status
     )
     st.add_argument("service", nargs="?", help="NAME or NAMESPACE/NAME (default: all)")
     _namespaces(st)
-    st.set_defaults(func=_status)
-    ro = sub.add_parser(
+    ro = live_command(
         "routes",
-        parents=[live],
-        help="per node and peer: ExaBGP's adj-rib-out, and routes wanted but not on the wire",
-        epilog=SPEAKERS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "per node and peer: ExaBGP's adj-rib-out, and routes wanted but not on the wire",
+        _routes,
     )
     ro.add_argument("--node", default=None, help="only this node")
     ro.add_argument("--prefix", default=None, help="only this prefix (or IP)")
-    ro.set_defaults(func=_routes)
-    pe = sub.add_parser(
-        "peers",
-        parents=[live],
-        help="per node: BGP peers and session states",
-        epilog=SPEAKERS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    pe = live_command("peers", "per node: BGP peers and session states", _peers)
     pe.add_argument("--node", default=None, help="only this node")
-    pe.set_defaults(func=_peers)
-    wh = sub.add_parser(
-        "why",
-        parents=[live],
-        help="why a Service is (not) announced, node by node",
-        epilog=SPEAKERS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    wh = live_command("why", "why a Service is (not) announced, node by node", _why)
     wh.add_argument("service", help="NAME or NAMESPACE/NAME")
     wh.add_argument("-n", "--namespace", default=None, help="the Service's namespace")
     wh.add_argument("--events", type=int, default=5, help="how many recent events (default 5)")
-    wh.set_defaults(func=_why)
     cfg = sub.add_parser("config", help="check or convert config files").add_subparsers()
     check = cfg.add_parser("check", help="parse and validate config files")
     check.add_argument("files", nargs="+")

@@ -116,17 +116,25 @@ def _opt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _speaker_note(n: Mapping[str, Any]) -> str:
+    """A line for a node whose speaker or ExaBGP cannot be read ("" when both answer)."""
+    if not n["reachable"]:
+        return f"speaker {n['node']} ({n['source']}): unreachable: {n.get('error')}\n"
+    exabgp = n.get("exabgp") or {}
+    if not exabgp.get("connected"):
+        return f"speaker {n['node']}: ExaBGP not connected: {exabgp.get('error')}\n"
+    return ""
+
+
 def render_routes(report: Mapping[str, Any]) -> str:
     rows = []
     notes = ""
     states: set[str] = set()
     for n in report["nodes"]:
+        note = _speaker_note(n)
+        notes += note
         if not n["reachable"]:
-            notes += f"speaker {n['node']} ({n['source']}): unreachable: {n.get('error')}\n"
             continue
-        exabgp = n.get("exabgp") or {}
-        if not exabgp.get("connected"):
-            notes += f"speaker {n['node']}: ExaBGP not connected: {exabgp.get('error')}\n"
         for p in n["peers"]:
             peer = f"{p['peer'] or '-'} ({p['address']})"
             if not p["routes"]:
@@ -193,12 +201,10 @@ def render_peers(report: Mapping[str, Any]) -> str:
     rows = []
     notes = ""
     for n in report["nodes"]:
+        note = _speaker_note(n)
+        notes += note
         if not n["reachable"]:
-            notes += f"speaker {n['node']} ({n['source']}): unreachable: {n.get('error')}\n"
             continue
-        exabgp = n.get("exabgp") or {}
-        if not exabgp.get("connected"):
-            notes += f"speaker {n['node']}: ExaBGP not connected: {exabgp.get('error')}\n"
         for p in n["peers"]:
             gr = p.get("gracefulRestart")
             rows.append(

@@ -205,14 +205,26 @@ def _l2_ips(doc: Mapping[str, Any], ips: Iterable[str] | None = None) -> list[JS
     ]
 
 
-def node_decision(sp: SpeakerStatus, key: str, ips: Sequence[str] = ()) -> JSON:
-    """One node's answer for one Service: BGP (announce, reason, routes with attributes and
-    wire state) and, when the speaker reports it, L2 (announce, reason, owner)."""
+def _node_header(
+    sp: SpeakerStatus, *, with_exabgp: bool = False
+) -> tuple[JSON, Mapping[str, Any] | None]:
+    """The part every per-node report starts with; ``doc`` is None for an unreachable one."""
     out: JSON = {"node": sp.node, "source": sp.source, "reachable": sp.reachable}
     if sp.doc is None:
         out["error"] = sp.error or "unreachable"
+        return out, None
+    if with_exabgp:
+        exabgp = sp.doc.get("exabgp") or {}
+        out["exabgp"] = {"connected": bool(exabgp.get("connected")), "error": exabgp.get("error")}
+    return out, sp.doc
+
+
+def node_decision(sp: SpeakerStatus, key: str, ips: Sequence[str] = ()) -> JSON:
+    """One node's answer for one Service: BGP (announce, reason, routes with attributes and
+    wire state) and, when the speaker reports it, L2 (announce, reason, owner)."""
+    out, doc = _node_header(sp)
+    if doc is None:
         return out
-    doc = sp.doc
     config = doc.get("config") or {}
     if config.get("stale"):
         out["configStale"] = True
@@ -394,13 +406,9 @@ def _wanted_routes(doc: Mapping[str, Any]) -> dict[tuple[str, str], JSON]:
 def node_routes(sp: SpeakerStatus, *, prefix: str | None = None) -> JSON:
     """One node: per peer, every adj-rib-out entry (attributes as ExaBGP holds them) and
     every wanted route that is not there, each with a state from :data:`STATE_HELP`."""
-    out: JSON = {"node": sp.node, "source": sp.source, "reachable": sp.reachable}
-    if sp.doc is None:
-        out["error"] = sp.error or "unreachable"
+    out, doc = _node_header(sp, with_exabgp=True)
+    if doc is None:
         return out
-    doc = sp.doc
-    exabgp = doc.get("exabgp") or {}
-    out["exabgp"] = {"connected": bool(exabgp.get("connected")), "error": exabgp.get("error")}
     sessions = _sessions_by_address(doc)
     rib: Mapping[str, Any] | None = doc.get("adjRibOut")
     wanted = _wanted_routes(doc)
@@ -479,13 +487,9 @@ def routes_report(
 def node_peers(sp: SpeakerStatus) -> JSON:
     """One node: every configured peer joined with ExaBGP's session (``show neighbor``) and
     the number of routes in the adj-rib-out towards it."""
-    out: JSON = {"node": sp.node, "source": sp.source, "reachable": sp.reachable}
-    if sp.doc is None:
-        out["error"] = sp.error or "unreachable"
+    out, doc = _node_header(sp, with_exabgp=True)
+    if doc is None:
         return out
-    doc = sp.doc
-    exabgp = doc.get("exabgp") or {}
-    out["exabgp"] = {"connected": bool(exabgp.get("connected")), "error": exabgp.get("error")}
     sessions = {str(s.get("address")): s for s in doc.get("sessions") or [] if isinstance(s, dict)}
     rib = doc.get("adjRibOut")
     rows = []
