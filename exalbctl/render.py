@@ -131,8 +131,7 @@ def render_routes(report: Mapping[str, Any]) -> str:
     notes = ""
     states: set[str] = set()
     for n in report["nodes"]:
-        note = _speaker_note(n)
-        notes += note
+        notes += _speaker_note(n)
         if not n["reachable"]:
             continue
         for p in n["peers"]:
@@ -201,8 +200,7 @@ def render_peers(report: Mapping[str, Any]) -> str:
     rows = []
     notes = ""
     for n in report["nodes"]:
-        note = _speaker_note(n)
-        notes += note
+        notes += _speaker_note(n)
         if not n["reachable"]:
             continue
         for p in n["peers"]:
