@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -43,7 +44,7 @@ from exalb.config.documents import parse_documents
 from exalb.config.model import Config, Peer
 from exalb.views import NodeView
 from speaker import metrics
-from speaker.decisions import Announcements, Options
+from speaker.decisions import Announcements, Options, cluster_warnings
 from speaker.exabgp import driver as drv
 from speaker.exabgp.driver import Driver, ReloadError
 from speaker.exabgp.render import Rendered, render_config
@@ -117,6 +118,7 @@ class Speaker:
             else None
         )
         self.config: Config | None = None
+        self._cluster_warnings: tuple[str, ...] = ()
         self.config_state = ConfigState()
         self._config_generation = -1
         self.computed: Computed | None = None
@@ -228,6 +230,13 @@ class Speaker:
         ann = self.memo.decide(
             self.config, snap.node, snap.services, snap.endpoints, self.settings.options
         )
+        extra = cluster_warnings(snap.nodes, self.settings.options)
+        if extra:
+            ann = dataclasses.replace(ann, warnings=(*ann.warnings, *extra))
+        if extra != self._cluster_warnings:
+            for w in extra:
+                log.warning("cluster_warning", warning=w)
+            self._cluster_warnings = extra
         passwords: dict[str, str] = {}
         problems: list[str] = []
         if self.passwords is not None:

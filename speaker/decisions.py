@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from exalb.config.model import BGPAdvertisement, Config, IPAddress, IPNetwork, Peer, Pool
-from exalb.views import EndpointsView, NodeView, ServiceView
+from exalb.views import EXCLUDE_LB_LABEL, EndpointsView, NodeView, ServiceView
 
 Reason = Literal[
     "notLoadBalancer",
@@ -113,6 +113,22 @@ class Announcements:
 
     def routes_for(self, peer_name: str) -> frozenset[Route]:
         return frozenset(r for r in self.routes if r.peer_name == peer_name)
+
+
+def cluster_warnings(nodes: tuple[NodeView, ...], options: Options) -> tuple[str, ...]:
+    """Cluster-wide surprises worth saying out loud (MetalLB stays silent about them).
+
+    The ``exclude-from-external-load-balancers`` label on *every* node silently stops all
+    announcements (MetalLB #2274, #2285: single-node and control-plane-only clusters)."""
+    if options.ignore_exclude_lb or not nodes:
+        return ()
+    if all(n.excluded_from_lb for n in nodes):
+        return (
+            f"every node ({len(nodes)}) carries the label {EXCLUDE_LB_LABEL}: no node "
+            "announces any Service; remove the label or run the speaker with "
+            "--ignore-exclude-lb",
+        )
+    return ()
 
 
 def peers_for_node(config: Config, node: NodeView) -> tuple[Peer, ...]:

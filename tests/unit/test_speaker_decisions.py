@@ -18,6 +18,7 @@ from exalb.views import EXCLUDE_LB_LABEL, Endpoint, EndpointsView, NodeView, Ser
 from speaker.decisions import (
     Options,
     Route,
+    cluster_warnings,
     decide,
     decide_service,
     merge_routes,
@@ -247,3 +248,12 @@ def test_merge_routes_union_and_preferences() -> None:
           large_communities=("1:2:3",), med=10),
         r("203.0.113.0/24", "r2"),
     }  # fmt: skip
+
+
+def test_cluster_warning_when_every_node_is_excluded() -> None:
+    excluded = NodeView("a", labels=((EXCLUDE_LB_LABEL, ""),))
+    normal = NodeView("b")
+    assert cluster_warnings((excluded, normal), Options()) == ()
+    (warning,) = cluster_warnings((excluded,), Options())
+    assert EXCLUDE_LB_LABEL in warning and "--ignore-exclude-lb" in warning
+    assert cluster_warnings((excluded,), Options(ignore_exclude_lb=True)) == ()
