@@ -20,13 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from exalb.lab.controlplane import (
-    BinariesNotFoundError,
-    ControlPlane,
-    Tools,
-    find_controlplane_binaries,
-    find_tools,
-)
+from exalb.lab.controlplane import ControlPlane, Tools
+
+from ..conftest import running_control_plane, tools_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "exalb"
@@ -38,29 +34,15 @@ UPDATE_ENV = "EXALB_UPDATE_GOLDEN"
 NAMESPACE = "exalb-system"
 
 
-def _skip_requested() -> bool:
-    return os.environ.get("EXALB_SKIP_K8S") == "1"
-
-
 @pytest.fixture(scope="session")
 def chart_tools() -> Tools:
-    """helm and kubectl (tests/controlplane/install-tools.sh)."""
-    try:
-        return find_tools()
-    except BinariesNotFoundError as err:
-        pytest.fail(str(err), pytrace=False)
+    return tools_or_fail()
 
 
 @pytest.fixture(scope="session")
 def chart_cp() -> Iterator[ControlPlane]:
     """etcd + kube-apiserver for the chart tests (a session of their own)."""
-    if _skip_requested():
-        pytest.skip("EXALB_SKIP_K8S=1")
-    try:
-        binaries = find_controlplane_binaries()
-    except BinariesNotFoundError as err:
-        pytest.fail(f"chart tests need the control plane binaries: {err}", pytrace=False)
-    with ControlPlane(binaries=binaries) as cp:
+    with running_control_plane("chart tests") as cp:
         yield cp
 
 

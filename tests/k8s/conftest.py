@@ -9,7 +9,6 @@ green while testing nothing. Set EXALB_SKIP_K8S=1 to skip on purpose.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
@@ -18,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from exalb.lab.controlplane import (
-    BinariesNotFoundError,
-    ControlPlane,
-    Tools,
-    find_controlplane_binaries,
-    find_tools,
-)
+from exalb.lab.controlplane import ControlPlane, Tools
+
+from ..conftest import running_control_plane, tools_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "exalb"
@@ -41,31 +36,15 @@ KINDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _skip_requested() -> bool:
-    return os.environ.get("EXALB_SKIP_K8S") == "1"
-
-
 @pytest.fixture(scope="session")
 def tools() -> Tools:
-    """helm and kubectl from the tools cache (tests/controlplane/install-tools.sh)."""
-    if _skip_requested():
-        pytest.skip("EXALB_SKIP_K8S=1")
-    try:
-        return find_tools()
-    except BinariesNotFoundError as err:
-        pytest.fail(str(err), pytrace=False)
+    return tools_or_fail()
 
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     """A running etcd + kube-apiserver for the whole session, stopped at the end."""
-    if _skip_requested():
-        pytest.skip("EXALB_SKIP_K8S=1")
-    try:
-        binaries = find_controlplane_binaries()
-    except BinariesNotFoundError as err:
-        pytest.fail(f"k8s tests need the control plane binaries: {err}", pytrace=False)
-    with ControlPlane(binaries=binaries) as cp:
+    with running_control_plane("k8s tests") as cp:
         yield cp
 
 

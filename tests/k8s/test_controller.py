@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +11,10 @@ import pytest
 
 from exalb.k8s.client import ApiError
 from exalb.k8s.resources import BGP_ADVERTISEMENTS, BGP_PEERS, IP_ADDRESS_POOLS, LEASES, SERVICES
-from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries
+from exalb.lab.controlplane import ControlPlane
 from exalbctl.main import main as exalbctl
 
+from ..conftest import running_control_plane
 from .controller_env import Env, install_crds, wait_for
 
 pytestmark = pytest.mark.k8s
@@ -26,10 +26,8 @@ ALLOCATED = "exalb.io/IPAllocated"
 @pytest.fixture(scope="module")
 def cp() -> Iterator[ControlPlane]:
     """A control plane of this module's own, dual-stack, with the chart's CRDs."""
-    if os.environ.get("EXALB_SKIP_K8S") == "1":
-        pytest.skip("EXALB_SKIP_K8S=1")
-    with ControlPlane(
-        binaries=find_controlplane_binaries(),
+    with running_control_plane(
+        "controller tests",
         extra_apiserver_args=("--service-cluster-ip-range=10.96.0.0/16,2001:db8:96::/112",),
     ) as plane:
         install_crds(plane)

@@ -22,14 +22,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exalb.lab.controlplane import (
-    BinariesNotFoundError,
-    ControlPlane,
-    find_controlplane_binaries,
-    find_tools,
-)
+from exalb.lab.controlplane import ControlPlane
 from exalb.lab.runner import Lab, new_run_name, unavailable_reason
 from exalb.lab.teardown import sweep_stale
+from tests.conftest import running_control_plane, tools_or_fail
 from tests.lab.speaker_lab import install_crds
 from tests.lab.topologies import topology_path
 
@@ -74,11 +70,7 @@ def lab_two_leaf(lab_factory: Callable[[str], Lab]) -> Lab:
 def speaker_control_plane() -> Iterator[ControlPlane]:
     """One apiserver for the session (shared by the BGP and L2 speaker labs), with the
     chart's CRDs installed by kubectl."""
-    try:
-        binaries = find_controlplane_binaries()
-        find_tools()
-    except BinariesNotFoundError as err:
-        pytest.skip(f"control plane binaries missing: {err}")
-    with ControlPlane(binaries=binaries) as cp:
+    tools_or_fail()
+    with running_control_plane("speaker lab tests") as cp:
         install_crds(cp)
         yield cp
