@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import structlog
@@ -41,11 +42,23 @@ from speaker.l2.state import from_election as state_from_election
 log = structlog.get_logger("exalb.speaker")
 
 
+# The sidecar rewrites its status every second; a report older than this is from a dead one.
+SIDECAR_STALE_AFTER = 3.0
+
+
 class StatePublisher:
     """Owns ``path`` (the desired state) for ``node``; see the module docstring."""
 
-    def __init__(self, path: str | os.PathLike[str], node: str, *, ping: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        node: str,
+        *,
+        ping: bool = False,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
+        self._wall = wall
         self.status_path = Path(f"{self.path}.status")
         self.node = node
         self.ping = ping
@@ -93,8 +106,13 @@ class StatePublisher:
         return True
 
     def sidecar_status(self) -> Status | None:
-        """What the sidecar answers right now; None when it has not reported (yet)."""
+        """What the sidecar answers right now; None when it has not reported (yet), or when
+        its report is older than :data:`SIDECAR_STALE_AFTER` (it rewrites it every second:
+        an old one was left by a sidecar that died and must not read as "answering")."""
         try:
-            return decode_status(self.status_path.read_bytes())
+            status = decode_status(self.status_path.read_bytes())
         except (OSError, StateError):
             return None
+        if status.written and self._wall() - status.written > SIDECAR_STALE_AFTER:
+            return None
+        return status

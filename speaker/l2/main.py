@@ -83,6 +83,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+# Rewrite the status file at least this often (seconds), so that its age tells the speaker
+# whether the sidecar is alive (see speaker/l2_publish.py).
+STATUS_HEARTBEAT = 1.0
+
+
 class Sidecar:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -94,6 +99,7 @@ class Sidecar:
         self.responder = Responder(self.engine, self.metrics, excludes)
         self.watcher = FileWatcher(args.state)
         self.status_path = args.status or f"{args.state}.status"
+        self._status_written = 0.0
         self.sel = selectors.DefaultSelector()
         self.udp: dict[int, socket.socket] = {}
         self.stop = False
@@ -245,7 +251,10 @@ class Sidecar:
         st = self.engine.state
         if st is None:
             return
-        doc = state.Status(st.node, st.generation, tuple(self.engine.answering), self._peers)
+        doc = state.Status(
+            st.node, st.generation, tuple(self.engine.answering), self._peers, time.time()
+        )
+        self._status_written = time.monotonic()
         try:
             write_atomic(self.status_path, state.encode_status(doc))
         except OSError as exc:
@@ -268,6 +277,8 @@ class Sidecar:
         next_poll = next_rescan = 0.0
         while not self.stop:
             now = time.monotonic()
+            if now - self._status_written >= STATUS_HEARTBEAT:
+                self.write_status()  # the speaker treats an old report as a dead sidecar
             if now >= next_rescan:
                 self.rescan()
                 next_rescan = now + self.args.rescan_interval
@@ -278,7 +289,12 @@ class Sidecar:
             self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
             for ip in self.engine.announcements_due(now):
                 self.responder.announce(ip)
-            deadline = min(self.engine.next_deadline(now), next_poll, next_rescan)
+            deadline = min(
+                self.engine.next_deadline(now),
+                next_poll,
+                next_rescan,
+                self._status_written + STATUS_HEARTBEAT,
+            )
             for key, _ in self.sel.select(max(0.0, deadline - time.monotonic())):
                 now = time.monotonic()
                 if key.data == "signal":

@@ -101,10 +101,14 @@ class DesiredState:
 
 @dataclass(frozen=True)
 class Status:
+    """The sidecar's report. ``written`` (Unix time) is refreshed every second even when
+    nothing changes, so a reader can tell a live report from one a dead sidecar left."""
+
     node: str
     generation: int
     answering: tuple[IPAddress, ...]
     peers: tuple[tuple[str, bool], ...] = ()
+    written: float = 0.0
 
 
 def _ip_sort(ips: Iterable[IPAddress]) -> list[IPAddress]:
@@ -247,6 +251,7 @@ def encode_status(status: Status) -> bytes:
         "generation": status.generation,
         "answering": [str(ip) for ip in _ip_sort(status.answering)],
         "peers": dict(status.peers),
+        "written": round(status.written, 3),
     }
     return (json.dumps(doc, indent=1) + "\n").encode()
 
@@ -266,4 +271,5 @@ def decode_status(data: bytes | str) -> Status:
         generation=_req(doc, "generation", int, "$"),
         answering=tuple(_ip(x, "$.answering") for x in _str_list(doc, "answering", "$")),
         peers=tuple(sorted((str(k), bool(v)) for k, v in peers.items())),
+        written=float(doc.get("written") or 0.0),
     )

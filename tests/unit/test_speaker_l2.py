@@ -295,3 +295,13 @@ def test_node_view_puts_internal_ips_first() -> None:
         }
     )
     assert view.addresses == (ip("198.51.100.11"), ip("2001:db8:50::11"), ip("203.0.113.5"))
+
+
+def test_a_status_left_by_a_dead_sidecar_does_not_read_as_answering(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    pub = StatePublisher(tmp_path / "l2-state.json", "n2", wall=lambda: now[0])
+    fresh = Status("n2", 2, (ip("198.51.100.50"),), written=now[0] - 1.0)
+    write_atomic(pub.status_path, encode_status(fresh))
+    assert pub.sidecar_status() == fresh
+    now[0] += 10.0  # the sidecar rewrites every second; this one stopped
+    assert pub.sidecar_status() is None
