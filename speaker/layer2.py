@@ -25,6 +25,7 @@ would write (nodes times Services) events at start-up for information ``/status`
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,6 +44,12 @@ from speaker.status import L2View
 log = structlog.get_logger("exalb.speaker")
 
 NODE_ASSIGNED = "nodeAssigned"
+ANNOUNCE_FAILED = "announceFailed"
+
+
+def _local_interfaces() -> set[str]:
+    """Interface names of the network namespace the speaker runs in (the node's)."""
+    return {name for _, name in socket.if_nameindex()}
 
 
 class EventSink(Protocol):
@@ -77,7 +84,9 @@ class Layer2:
         events: EventSink | None = None,
         service_ref: Callable[[str], dict[str, Any] | None] = lambda _k: None,
         ping: bool = False,
+        local_interfaces: Callable[[], set[str]] = _local_interfaces,
     ) -> None:
+        self.local_interfaces = local_interfaces
         self.node = node
         self.publisher = StatePublisher(state_file, node, ping=ping)
         self.memo = ElectionMemo()
@@ -147,12 +156,32 @@ class Layer2:
                 continue  # deleted meanwhile: nothing to attach an event to
             if key in gained:
                 log.info("l2_owner", service=key, node=self.node)
-                self._pool.submit(self._record, ref)
+                self._pool.submit(self._record, ref, self._missing_interfaces(key))
             else:
                 log.info("l2_not_owner", service=key, node=self.node)
                 self._pool.submit(self.events.forget, ref)
 
-    def _record(self, ref: dict[str, Any]) -> None:
+    def _missing_interfaces(self, service: str) -> tuple[str, ...]:
+        """Interfaces the advertisements name for this node that the node does not have,
+        when none of them exists (then the sidecar cannot answer anywhere)."""
+        wanted: set[str] = set()
+        for e in self.elections:
+            if e.owner == self.node and service in e.services:
+                wanted.update(dict(e.interfaces).get(self.node, ()))
+        if not wanted:
+            return ()  # () = every interface allowed
+        present = self.local_interfaces()
+        return () if wanted & present else tuple(sorted(wanted))
+
+    def _record(self, ref: dict[str, Any], missing: tuple[str, ...] = ()) -> None:
         assert self.events is not None
         message = f"announcing from node {self.node} with protocol layer2"
         self.events.record(ref, NODE_ASSIGNED, message)
+        if missing:
+            self.events.record(
+                ref,
+                ANNOUNCE_FAILED,
+                f"interfaces {', '.join(missing)} from the L2Advertisement do not exist on "
+                f"node {self.node}",
+                warning=True,
+            )

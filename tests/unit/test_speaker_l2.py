@@ -17,7 +17,7 @@ from speaker.l2.channel import write_atomic
 from speaker.l2.election import NO_LOCAL_ENDPOINTS, NOT_OWNER, elect
 from speaker.l2.state import Status, decode, encode_status
 from speaker.l2_publish import StatePublisher
-from speaker.layer2 import NODE_ASSIGNED, Layer2, owned_services
+from speaker.layer2 import ANNOUNCE_FAILED, NODE_ASSIGNED, Layer2, owned_services
 from speaker.main import parse_args
 from speaker.memo import ElectionMemo
 from speaker.status import ConfigState, L2View, WireView, status_document
@@ -305,3 +305,28 @@ def test_a_status_left_by_a_dead_sidecar_does_not_read_as_answering(tmp_path: Pa
     assert pub.sidecar_status() == fresh
     now[0] += 10.0  # the sidecar rewrites every second; this one stopped
     assert pub.sidecar_status() is None
+
+
+@pytest.mark.parametrize(("present", "failed"), [({"eth1"}, False), ({"eth0"}, True)])
+def test_announce_failed_when_no_advertised_interface_exists(
+    tmp_path: Path, present: set[str], failed: bool
+) -> None:
+    addr = "198.51.100.55"
+    owner = owner_of(addr)
+    config = Config(
+        pools=(L2_POOL,), l2_advertisements=(L2Advertisement("l2", ("l2",), interfaces=("eth1",)),)
+    )
+    fake = FakeEvents()
+    layer = Layer2(owner, tmp_path / "s.json", events=fake, service_ref=_ref,
+                   local_interfaces=lambda: present)  # fmt: skip
+    el = layer.elect(
+        config, [svc("web", addr)], {"app/web": eps("web", "n1", "n2", "n3")}, NODES,
+        load_balancer_class=None, ignore_exclude_lb=False,
+    )  # fmt: skip
+    layer.apply(el, NODES)
+    layer.drain_events()
+    reasons = [r for _, r, _ in fake.recorded]
+    assert reasons == ([NODE_ASSIGNED, ANNOUNCE_FAILED] if failed else [NODE_ASSIGNED])
+    if failed:
+        assert f"eth1 from the L2Advertisement do not exist on node {owner}" in fake.recorded[1][2]
+    layer.close()
