@@ -297,25 +297,26 @@ def _status(args: argparse.Namespace, out: TextIO, source: Source) -> int:
     return 1 if api_error and not any(s.reachable for s in speakers) else 0
 
 
-def _routes(args: argparse.Namespace, out: TextIO, source: Source) -> int:
-    speakers = source.speakers()
-    doc = report.routes_report(speakers, node=args.node, prefix=args.prefix)
-    _emit(args, out, doc, lambda: render.render_routes(doc))
+def _nodes_exit(args: argparse.Namespace, out: TextIO, doc: Mapping[str, Any]) -> int:
+    """Exit code of a per-node view: 1 when the asked node has no speaker or none answers."""
     if args.node and not doc["nodes"]:
         if args.output == "text":
             out.write(f"no speaker for node {args.node}\n")
         return 1
     return 0 if any(n["reachable"] for n in doc["nodes"]) else 1
+
+
+def _routes(args: argparse.Namespace, out: TextIO, source: Source) -> int:
+    speakers = source.speakers()
+    doc = report.routes_report(speakers, node=args.node, prefix=args.prefix)
+    _emit(args, out, doc, lambda: render.render_routes(doc))
+    return _nodes_exit(args, out, doc)
 
 
 def _peers(args: argparse.Namespace, out: TextIO, source: Source) -> int:
     doc = report.peers_report(source.speakers(), node=args.node)
     _emit(args, out, doc, lambda: render.render_peers(doc))
-    if args.node and not doc["nodes"]:
-        if args.output == "text":
-            out.write(f"no speaker for node {args.node}\n")
-        return 1
-    return 0 if any(n["reachable"] for n in doc["nodes"]) else 1
+    return _nodes_exit(args, out, doc)
 
 
 def _why(args: argparse.Namespace, out: TextIO, source: Source) -> int:

@@ -116,6 +116,20 @@ def established(n: NeighborStatus) -> bool:
     return n.fsm.upper() == "ESTABLISHED"
 
 
+def _attributes(r: Route | AdjRibEntry) -> dict[str, Any]:
+    """The path attributes both a wanted route and an adj-rib-out entry carry (set ones)."""
+    out: dict[str, Any] = {}
+    if r.local_pref is not None:
+        out["localPref"] = r.local_pref
+    if r.med is not None:
+        out["med"] = r.med
+    if r.communities:
+        out["communities"] = list(r.communities)
+    if r.large_communities:
+        out["largeCommunities"] = list(r.large_communities)
+    return out
+
+
 def route_json(route: Route, peer_address: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "prefix": str(route.prefix),
@@ -123,28 +137,12 @@ def route_json(route: Route, peer_address: str | None) -> dict[str, Any]:
         "peerAddress": peer_address,
         "nextHop": route.next_hop,
     }
-    if route.local_pref is not None:
-        out["localPref"] = route.local_pref
-    if route.med is not None:
-        out["med"] = route.med
-    if route.communities:
-        out["communities"] = list(route.communities)
-    if route.large_communities:
-        out["largeCommunities"] = list(route.large_communities)
-    return out
+    return out | _attributes(route)
 
 
 def adj_rib_entry_json(entry: AdjRibEntry) -> dict[str, Any]:
     out: dict[str, Any] = {"prefix": str(entry.prefix), "nextHop": entry.next_hop}
-    if entry.local_pref is not None:
-        out["localPref"] = entry.local_pref
-    if entry.med is not None:
-        out["med"] = entry.med
-    if entry.communities:
-        out["communities"] = list(entry.communities)
-    if entry.large_communities:
-        out["largeCommunities"] = list(entry.large_communities)
-    return out
+    return out | _attributes(entry)
 
 
 def neighbor_json(n: NeighborStatus, peer_names: Mapping[str, str]) -> dict[str, Any]:
