@@ -21,8 +21,9 @@ Here each sidecar watches, on the segment itself, the candidates ranked above it
   other candidate; they treat it as dead at once (no detection delay). BYE is tied to the
   sender's random session, so a restarted sidecar is alive again with its first ack.
 * **Takeover/regain announcements.** Gaining an IP starts MetalLB's gratuitous burst
-  (immediately, then every 1.1 s for 5 s; 1.1 s beats Linux's 1 s ARP locktime). Losing it
-  stops the burst and the answers at once.
+  (immediately, then every 1.1 s for 5 s; 1.1 s beats Linux's 1 s ARP locktime), plus two
+  early repeats at 0.1 s and 0.3 s that override a late answer from the node that just
+  left. Losing it stops the burst and the answers at once.
 
 Split brain. A partition lets both sides answer; when it heals exactly one must remain:
 
@@ -57,6 +58,11 @@ class Timing:
     dead_after: float = 0.35
     burst_interval: float = 1.1
     burst_duration: float = 5.0
+    # Extra early rounds (seconds after the first): a late answer from the node that just
+    # left (e.g. its solicited NA to a NUD probe, override set) can land after our first
+    # announcement and point the client back at it; a repeat 0.1 s later wins. Only the
+    # 1.1 s rounds matter for ARP's locktime, and they stay on their schedule.
+    early_repeats: tuple[float, ...] = (0.1, 0.3)
     reassert_gap: float = 1.0
 
 
@@ -83,8 +89,13 @@ class _Peer:
 
 @dataclass
 class _Burst:
-    next_at: float
-    until: float
+    """The remaining send times (absolute, ascending) of one IP's announcement burst."""
+
+    times: list[float]
+
+    @property
+    def next_at(self) -> float:
+        return self.times[0]
 
 
 @dataclass
@@ -187,16 +198,24 @@ class Engine:
             out.append((addr, Message(PROBE, self.node, self.session, self._seq, flags)))
         return out
 
+    def _burst(self, now: float) -> _Burst:
+        t = self.timing
+        regular = [
+            now + k * t.burst_interval
+            for k in range(1, int(t.burst_duration / t.burst_interval) + 1)
+        ]
+        return _Burst(sorted({now, *(now + e for e in t.early_repeats), *regular}))
+
     def announcements_due(self, now: float) -> list[IPAddress]:
-        """IPs whose gratuitous ARP / unsolicited NA should go out now."""
+        """IPs whose gratuitous ARP / unsolicited NA should go out now (once, even if the
+        loop ran late and several rounds are due)."""
         out: list[IPAddress] = []
         for ip, burst in list(self._bursts.items()):
             if burst.next_at <= now:
                 out.append(ip)
-                # Keep >= burst_interval between rounds even if the loop ran late (locktime).
-                step = self.timing.burst_interval
-                burst.next_at = max(burst.next_at + step, now + step)
-                if burst.next_at > burst.until:
+                while burst.times and burst.times[0] <= now:
+                    burst.times.pop(0)
+                if not burst.times:
                     del self._bursts[ip]
         return out
 
@@ -240,7 +259,7 @@ class Engine:
         gained = frozenset(new - self.answering)
         lost = frozenset(self.answering - new)
         for ip in gained:
-            self._bursts[ip] = _Burst(now, now + self.timing.burst_duration)
+            self._bursts[ip] = self._burst(now)
         for ip in lost:
             self._bursts.pop(ip, None)
             self._reasserted.pop(ip, None)
@@ -276,4 +295,4 @@ class Engine:
         if last is not None and now - last < self.timing.reassert_gap:
             return
         self._reasserted[ip] = now
-        self._bursts[ip] = _Burst(now, now + self.timing.burst_duration)
+        self._bursts[ip] = self._burst(now)

@@ -37,8 +37,10 @@ def test_owner_answers_at_once_and_bursts() -> None:
     assert e.probes_due(10.0) == []  # rank 0 probes nobody
     assert sorted(map(str, e.announcements_due(10.0))) == sorted([str(VIP), str(VIP6)])
     sends = [t for t in (10.0 + i * 0.05 for i in range(1, 200)) if e.announcements_due(t)]
-    assert len(sends) == 4  # 1.1, 2.2, 3.3, 4.4 s: five rounds in total, then quiet
-    assert abs(sends[0] - 11.1) < 0.06 and abs(sends[-1] - 14.4) < 0.06
+    # 0.1 and 0.3 s (early repeats), then 1.1, 2.2, 3.3, 4.4 s; then quiet
+    assert len(sends) == 6
+    assert abs(sends[0] - 10.1) < 0.06 and abs(sends[1] - 10.3) < 0.06
+    assert abs(sends[2] - 11.1) < 0.06 and abs(sends[-1] - 14.4) < 0.06
 
 
 def test_standby_probes_owner_and_takes_over_after_silence() -> None:
@@ -99,7 +101,11 @@ def test_owner_reasserts_on_covering_probe_rate_limited() -> None:
     e.heard(Message(PROBE, "b", 9, flags=COVERING), 20.0)
     assert set(e.announcements_due(20.0)) == {VIP, VIP6}
     e.heard(Message(PROBE, "b", 9, flags=COVERING), 20.5)
-    assert e.announcements_due(20.5) == []  # within reassert_gap: burst continues as is
+    e.announcements_due(20.5)  # the early repeats (20.1, 20.3) of the running burst
+    # within reassert_gap the burst continues as is: not restarted (which would send at
+    # 20.6), next round at 21.1
+    assert e.announcements_due(20.6) == []
+    assert set(e.announcements_due(21.1)) == {VIP, VIP6}
     assert e.ack_for(Message(PROBE, "b", 9)).kind == ACK
 
 
