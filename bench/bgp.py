@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from exalb.lab import netns, rundir  # noqa: E402
-from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
-from exalb.lab.runner import Lab, unavailable_reason  # noqa: E402
+from lab import netns, rundir  # noqa: E402
+from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
+from lab.runner import Lab, unavailable_reason  # noqa: E402
 from tests.lab.speaker_lab import (  # noqa: E402
     NODES,
     PY,

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exalb.k8s.resources import SERVICES
-from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries
+from lab.controlplane import ControlPlane, find_controlplane_binaries
 from tests.k8s.controller_env import Env, install_crds, wait_for
 
 

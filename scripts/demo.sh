@@ -14,4 +14,4 @@ tests/controlplane/install-tools.sh
 echo "== kube-apiserver and etcd (first build: about 8 minutes on 2 cores; then cached)"
 tests/controlplane/build.sh
 echo
-exec .venv/bin/exalb-lab demo "$@"
+exec scripts/lab demo "$@"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from exalb.lab.controlplane import (
+from lab.controlplane import (
     BinariesNotFoundError,
     ControlPlane,
     Tools,

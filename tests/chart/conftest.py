@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exalb.lab.controlplane import ControlPlane, Tools
+from lab.controlplane import ControlPlane, Tools
 
 from ..conftest import running_control_plane, tools_or_fail
 

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane, Tools, free_port
-from exalb.lab.wait import wait_for
+from lab.controlplane import ControlPlane, Tools, free_port
+from lab.wait import wait_for
 
 from .conftest import containers, find, install, manifest, uninstall
 

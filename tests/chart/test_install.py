@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane, Tools
+from lab.controlplane import ControlPlane, Tools
 
 from .conftest import CHART, VALUES, install, uninstall
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane, Tools
+from lab.controlplane import ControlPlane, Tools
 
 from .conftest import install, uninstall
 

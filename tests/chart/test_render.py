@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from controller.main import parse_args as controller_args
-from exalb.lab.controlplane import Tools
+from lab.controlplane import Tools
 from speaker.l2.main import parse_args as garp_args
 from speaker.main import parse_args as speaker_args
 

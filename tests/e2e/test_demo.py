@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from exalb.lab import netns
-from exalb.lab.demo import Demo
+from lab import netns
+from lab.demo import Demo
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 

@@ -1,4 +1,4 @@
-"""Fixtures for tests against a real kube-apiserver + etcd (see exalb.lab.controlplane).
+"""Fixtures for tests against a real kube-apiserver + etcd (see lab.controlplane).
 
 One control plane per test session (start-up costs seconds, not minutes, but still more
 than a test); every test gets its own namespace, emptied and deleted afterwards.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane, Tools
+from lab.controlplane import ControlPlane, Tools
 
 from ..conftest import running_control_plane, tools_or_fail
 

@@ -28,8 +28,8 @@ from exalb.k8s.resources import (
     SERVICES,
     Resource,
 )
-from exalb.lab.controlplane import ControlPlane, find_tools, free_port
-from exalb.lab.wait import wait_for
+from lab.controlplane import ControlPlane, find_tools, free_port
+from lab.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CONTROLLER = Path(sys.executable).with_name("exalb-controller")

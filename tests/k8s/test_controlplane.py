@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane, ControlPlaneError, Tools
+from lab.controlplane import ControlPlane, ControlPlaneError, Tools
 
 from .conftest import REPO, resource_path
 

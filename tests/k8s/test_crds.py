@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exalb.lab.controlplane import ControlPlane, Tools
+from lab.controlplane import ControlPlane, Tools
 
 from .conftest import KINDS, RELEASE, RELEASE_NAMESPACE, REPO, resource_path
 

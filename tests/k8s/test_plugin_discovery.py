@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane
 from exalbctl.main import main as exalbctl
 from exalbctl.source import LiveSource
 from exalbctl.speakers import DEFAULT_SELECTOR, pod_proxy_path
+from lab.controlplane import ControlPlane
 
 pytestmark = pytest.mark.k8s
 

@@ -1,6 +1,6 @@
 """A small self-contained namespace lab: one FRR router (r1) and one node (n1) running ExaBGP.
 
-Why not ``exalb.lab``: this file lets the driver's lab tests run on their own while the shared
+Why not ``lab``: this file lets the driver's lab tests run on their own while the shared
 netns runner is being built; it follows lab-recipes §2 to §4, §7 and §11 and the network-safety
 rules (namespaces carry a per-run id, veths are created directly inside the namespaces,
 documentation addresses only, processes stopped by recorded PID, teardown on failure).
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from exalb.lab.wait import poll as wait_for
+from lab.wait import poll as wait_for
 
 VENV_BIN = Path(sys.executable).parent
 EXABGP = str(VENV_BIN / "exabgp")

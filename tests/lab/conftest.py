@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane
-from exalb.lab.runner import Lab, new_run_name, unavailable_reason
-from exalb.lab.teardown import sweep_stale
+from lab.controlplane import ControlPlane
+from lab.runner import Lab, new_run_name, unavailable_reason
+from lab.teardown import sweep_stale
 from tests.conftest import running_control_plane, tools_or_fail
 from tests.lab.speaker_lab import install_crds
 from tests.lab.topologies import topology_path

@@ -29,8 +29,8 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-from exalb.lab.controlplane import ControlPlane
-from exalb.lab.nsnet import ApiRelay, http_get
+from lab.controlplane import ControlPlane
+from lab.nsnet import ApiRelay, http_get
 
 from .l2_topology import NODE_IP4, NODE_IP6, NODES, L2Lab, wait_for
 from .speaker_lab import SPEAKER, Cluster, NodeNet, pool

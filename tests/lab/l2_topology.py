@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from exalb.config.model import Config, L2Advertisement, Pool
-from exalb.lab.wait import poll as wait_for
 from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView
+from lab.wait import poll as wait_for
 from speaker.l2 import packets as pk
 from speaker.l2.channel import write_atomic
 from speaker.l2.election import IPElection, elect

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exalb.lab.controlplane import ControlPlane, find_tools
-from exalb.lab.nsnet import ApiRelay, http_get
-from exalb.lab.runner import Lab
-from exalb.lab.wait import poll as wait_for
+from lab.controlplane import ControlPlane, find_tools
+from lab.nsnet import ApiRelay, http_get
+from lab.runner import Lab
+from lab.wait import poll as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "charts" / "exalb" / "crds"

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane, find_tools
-from exalb.lab.runner import Lab
 from exalbctl.main import main as exalbctl
+from lab.controlplane import ControlPlane, find_tools
+from lab.runner import Lab
 
 from .speaker_lab import NODES, SpeakerLab, advertisement, bgp_peer, pool, speaker_lab, wait_for
 

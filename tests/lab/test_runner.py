@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from exalb.lab import netns
-from exalb.lab.runner import Lab, new_run_name
-from exalb.lab.teardown import sweep_stale
+from lab import netns
+from lab.runner import Lab, new_run_name
+from lab.teardown import sweep_stale
 from tests.lab.topologies import topology_path
 
 pytestmark = pytest.mark.lab
@@ -112,7 +112,7 @@ def test_cli_up_vtysh_down(lab_available: None) -> None:
     run = new_run_name()
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "exalb.lab.cli", *args]
+        argv = [sys.executable, "-m", "lab.cli", *args]
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
     up = cli("up", str(topology_path("bgp-ecmp")), "--run", run)
@@ -138,7 +138,7 @@ def test_cli_up_vtysh_down(lab_available: None) -> None:
 
 CRASHING_OWNER = """
 import os, sys
-from exalb.lab.runner import Lab
+from lab.runner import Lab
 lab = Lab.start(sys.argv[1], sys.argv[2])
 lab.start_exabgp_static("n1", ["203.0.113.10/32"])
 lab.wait_route("r1", "203.0.113.10/32", nexthops=1, timeout=15)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from exalb.lab.controlplane import (
+from lab.controlplane import (
     ControlPlane,
 )
-from exalb.lab.fib import Fib
-from exalb.lab.runner import Lab
+from lab.fib import Fib
+from lab.runner import Lab
 
 from .speaker_lab import (
     NODES,

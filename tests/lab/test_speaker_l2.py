@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from exalb.lab.controlplane import ControlPlane
+from lab.controlplane import ControlPlane
 
 from .l2_topology import (
     NODES,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from exalb.lab.exabgp_static import render_static_config
-from exalb.lab.topology import (
+from lab.exabgp_static import render_static_config
+from lab.topology import (
     MAX_IFNAME,
     Role,
     TopologyError,

@@ -19,7 +19,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from exalb.lab import netns
+from lab import netns
 
 POLL = 0.002
 RTA_NH_ID = 30  # linux/rtnetlink.h

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exalb.lab import netns
+from lab import netns
 
 FRR_LIBDIR = Path("/usr/lib/frr")
 #: Daemons the runner knows how to start, in start order (zebra first, always).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from exalb.lab.topology import Node
+from lab.topology import Node
 
 
 def render_static_config(node: Node, routes: Iterable[str], hold_time: int = 3) -> str:

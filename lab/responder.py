@@ -5,7 +5,7 @@ lab has no kube-proxy, so each node runs this responder bound to the Service IP,
 with the node's name. That makes "which node did the router send me to?" visible to the
 client, which is the whole point of the ECMP demo. Started inside a node namespace.
 
-    python -m exalb.lab.responder --bind 203.0.113.10 --port 80 --name n1
+    python -m lab.responder --bind 203.0.113.10 --port 80 --name n1
 """
 
 from __future__ import annotations

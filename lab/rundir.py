@@ -1,7 +1,7 @@
 """The run directory: what a lab run created, written down before it is created.
 
-Why: teardown must work from a different process than bring-up (``exalb-lab down`` after
-``exalb-lab up``, or after a crashed test run), and must never kill by name. So every
+Why: teardown must work from a different process than bring-up (``scripts/lab down`` after
+``scripts/lab up``, or after a crashed test run), and must never kill by name. So every
 namespace is recorded *before* ``ip netns add`` and every PID right after its start, in
 ``<base>/<run>/state.json`` (base: ``$EXALB_LAB_RUN_DIR`` or ``/run/exalb-lab``). The
 directory also holds each instance's files (FRR sockets, pid files and logs, ExaBGP

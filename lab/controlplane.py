@@ -57,7 +57,7 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 _KUBERNETES_SERVICE_IP = "10.96.0.1"
 _LOCALHOST = "127.0.0.1"
 _DEFAULT_TIMEOUT = 60.0
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 _GO_SUM = _REPO_ROOT / "tests" / "controlplane" / "go.sum"
 _BUILD_HINT = (
     "run tests/controlplane/build.sh (it prints the bin directory) or point "

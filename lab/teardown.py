@@ -1,7 +1,7 @@
 """Tear a run down from its recorded state, in lab-recipes.md section 11's order.
 
 Why a separate module: the same code runs at the end of ``Lab.up``'s ``with`` block, on
-``exalb-lab down`` in another process, and when a sweeper removes runs whose owner died.
+``scripts/lab down`` in another process, and when a sweeper removes runs whose owner died.
 Only PIDs inside the run's own namespaces are signalled; only the run's namespaces are
 deleted. Each step runs even if an earlier one failed.
 """
@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
-from exalb.lab import netns
-from exalb.lab.rundir import STAGE_APP, STAGE_FRR, RunState, list_runs
+from lab import netns
+from lab.rundir import STAGE_APP, STAGE_FRR, RunState, list_runs
 
 log = logging.getLogger(__name__)
 

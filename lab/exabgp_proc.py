@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from exalb.lab import netns
+from lab import netns
 
 
 def exabgp_binary() -> str:

@@ -32,11 +32,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exalb.lab import exabgp_proc, frr, netns, rundir
-from exalb.lab.exabgp_static import render_static_config
-from exalb.lab.fib import Fib, FibRoute
-from exalb.lab.teardown import TeardownReport, teardown
-from exalb.lab.topology import (
+from lab import exabgp_proc, frr, netns, rundir
+from lab.exabgp_static import render_static_config
+from lab.fib import Fib, FibRoute
+from lab.teardown import TeardownReport, teardown
+from lab.topology import (
     FRR_CONF_TARGET,
     FRR_DAEMONS_TARGET,
     Node,
@@ -105,7 +105,7 @@ class Lab:
     def start(cls, path: str | Path, run: str | None = None, persistent: bool = False) -> Lab:
         """Bring the topology up; the caller must call :meth:`down`.
 
-        ``persistent`` marks a run meant to outlive this process (``exalb-lab up``); the
+        ``persistent`` marks a run meant to outlive this process (``scripts/lab up``); the
         stale-run sweeper leaves those alone.
         """
         topology = load_topology(path)
@@ -124,7 +124,7 @@ class Lab:
 
     @classmethod
     def attach(cls, run: str) -> Lab:
-        """A handle on a run started by another process (for ``exalb-lab exec/vtysh/down``)."""
+        """A handle on a run started by another process (for ``scripts/lab exec/vtysh/down``)."""
         state = rundir.RunState.load(rundir.base_dir() / run)
         return cls(load_topology(state.topology), state)
 
@@ -144,7 +144,7 @@ class Lab:
         for node in self.topology.nodes:
             name = self.ns(node.name)
             if netns.exists(name):  # not ours: never record (and so never delete) it
-                raise LabError(f"namespace {name} already exists; see `exalb-lab list`")
+                raise LabError(f"namespace {name} already exists; see `scripts/lab list`")
             self.state.add_namespace(name)  # recorded before it exists
             netns.add(name)
         for link in self.topology.links:

@@ -1,15 +1,15 @@
-"""``exalb-lab``: bring a containerlab topology up in namespaces by hand, poke it, tear it down.
+"""``scripts/lab``: bring a containerlab topology up in namespaces by hand, poke it, tear it down.
 
 Why a CLI beside the ``Lab`` API: debugging a failing lab test means re-creating the lab and
 looking inside (``vtysh``, ``ip route``, ``tcpdump``) without writing Python. Runs started
 here are marked persistent, so test sweepers leave them alone; ``down`` removes them.
 
-    exalb-lab up bgp-ecmp --run dev          # a name under ./containerlab/ or a path
-    exalb-lab exabgp --run dev n1 --announce 203.0.113.10/32
-    exalb-lab vtysh --run dev r1 -- show bgp summary
-    exalb-lab exec --run dev c -- ping -c1 203.0.113.10
-    exalb-lab list
-    exalb-lab down --run dev                 # or: down --stale
+    scripts/lab up bgp-ecmp --run dev          # a name under ./containerlab/ or a path
+    scripts/lab exabgp --run dev n1 --announce 203.0.113.10/32
+    scripts/lab vtysh --run dev r1 -- show bgp summary
+    scripts/lab exec --run dev c -- ping -c1 203.0.113.10
+    scripts/lab list
+    scripts/lab down --run dev                 # or: down --stale
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from exalb.lab import frr, netns, rundir
-from exalb.lab.runner import Lab
-from exalb.lab.teardown import sweep_stale
-from exalb.lab.topology import TopologyError
+from lab import frr, netns, rundir
+from lab.runner import Lab
+from lab.teardown import sweep_stale
+from lab.topology import TopologyError
 
 
 def resolve_topology(spec: str) -> Path:
@@ -35,7 +35,7 @@ def resolve_topology(spec: str) -> Path:
     candidate = Path("containerlab") / spec / f"{spec}.clab.yml"
     if candidate.is_file():
         return candidate
-    raise SystemExit(f"exalb-lab: no topology file {spec!r} (nor {candidate})")
+    raise SystemExit(f"lab: no topology file {spec!r} (nor {candidate})")
 
 
 def _command(args: list[str]) -> list[str]:
@@ -47,7 +47,7 @@ def _up(ns: argparse.Namespace) -> int:
     print(f"run {lab.run}: {lab.topology.name} up in {lab.bringup_seconds:.2f}s")
     for node in lab.topology.nodes:
         print(f"  {node.name:8} {node.role.value:7} {lab.ns(node.name)}")
-    print(f"files: {lab.directory}\nstop with: exalb-lab down --run {lab.run}")
+    print(f"files: {lab.directory}\nstop with: scripts/lab down --run {lab.run}")
     return 0
 
 
@@ -57,7 +57,7 @@ def _down(ns: argparse.Namespace) -> int:
             print(f"run {report.run}: removed {len(report.namespaces)} namespaces")
         return 0
     if not ns.run:
-        raise SystemExit("exalb-lab down: give --run NAME or --stale")
+        raise SystemExit("scripts/lab down: give --run NAME or --stale")
     report = Lab.attach(ns.run).down()
     print(
         f"run {report.run}: stopped {len(report.signalled)} processes, removed "
@@ -109,7 +109,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="exalb-lab", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="scripts/lab", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
     up = sub.add_parser("up", help="bring a topology up (left running)")
     up.add_argument("topology", help="clab file, or a name under ./containerlab/")
@@ -147,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _demo(ns: argparse.Namespace) -> int:
-    from exalb.lab import demo  # noqa: PLC0415 (heavy; only this command needs it)
+    from lab import demo  # noqa: PLC0415 (heavy; only this command needs it)
 
     return demo.main([*(["--keep"] if ns.keep else []), "--requests", str(ns.requests)])
 
@@ -158,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(ns.func(ns))
     except (TopologyError, frr.FrrError, netns.CommandError, FileExistsError) as exc:
-        print(f"exalb-lab: {exc}", file=sys.stderr)
+        print(f"lab: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
-        print(f"exalb-lab: no such run or file: {exc.filename}", file=sys.stderr)
+        print(f"lab: no such run or file: {exc.filename}", file=sys.stderr)
         return 1
 
 

@@ -40,12 +40,13 @@ import yaml
 
 from exalb.k8s.client import KubeClient
 from exalb.k8s.resources import NAMESPACES, NODES, SERVICES, Resource
-from exalb.lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
-from exalb.lab.nsnet import ApiRelay, in_netns
-from exalb.lab.runner import Lab
-from exalb.lab.wait import wait_for
+from lab import responder
+from lab.controlplane import ControlPlane, find_controlplane_binaries, find_tools
+from lab.nsnet import ApiRelay, in_netns
+from lab.runner import Lab
+from lab.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 TOPOLOGY = REPO / "containerlab" / "bgp-ecmp" / "bgp-ecmp.clab.yml"
 CHART = REPO / "charts" / "exalb"
 BIN = Path(sys.executable).parent
@@ -398,8 +399,7 @@ class Demo:
                     name,
                     [
                         sys.executable,
-                        "-m",
-                        "exalb.lab.responder",
+                        responder.__file__,
                         "--bind",
                         ip,
                         "--port",
@@ -556,7 +556,7 @@ def quiet_logs() -> None:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    p = argparse.ArgumentParser(prog="exalb-lab demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="scripts/lab demo", description=__doc__.splitlines()[0])
     p.add_argument(
         "--keep",
         action="store_true",
@@ -580,7 +580,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.keep and demo.lab is not None and demo.cp is not None:
             demo.say(
                 f"\nKept running. kubeconfig: {demo.cp.kubeconfig}\n"
-                f"  exalb-lab vtysh --run {demo.lab.run} r1 -- show ip route\n"
+                f"  scripts/lab vtysh --run {demo.lab.run} r1 -- show ip route\n"
                 "Press Enter to tear everything down."
             )
             with contextlib.suppress(EOFError):
