@@ -12,6 +12,7 @@ COPY pyproject.toml README.md ./
 COPY exalb ./exalb
 COPY controller ./controller
 COPY speaker ./speaker
+COPY garp ./garp
 COPY exalbctl ./exalbctl
 RUN pip wheel --wheel-dir /wheels .
 

@@ -2,7 +2,7 @@
 
 Used by ``bench/bgp.py`` for the 10,000-route figures: creating 10,000 Services and
 EndpointSlices in a kube-apiserver on 2 cores takes minutes and would measure the apiserver.
-This process runs exactly the speaker's code from :class:`speaker.world.World` on (informer
+This process runs exactly the speaker's code from :class:`speaker.cluster_store.World` on (informer
 handlers fed with the same JSON the apiserver would send, view reduction, the debounced
 recompute, ``decide``, rendering, the ExaBGP driver and bridge), only the informers are
 replaced by a fixture. Being its own process, its RSS is the speaker's RSS.
@@ -33,8 +33,8 @@ from typing import Any
 
 from exalb.obs import configure_logging
 from speaker.app import Settings, Speaker
+from speaker.cluster_store import World
 from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
-from speaker.world import World
 
 
 def service(i: int, ip: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ which is what the design's contracts depend on:
    touch the config file, so they never touch a session.
 5. **Retry, never guess.** A reload that cannot be done now (bridge not connected, ExaBGP
    busy) is retried after ``retry_delay``; the driver converges routes by diff on its own.
-6. **L2 before BGP, independent of it** (``--l2-state``, :mod:`speaker.layer2`): the
+6. **L2 before BGP, independent of it** (``--l2-state``, :mod:`speaker.l2.announcer`): the
    election runs with the BGP decision, and the sidecar's state is written before the
    ExaBGP config is applied, so a slow ``reload`` never delays an ARP hand-over, and an
    absent or broken ExaBGP does not stop L2.
@@ -44,16 +44,16 @@ from exalb.config.documents import parse_documents
 from exalb.config.model import Config, Peer
 from exalb.views import NodeView
 from speaker import metrics
+from speaker.cluster_store import World
+from speaker.decision_cache import DecisionMemo
 from speaker.decisions import Announcements, Options, cluster_warnings
 from speaker.exabgp import driver as drv
 from speaker.exabgp.driver import Driver, ReloadError
 from speaker.exabgp.render import Rendered, render_config
+from speaker.l2.announcer import EventSink, Layer2
 from speaker.l2.election import IPElection
-from speaker.layer2 import EventSink, Layer2
-from speaker.memo import DecisionMemo
 from speaker.sources import Resolver, kernel_source_address, with_source_addresses
 from speaker.status import ConfigState, L2View, WireView, established, status_document
-from speaker.world import World
 
 log = structlog.get_logger("exalb.speaker")
 

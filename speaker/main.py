@@ -8,7 +8,7 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
   (:mod:`speaker.passwords`), so RBAC stays least-privilege;
 * the ExaBGP driver on the bridge's unix socket; the config file it renders is where the
   ExaBGP container's launcher (:mod:`speaker.exabgp.launch`) waits for it;
-* L2 mode with ``--l2-state``: the garp sidecar's desired-state file (:mod:`speaker.layer2`),
+* L2 mode with ``--l2-state``: the garp sidecar's desired-state file (:mod:`speaker.l2.announcer`),
   and ``nodeAssigned`` events through an :class:`~exalb.k8s.events.EventRecorder`;
 * ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``, and
   on the unix socket ``--status-socket`` if given;
@@ -38,10 +38,10 @@ from exalb.k8s.informer import Informer
 from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
 from exalb.obs import ObservabilityServer, configure_logging
 from speaker.app import Settings, Speaker
+from speaker.cluster_store import World
 from speaker.decisions import Options
 from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
 from speaker.passwords import SecretPasswords
-from speaker.world import World
 
 log = structlog.get_logger("exalb.speaker")
 

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exalb.config.model import IPNetwork, Peer
+from exalb.contracts.l2_state import Status as SidecarStatus
 from speaker.decisions import Announcements, Route, ServiceDecision
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered
 from speaker.l2.election import IPElection
-from speaker.l2.state import Status as SidecarStatus
 
 
 @dataclass(frozen=True)

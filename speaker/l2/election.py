@@ -8,7 +8,7 @@ on the owner without talking to anyone; this is MetalLB's scheme and we keep its
 for dual stack) so a fleet mixing MetalLB and exalb speakers elects the same node.
 
 Why a full ranking and not just the winner: the garp sidecar uses the ranks for data-path
-failover (see :mod:`speaker.l2.failover`). The next-ranked node is the standby that watches
+failover (see :mod:`garp.failover`). The next-ranked node is the standby that watches
 the owner; Kubernetes state stays the authority on *who may* answer, the data path only
 decides *who answers right now* among those.
 

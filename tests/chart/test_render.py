@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from controller.main import parse_args as controller_args
+from garp.main import parse_args as garp_args
 from lab.controlplane import Tools
-from speaker.l2.main import parse_args as garp_args
 from speaker.main import parse_args as speaker_args
 
 from .conftest import CHART, GOLDEN, NAMESPACE, UPDATE_ENV, VALUES, containers, find, helm, render

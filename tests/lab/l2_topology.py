@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from exalb.config.model import Config, L2Advertisement, Pool
+from exalb.contracts.l2_state import decode_status, encode
+from exalb.filechannel import write_atomic
 from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView
+from garp import packets as pk
 from lab.wait import poll as wait_for
-from speaker.l2 import packets as pk
-from speaker.l2.channel import write_atomic
 from speaker.l2.election import IPElection, elect
-from speaker.l2.state import decode_status, encode, from_election
+from speaker.l2.publisher import desired_state
 
 VENV_BIN = Path(sys.executable).parent
 GARP = str(VENV_BIN / "exalb-garp")
@@ -256,7 +257,7 @@ class L2Lab:
         self.elections = elect(config, services or (service(),), node_views())
         self.generation += 1
         for n in NODES:
-            doc = from_election(
+            doc = desired_state(
                 n, self.elections, node_views(), generation=self.generation, ping=ping
             )
             write_atomic(self.state_path(n), encode(doc))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from speaker.l2.failover import Engine, Timing
-from speaker.l2.probe import ACK, BYE, COVERING, PROBE, Message
-from speaker.l2.state import Candidate, DesiredState, IPState
+from exalb.contracts.l2_state import Candidate, DesiredState, IPState
+from garp.failover import Engine, Timing
+from garp.probe import ACK, BYE, COVERING, PROBE, Message
 
 VIP = ipaddress.ip_address("198.51.100.50")
 VIP6 = ipaddress.ip_address("2001:db8::50")

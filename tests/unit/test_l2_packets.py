@@ -21,7 +21,7 @@ from scapy.layers.inet6 import (  # noqa: E402
 )
 from scapy.layers.l2 import ARP, Ether  # noqa: E402
 
-from speaker.l2 import packets as p  # noqa: E402
+from garp import packets as p  # noqa: E402
 
 MAC = p.mac_bytes("02:00:00:00:00:0a")
 CLIENT = p.mac_bytes("02:00:00:00:00:14")

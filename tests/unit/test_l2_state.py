@@ -9,12 +9,7 @@ from pathlib import Path
 import pytest
 
 from exalb.config.model import Config, L2Advertisement, Pool
-from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView
-from speaker.l2 import probe
-from speaker.l2.channel import FileWatcher, write_atomic
-from speaker.l2.election import elect
-from speaker.l2.links import DEFAULT_EXCLUDES, select_interfaces
-from speaker.l2.state import (
+from exalb.contracts.l2_state import (
     Candidate,
     DesiredState,
     IPState,
@@ -24,8 +19,13 @@ from speaker.l2.state import (
     decode_status,
     encode,
     encode_status,
-    from_election,
 )
+from exalb.filechannel import FileWatcher, write_atomic
+from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView
+from garp import probe
+from garp.links import DEFAULT_EXCLUDES, select_interfaces
+from speaker.l2.election import elect
+from speaker.l2.publisher import desired_state
 
 ip = ipaddress.ip_address
 VIP = ip("198.51.100.50")
@@ -97,13 +97,13 @@ def test_from_election_lists_only_own_candidacies_with_probe_addresses() -> None
     eps = EndpointsView("default", "web", (Endpoint(("10.0.0.1",), "a"),
                                            Endpoint(("10.0.0.2",), "b")))  # fmt: skip
     elections = elect(config, [(svc, eps)], nodes)
-    doc = from_election("b", elections, nodes, generation=9)
+    doc = desired_state("b", elections, nodes, generation=9)
     assert doc.generation == 9 and [e.ip for e in doc.ips] == [VIP, VIP6]
     v6 = doc.entry(VIP6)
     assert v6 is not None
     addrs = {c.node: c.node_ip for c in v6.candidates}
     assert addrs == {"a": ip("2001:db8:50::11"), "b": ip("198.51.100.12")}  # family fallback
-    assert from_election("c", elections, nodes, generation=9).ips == ()
+    assert desired_state("c", elections, nodes, generation=9).ips == ()
     assert decode(encode(doc)) == doc
 
 

@@ -12,15 +12,15 @@ import pytest
 from exalb.config.documents import parse_documents
 from exalb.config.model import Config, Peer, SecretRef
 from exalb.views import NodeView
+from speaker.cluster_store import World
+from speaker.decision_cache import DecisionMemo
 from speaker.decisions import Options, decide
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import render_config
 from speaker.main import parse_args
-from speaker.memo import DecisionMemo
 from speaker.passwords import SecretPasswords, password_from_secret
 from speaker.sources import with_source_addresses
 from speaker.status import ConfigState, WireView, status_document
-from speaker.world import World
 
 ip = ipaddress.ip_address
 NS = "metallb-system"

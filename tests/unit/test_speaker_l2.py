@@ -1,5 +1,5 @@
 """The speaker's L2 wiring without a network: election memo, state publisher, events and
-metrics (:mod:`speaker.layer2`), the ``/status`` L2 section, the flag, and node addresses."""
+metrics (:mod:`speaker.l2.announcer`), the ``/status`` L2 section, the flag, and node addresses."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 from prometheus_client import REGISTRY
 
 from exalb.config.model import BGPAdvertisement, Config, L2Advertisement, Pool
+from exalb.contracts.l2_state import Status, decode, encode_status
+from exalb.filechannel import write_atomic
 from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView, node_view
+from speaker.decision_cache import ElectionMemo
 from speaker.decisions import decide
-from speaker.l2.channel import write_atomic
+from speaker.l2.announcer import ANNOUNCE_FAILED, NODE_ASSIGNED, Layer2, owned_services
 from speaker.l2.election import NO_LOCAL_ENDPOINTS, NOT_OWNER, elect
-from speaker.l2.state import Status, decode, encode_status
-from speaker.l2_publish import StatePublisher
-from speaker.layer2 import ANNOUNCE_FAILED, NODE_ASSIGNED, Layer2, owned_services
+from speaker.l2.publisher import StatePublisher
 from speaker.main import parse_args
-from speaker.memo import ElectionMemo
 from speaker.status import ConfigState, L2View, WireView, status_document
 
 ip = ipaddress.ip_address

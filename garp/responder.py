@@ -18,12 +18,11 @@ from collections.abc import Iterable
 import structlog
 
 from exalb.config.model import IPAddress
-
-from . import packets as p
-from .failover import Engine
-from .links import PACKET_OUTGOING, Link, local_addresses, open_link, select_interfaces
-from .metrics import Metrics
-from .state import DesiredState
+from exalb.contracts.l2_state import DesiredState
+from garp import packets as p
+from garp.failover import Engine
+from garp.links import PACKET_OUTGOING, Link, local_addresses, open_link, select_interfaces
+from garp.metrics import Metrics
 
 PACKET_HOST = 0
 

@@ -3,8 +3,8 @@
 Why in the speaker and not the sidecar: the sidecar has no Kubernetes access (design: it
 gets ``NET_RAW`` and nothing else). The speaker already holds every input of MetalLB's
 election (config, Services, EndpointSlices, *all* Nodes), so on every recompute it runs the
-pure :func:`speaker.l2.election.elect` (through :class:`speaker.memo.ElectionMemo`) and
-:class:`speaker.l2_publish.StatePublisher` writes the sidecar's document when it changed.
+pure :func:`speaker.l2.election.elect` (through :class:`speaker.decision_cache.ElectionMemo`) and
+:class:`speaker.l2.publisher.StatePublisher` writes the sidecar's document when it changed.
 
 BGP and L2 are independent decisions, as in MetalLB: a Service whose pool has both a
 BGPAdvertisement and an L2Advertisement is routed by every eligible node *and* answered on
@@ -36,9 +36,9 @@ import structlog
 from exalb.config.model import Config
 from exalb.views import EndpointsView, NodeView, ServiceView
 from speaker import metrics
+from speaker.decision_cache import ElectionMemo
 from speaker.l2.election import IPElection
-from speaker.l2_publish import StatePublisher
-from speaker.memo import ElectionMemo
+from speaker.l2.publisher import StatePublisher
 from speaker.status import L2View
 
 log = structlog.get_logger("exalb.speaker")

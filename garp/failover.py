@@ -6,7 +6,7 @@ notice a dead owner, which takes seconds (and tens of seconds when gossip is unl
 Here each sidecar watches, on the segment itself, the candidates ranked above it:
 
 * **Probing.** For every IP where this node ranks *r* > 0, it sends a UDP probe
-  (:mod:`speaker.l2.probe`) every ``probe_interval`` (100 ms) to each better-ranked
+  (:mod:`garp.probe`) every ``probe_interval`` (100 ms) to each better-ranked
   candidate's node IP (one address per peer, IPv4 preferred); that peer's *sidecar*
   acks. Any message from a peer counts as life.
   Probes go node-to-node, so the cost is per peer, not per IP: a node sends at most
@@ -47,9 +47,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exalb.config.model import IPAddress
-
-from .probe import ACK, BYE, COVERING, PROBE, Message
-from .state import Candidate, DesiredState
+from exalb.contracts.l2_state import Candidate, DesiredState
+from garp.probe import ACK, BYE, COVERING, PROBE, Message
 
 
 @dataclass(frozen=True)

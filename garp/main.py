@@ -35,13 +35,13 @@ from collections.abc import Sequence
 import structlog
 
 from exalb.config.model import IPAddress
-
-from . import probe, state
-from .channel import FileWatcher, write_atomic
-from .failover import Change, Engine, Timing
-from .links import DEFAULT_EXCLUDES, Link
-from .metrics import Metrics
-from .responder import Responder, desired_ips
+from exalb.contracts import l2_state as state
+from exalb.filechannel import FileWatcher, write_atomic
+from garp import probe
+from garp.failover import Change, Engine, Timing
+from garp.links import DEFAULT_EXCLUDES, Link
+from garp.metrics import Metrics
+from garp.responder import Responder, desired_ips
 
 MAX_BATCH = 64  # frames drained per socket per wake-up, so one busy link cannot starve others
 
@@ -84,7 +84,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # Rewrite the status file at least this often (seconds), so that its age tells the speaker
-# whether the sidecar is alive (see speaker/l2_publish.py).
+# whether the sidecar is alive (see speaker/l2/publisher.py).
 STATUS_HEARTBEAT = 1.0
 
 

@@ -1,6 +1,8 @@
 """The desired-state document the speaker hands the garp sidecar, and the status it returns.
 
-Pure encode/decode; the file transport lives in :mod:`speaker.l2.channel`.
+Pure encode/decode; the file transport lives in :mod:`exalb.filechannel`. This module is the
+contract between two programs (the speaker writes the state, the garp sidecar the status), so
+it lives in the shared core and imports neither.
 
 Why a whole-state document (not a stream of add/remove events): either side may restart at
 any time. The speaker atomically rewrites one JSON file in the pod's shared emptyDir; the
@@ -45,14 +47,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from exalb.config.model import IPAddress
-from exalb.views import NodeView
-
-from .election import IPElection
 
 VERSION = 1
 
@@ -208,40 +207,6 @@ def decode(data: bytes | str) -> DesiredState:
         if owned != set(state.owned):
             raise StateError("$.owned disagrees with the candidate lists")
     return state
-
-
-def from_election(
-    node: str,
-    elections: Iterable[IPElection],
-    nodes: Sequence[NodeView],
-    *,
-    generation: int,
-    ping: bool = False,
-) -> DesiredState:
-    """The document for ``node``: every IP where it is a candidate, with probe addresses.
-
-    A candidate's probe address is its first Node address of the IP's family (segment
-    liveness for that family), else its first address of any family, else ``None``.
-    """
-    addrs = {n.name: n.addresses for n in nodes}
-
-    def node_ip(name: str, family: int) -> IPAddress | None:
-        mine = addrs.get(name, ())
-        same = [a for a in mine if a.version == family]
-        pick = same or list(mine)
-        return pick[0] if pick else None
-
-    entries = tuple(
-        IPState(
-            ip=e.ip,
-            candidates=tuple(Candidate(c, node_ip(c, e.ip.version)) for c in e.candidates),
-            services=e.services,
-            interfaces=e.interfaces_of(node),
-        )
-        for e in elections
-        if e.rank(node) is not None
-    )
-    return DesiredState(node=node, generation=generation, ips=entries, ping=ping)
 
 
 def encode_status(status: Status) -> bytes:

@@ -1,14 +1,14 @@
 """The speaker's end of the L2 channel: write the sidecar's desired state, read its status.
 
 Why a separate, tiny adapter: the election (:mod:`speaker.l2.election`) and the document
-(:mod:`speaker.l2.state`) are pure and shared with the sidecar; only this module touches the
+(:mod:`exalb.contracts.l2_state`) are pure and shared with the sidecar; only this module touches the
 files in the pod's shared emptyDir (``--l2-state``, default in the chart
 ``/run/exalb/l2-state.json``; the sidecar writes ``<state>.status`` next to it).
 
 Rules it keeps:
 
 * **Write only on change.** Every recompute builds the document, but the file is rewritten
-  (atomically, :func:`speaker.l2.channel.write_atomic`) only when its content other than
+  (atomically, :func:`exalb.filechannel.write_atomic`) only when its content other than
   ``generation`` changed, and only then does ``generation`` increase. An endpoint flapping on
   another Service, or a resync, costs the sidecar nothing.
 * **Generations never go backwards across speaker restarts.** The publisher starts from the
@@ -33,11 +33,20 @@ from pathlib import Path
 
 import structlog
 
+from exalb.config.model import IPAddress
+from exalb.contracts.l2_state import (
+    Candidate,
+    DesiredState,
+    IPState,
+    StateError,
+    Status,
+    decode,
+    decode_status,
+    encode,
+)
+from exalb.filechannel import write_atomic
 from exalb.views import NodeView
-from speaker.l2.channel import write_atomic
 from speaker.l2.election import IPElection
-from speaker.l2.state import DesiredState, StateError, Status, decode, decode_status, encode
-from speaker.l2.state import from_election as state_from_election
 
 log = structlog.get_logger("exalb.speaker")
 
@@ -87,7 +96,7 @@ class StatePublisher:
         Raises ``OSError`` when the file cannot be written (the caller retries later; the
         sidecar keeps the previous state meanwhile).
         """
-        desired = state_from_election(self.node, elections, nodes, generation=0, ping=self.ping)
+        desired = desired_state(self.node, elections, nodes, generation=0, ping=self.ping)
         if desired == self._written:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,3 +125,37 @@ class StatePublisher:
         if status.written and self._wall() - status.written > SIDECAR_STALE_AFTER:
             return None
         return status
+
+
+def desired_state(
+    node: str,
+    elections: Iterable[IPElection],
+    nodes: Sequence[NodeView],
+    *,
+    generation: int,
+    ping: bool = False,
+) -> DesiredState:
+    """The document for ``node``: every IP where it is a candidate, with probe addresses.
+
+    A candidate's probe address is its first Node address of the IP's family (segment
+    liveness for that family), else its first address of any family, else ``None``.
+    """
+    addrs = {n.name: n.addresses for n in nodes}
+
+    def node_ip(name: str, family: int) -> IPAddress | None:
+        mine = addrs.get(name, ())
+        same = [a for a in mine if a.version == family]
+        pick = same or list(mine)
+        return pick[0] if pick else None
+
+    entries = tuple(
+        IPState(
+            ip=e.ip,
+            candidates=tuple(Candidate(c, node_ip(c, e.ip.version)) for c in e.candidates),
+            services=e.services,
+            interfaces=e.interfaces_of(node),
+        )
+        for e in elections
+        if e.rank(node) is not None
+    )
+    return DesiredState(node=node, generation=generation, ips=entries, ping=ping)

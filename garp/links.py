@@ -26,8 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from exalb.config.model import IPAddress
-
-from .packets import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, multicast_mac, solicited_node
+from garp.packets import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, multicast_mac, solicited_node
 
 DEFAULT_EXCLUDES = (
     r"docker.*",
