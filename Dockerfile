@@ -13,6 +13,7 @@ COPY exalb ./exalb
 COPY controller ./controller
 COPY speaker ./speaker
 COPY garp ./garp
+COPY exabgp_conf ./exabgp_conf
 COPY exalbctl ./exalbctl
 RUN pip wheel --wheel-dir /wheels .
 

@@ -5,7 +5,8 @@ is the only one who can render that file (it needs the cluster's BGPPeers, the N
 Secrets). So the speaker writes ``exabgp.conf`` on its first good computation (the driver
 writes it without a ``reload`` when no file exists yet), and this launcher, the entrypoint
 of the ExaBGP container (``python -m speaker.exabgp.launch``), waits for that file and then
-``exec``s ``exabgp server <file>`` with the environment of ``render.exabgp_environment``.
+``exec``s ``exabgp --env-file exabgp_conf/exabgp.env server <file>``, with only the
+per-instance settings (:func:`instance_environment`) as environment variables on top.
 
 * ExaBGP never runs with a guessed or empty config, and no ``reload`` is needed at start.
 * ``exec`` keeps one PID: the container's (or the lab's) process *is* ExaBGP, so signals
@@ -17,8 +18,8 @@ of the ExaBGP container (``python -m speaker.exabgp.launch``), waits for that fi
   create them itself (exabgp.md §5); ``exabgp cli --pipename <name>`` with the same
   ``EXABGP_ROOT`` then works for humans and tests.
 
-It imports only the standard library and the pure ``render`` module (for the environment),
-so it starts without the speaker's I/O dependencies (Kubernetes client, structlog).
+It imports only the standard library and the packaged :mod:`exabgp_conf`, so it starts
+without the speaker's I/O dependencies (Kubernetes client, structlog).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from speaker.exabgp.render import exabgp_environment
+import exabgp_conf
 
 
 def _log(event: str, **fields: object) -> None:
@@ -58,6 +59,26 @@ def make_fifos(root: Path, pipename: str) -> None:
                 raise SystemExit(f"{fifo} exists and is not a FIFO")
         if not fifo.exists():
             os.mkfifo(fifo, 0o600)
+
+
+def instance_environment(
+    *, pipename: str, root: str, run_as_root: bool, log_level: str = "INFO"
+) -> dict[str, str]:
+    """What differs per ExaBGP instance, over ``exabgp.env`` (environment variables win over
+    the env file in ExaBGP): its CLI pipe name and ``EXABGP_ROOT``, so several instances
+    coexist; ``nobody`` unless started as root (as root, ExaBGP would drop to ``nobody`` and
+    fail to exec the bridge); the log level."""
+    return {
+        "exabgp.api.pipename": pipename,
+        "EXABGP_ROOT": root,
+        "exabgp.daemon.user": "root" if run_as_root else "nobody",
+        "exabgp.log.level": log_level,
+    }
+
+
+def exabgp_argv(exabgp: str, config: Path) -> list[str]:
+    """``exabgp --env-file <packaged exabgp.env> server <config>``."""
+    return [exabgp, "--env-file", exabgp_conf.path(exabgp_conf.ENV_FILE), "server", str(config)]
 
 
 def wait_for_file(path: Path, timeout: float, interval: float = 0.05) -> bool:
@@ -85,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     env = dict(os.environ)
     env.update(
-        exabgp_environment(
+        instance_environment(
             pipename=args.pipename,
             root=str(args.root),
             run_as_root=os.geteuid() == 0,
@@ -93,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     _log("exec_exabgp", exabgp=args.exabgp, config=str(args.config), pid=os.getpid())
-    os.execve(args.exabgp, [args.exabgp, "server", str(args.config)], env)
+    os.execve(args.exabgp, exabgp_argv(args.exabgp, args.config), env)
     return 1  # pragma: no cover - execve does not return
 
 

@@ -1,9 +1,11 @@
-"""ExaBGP 5.0 configuration and environment as pure functions of this node's peers.
+"""ExaBGP 5.0 configuration as a pure function of this node's peers.
 
-The rendered file only declares sessions (neighbors) and the API process; routes never appear
-in it. That split is what lets a Service change go through ``announce``/``withdraw`` without
-ever touching a session, while a peer change re-renders this file and ``reload``s it: ExaBGP
-keeps every neighbor whose definition did not change (exabgp.md §6).
+The text comes from the templates in ``exabgp_conf/`` (``exabgp.conf``, ``neighbor.conf``);
+this module computes the values that fill them. The rendered file only declares sessions
+(neighbors) and the API process; routes never appear in it. That split is what lets a
+Service change go through ``announce``/``withdraw`` without ever touching a session, while a
+peer change re-renders this file and ``reload``s it: ExaBGP keeps every neighbor whose
+definition did not change (exabgp.md §6).
 
 Mapping of MetalLB's BGPPeer onto ExaBGP (verified with ``exabgp validate`` and in the lab):
 
@@ -41,12 +43,17 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import exabgp_conf
 from exalb.config.model import Peer
 from exalb.views import NodeView
+
+CONFIG_HEAD = exabgp_conf.read(exabgp_conf.CONFIG_HEAD)
+NEIGHBOR = exabgp_conf.read(exabgp_conf.NEIGHBOR)
 
 DEFAULT_HOLD_TIME = 90  # native MetalLB's default when the BGPPeer leaves it unset
 GRACEFUL_RESTART_TIME = 120  # seconds; the usual restart time (FRR's default too)
@@ -93,10 +100,28 @@ class Rendered:
 
 
 _UNSAFE_TOKEN = re.compile(r"[\s;{}\"'\[\]#]")
+_OPTIONAL = re.compile(r"^\?(\w+)(.*)$")
 
 
-def process_block(bridge_argv: Sequence[str]) -> str:
-    """The ``process`` block that starts the bridge (``run`` must name an existing file)."""
+def fill(template: str, values: Mapping[str, object]) -> str:
+    """``template`` with ``${name}`` replaced; a line ``?name rest`` becomes ``rest`` when
+    ``values[name]`` is set (not None, not empty) and is dropped otherwise (see
+    :mod:`exabgp_conf`). A name the values lack is a bug here, so it raises ``KeyError``."""
+    lines = []
+    for raw in template.splitlines(keepends=True):
+        optional = _OPTIONAL.match(raw)
+        if optional is None:
+            lines.append(raw)
+        elif values.get(optional.group(1)) not in (None, ""):
+            lines.append(optional.group(2) + raw[len(raw.rstrip("\n")) :])
+    return string.Template("".join(lines)).substitute(
+        {k: "" if v is None else str(v) for k, v in values.items()}
+    )
+
+
+def config_head(bridge_argv: Sequence[str], node: str) -> str:
+    """The file's head: the ``process`` block that starts the bridge (``run`` must name an
+    existing file, so the program is an absolute path)."""
     if not bridge_argv:
         raise ValueError("bridge command line is empty")
     for token in bridge_argv:
@@ -104,7 +129,7 @@ def process_block(bridge_argv: Sequence[str]) -> str:
             raise ValueError(f"bridge argument {token!r} cannot be written into exabgp.conf")
     if not bridge_argv[0].startswith("/"):
         raise ValueError("the bridge program must be an absolute path")
-    return f"process {PROCESS_NAME} {{\n    run {' '.join(bridge_argv)};\n    encoder json;\n}}\n"
+    return fill(CONFIG_HEAD, {"node": node, "process": PROCESS_NAME, "run": " ".join(bridge_argv)})
 
 
 def _router_id(peer: Peer, node: NodeView) -> ipaddress.IPv4Address | None:
@@ -178,18 +203,7 @@ def neighbor_block(
         )
         return None
     _unsupported(peer, problems)
-    hold = _hold_time(peer, problems)
-    local_asn = getattr(peer, "session_local_asn", peer.my_asn)
-    lines = [
-        f"neighbor {peer.peer_address} {{",
-        f"    description {peer.name};",
-        f"    router-id {rid};",
-    ]
-    if peer.source_address is not None:
-        lines.append(f"    local-address {peer.source_address};")
-    lines.append(f"    local-as {local_asn};")
     if peer.dynamic_asn is not None:
-        lines.append("    peer-as auto;")
         problems.append(
             RenderProblem(
                 peer.name,
@@ -198,25 +212,24 @@ def neighbor_block(
                 f"{peer.dynamic_asn}",
             )
         )
-    else:
-        lines.append(f"    peer-as {peer.peer_asn};")
-    lines.append(f"    hold-time {hold};")
-    if peer.peer_port != 179:
-        lines.append(f"    connect {peer.peer_port};")
-    if peer.ebgp_multihop and not peer.is_ibgp:
-        lines.append("    outgoing-ttl 255;")
-    if password is not None:
-        encoded = base64.b64encode(password.encode()).decode()
-        lines.append(f'    md5-password "{encoded}";')
-        lines.append("    md5-base64 true;")
-    if peer.enable_graceful_restart:
-        lines.append("    manual-eor true;")
-    lines.append(f"    family {{ ipv{peer.family} unicast; }}")
-    if peer.enable_graceful_restart:
-        lines.append(f"    capability {{ graceful-restart {GRACEFUL_RESTART_TIME}; }}")
-    lines.append(f"    api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; }}")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    values = {
+        "address": peer.peer_address,
+        "name": peer.name,
+        "router_id": rid,
+        "local_address": peer.source_address,
+        "local_as": getattr(peer, "session_local_asn", peer.my_asn),
+        "peer_as": "auto" if peer.dynamic_asn is not None else peer.peer_asn,
+        "hold_time": _hold_time(peer, problems),
+        "connect": peer.peer_port if peer.peer_port != 179 else None,
+        "outgoing_ttl": 255 if peer.ebgp_multihop and not peer.is_ibgp else None,
+        "md5_password": (
+            base64.b64encode(password.encode()).decode() if password is not None else None
+        ),
+        "graceful_restart": GRACEFUL_RESTART_TIME if peer.enable_graceful_restart else None,
+        "family": peer.family,
+        "process": PROCESS_NAME,
+    }
+    return fill(NEIGHBOR, values)
 
 
 def render_config(
@@ -255,56 +268,5 @@ def render_config(
         neighbors.append(
             Neighbor(peer.name, addr, peer.family, peer.enable_graceful_restart, block)
         )
-    header = (
-        "# Rendered by exalb (speaker/exabgp/render.py); do not edit: the speaker overwrites it.\n"
-        f"# node {node.name}\n"
-    )
-    text = header + process_block(bridge_argv) + "".join("\n" + n.block for n in neighbors)
+    text = config_head(bridge_argv, node.name) + "".join(n.block for n in neighbors)
     return Rendered(text=text, neighbors=tuple(neighbors), problems=tuple(problems))
-
-
-def exabgp_environment(
-    *,
-    pipename: str,
-    root: str,
-    run_as_root: bool,
-    log_level: str = "INFO",
-) -> dict[str, str]:
-    """The environment ExaBGP must be started with (merge it over ``os.environ``).
-
-    Why each value (exabgp.md §8): ``daemon.user=root`` when started as root, else ExaBGP
-    drops to ``nobody`` and cannot exec the bridge; statistics off (a log line per
-    keepalive); acks on, JSON events; a per-instance pipename + ``EXABGP_ROOT`` so several
-    instances coexist; ``tcp.bind`` empty so ExaBGP never listens on 179 (it dials out, no
-    NET_BIND_SERVICE); respawn on, but never terminate with the bridge.
-    """
-    return {
-        "exabgp.daemon.user": "root" if run_as_root else "nobody",
-        "exabgp.daemon.daemonize": "false",
-        "exabgp.log.destination": "stdout",
-        "exabgp.log.level": log_level,
-        "exabgp.log.statistics": "false",
-        "exabgp.api.ack": "true",
-        "exabgp.api.encoder": "json",
-        "exabgp.api.respawn": "true",
-        "exabgp.api.terminate": "false",
-        "exabgp.api.cli": "true",
-        "exabgp.api.pipename": pipename,
-        "exabgp.tcp.bind": "",
-        "exabgp.tcp.attempts": "0",
-        "EXABGP_ROOT": root,
-    }
-
-
-def environment_file(env: Mapping[str, str]) -> str:
-    """The same settings in ExaBGP's ini env-file format (``exabgp --env-file``)."""
-    sections: dict[str, list[str]] = {}
-    for key, value in sorted(env.items()):
-        if not key.startswith("exabgp."):
-            continue
-        _, section, option = key.split(".", 2)
-        sections.setdefault(section, []).append(f"{option} = {value!r}" if value == "" else
-                                                f"{option} = {value}")  # fmt: skip
-    return "".join(
-        f"[exabgp.{section}]\n" + "\n".join(opts) + "\n\n" for section, opts in sections.items()
-    )

@@ -17,14 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import exabgp_conf
 from exalb.config.model import LabelSelector, Peer, SecretRef
 from exalb.views import NodeView
-from speaker.exabgp.render import (
-    environment_file,
-    exabgp_environment,
-    process_block,
-    render_config,
-)
+from speaker.exabgp.launch import exabgp_argv, instance_environment
+from speaker.exabgp.render import config_head, fill, render_config
 
 GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +112,7 @@ def test_every_golden_file_is_valid_for_exabgp(tmp_path: Path) -> None:
 def test_validation_catches_a_broken_config(tmp_path: Path) -> None:
     """Guard against a validator that accepts anything (e.g. a wrong invocation)."""
     bad = tmp_path / "bad.conf"
-    bad.write_text(process_block(BRIDGE) + "neighbor 192.0.2.1 { local-as 1; }\n")
+    bad.write_text(config_head(BRIDGE, "n1") + "neighbor 192.0.2.1 { local-as 1; }\n")
     assert _validate(bad).returncode != 0
 
 
@@ -199,37 +196,52 @@ def test_hold_time_derivation() -> None:
 )
 def test_process_block_refuses_unsafe_argv(argv: tuple[str, ...]) -> None:
     with pytest.raises(ValueError):
-        process_block(argv)
+        config_head(argv, "n1")
 
 
-def test_environment_defaults_and_env_file() -> None:
-    env = exabgp_environment(pipename="exalb", root="/run/exalb", run_as_root=True)
-    assert env["exabgp.daemon.user"] == "root"
-    assert env["exabgp.log.statistics"] == "false"
-    assert env["exabgp.api.ack"] == "true" and env["exabgp.api.encoder"] == "json"
-    assert env["exabgp.tcp.bind"] == "" and env["EXABGP_ROOT"] == "/run/exalb"
-    assert (
-        exabgp_environment(pipename="p", root="/r", run_as_root=False)["exabgp.daemon.user"]
-        == "nobody"
-    )
-    shipped = (REPO / "exabgp_conf" / "exabgp.env").read_text()
-    assert shipped.endswith(environment_file(env)), "exabgp_conf/exabgp.env is out of date"
+def test_template_optional_lines_and_missing_values() -> None:
+    template = "a ${x};\n?y    b ${y};\nc\n"
+    assert fill(template, {"x": 1, "y": None}) == "a 1;\nc\n"
+    assert fill(template, {"x": 1, "y": ""}) == "a 1;\nc\n"
+    assert fill(template, {"x": 1, "y": 0}) == "a 1;\n    b 0;\nc\n"
+    with pytest.raises(KeyError):
+        fill(template, {"y": 2})
 
 
-def test_env_file_is_read_by_exabgp(tmp_path: Path) -> None:
-    """ExaBGP itself parses the env file we ship (``exabgp --env-file F env``)."""
-    env_file = tmp_path / "exabgp.env"
-    env_file.write_text(
-        environment_file(exabgp_environment(pipename="p1", root="/r", run_as_root=True))
-    )
+def exabgp_env_output(env: dict[str, str], tmp_path: Path) -> configparser.ConfigParser:
+    """What ExaBGP itself makes of the packaged env file plus ``env`` (``exabgp ... env``)."""
+    argv = exabgp_argv(str(EXABGP), tmp_path / "unused.conf")
+    assert argv[1:3] == ["--env-file", exabgp_conf.path("exabgp.env")]
     clean = {k: v for k, v in os.environ.items() if not k.lower().startswith("exabgp")}
     res = subprocess.run(
-        [str(EXABGP), "--env-file", str(env_file), "env"],
-        capture_output=True, text=True, env=clean, check=False, timeout=60,
+        [*argv[:3], "env"], capture_output=True, text=True, env={**clean, **env},
+        check=False, timeout=60,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     seen = configparser.ConfigParser()
     seen.read_string(res.stdout)
+    return seen
+
+
+def test_environment_defaults_and_env_file(tmp_path: Path) -> None:
+    env = instance_environment(pipename="exalb", root="/run/exalb", run_as_root=True)
+    assert env["exabgp.daemon.user"] == "root" and env["EXABGP_ROOT"] == "/run/exalb"
+    assert (
+        instance_environment(pipename="p", root="/r", run_as_root=False)["exabgp.daemon.user"]
+        == "nobody"
+    )
+    seen = exabgp_env_output(env, tmp_path)
+    assert seen["exabgp.log"]["statistics"] == "false"
+    assert seen["exabgp.api"]["ack"] == "true" and seen["exabgp.api"]["encoder"] == "json"
+    assert seen["exabgp.api"]["respawn"] == "true" and seen["exabgp.api"]["terminate"] == "false"
+    assert seen["exabgp.daemon"]["daemonize"] == "false"
+
+
+def test_env_file_is_read_by_exabgp(tmp_path: Path) -> None:
+    """ExaBGP itself parses the env file we ship, and the per-instance values win."""
+    seen = exabgp_env_output(
+        instance_environment(pipename="p1", root="/r", run_as_root=True), tmp_path
+    )
     assert seen["exabgp.log"]["statistics"] == "false"
     assert seen["exabgp.daemon"]["user"].strip("'") == "root"
     assert seen["exabgp.api"]["pipename"].strip("'") == "p1"
