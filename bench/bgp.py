@@ -10,7 +10,7 @@ table:
 (b) **10,000 routes** (198.18.0.0/15, /32 each) until all are in r1's kernel FIB:
     * floor: ExaBGP fed by a bare API script (``exabgp_feeder.py``), clock from its first
       write;
-    * speaker: the speaker's own code path (World → decide → render → driver → bridge →
+    * speaker: the speaker's own code path (cluster store → decide → render → driver → bridge →
       ExaBGP) in its own process, fed by a fixture (``speaker_inprocess.py``), clock from
       the moment the 10,000 Services are in its store. Feeding 10,000 Services and
       EndpointSlices through a kube-apiserver on 2 cores would take minutes and measure
@@ -340,10 +340,10 @@ def main() -> int:
     for k, v in rows:
         print(f"{k.ljust(width)}  {v}")
     print(
-        "\n* (b)/(c): the speaker's code path (informer handlers -> World -> decide -> render ->"
-        "\n  driver -> bridge -> ExaBGP) in its own process, fed by a fixture instead of the"
-        "\n  kube-apiserver: 10,000 Services + EndpointSlices through an apiserver on 2 cores"
-        "\n  would take minutes and measure the apiserver. (a) goes through the apiserver."
+        "\n* (b)/(c): the speaker's code path (informer handlers -> cluster store -> decide ->"
+        "\n  render -> driver -> bridge -> ExaBGP) in its own process, fed by a fixture instead"
+        "\n  of the kube-apiserver: 10,000 Services + EndpointSlices through an apiserver on 2"
+        "\n  cores would take minutes and measure the apiserver. (a) goes through the apiserver."
     )
     return 0
 

@@ -2,10 +2,10 @@
 
 Used by ``bench/bgp.py`` for the 10,000-route figures: creating 10,000 Services and
 EndpointSlices in a kube-apiserver on 2 cores takes minutes and would measure the apiserver.
-This process runs exactly the speaker's code from :class:`speaker.cluster_store.World` on (informer
-handlers fed with the same JSON the apiserver would send, view reduction, the debounced
-recompute, ``decide``, rendering, the ExaBGP driver and bridge), only the informers are
-replaced by a fixture. Being its own process, its RSS is the speaker's RSS.
+This process runs exactly the speaker's code from :class:`speaker.cluster_store.ClusterStore` on
+(informer handlers fed with the same JSON the apiserver would send, view reduction, the debounced
+recompute, ``decide``, rendering, the ExaBGP driver and bridge), only the informers are replaced by
+a fixture. Being its own process, its RSS is the speaker's RSS.
 
 Protocol (line based, stdin/stdout):
 
@@ -13,7 +13,7 @@ Protocol (line based, stdin/stdout):
    then starts ExaBGP), prints ``{"ready": ...}`` once the bridge is connected and the
    config applied;
 2. on the line ``go <n>`` it hands ``n`` Services (198.18.0.0/15, one /32 each, Cluster
-   policy, one ready endpoint) and their EndpointSlices to the World at once, prints
+   policy, one ready endpoint) and their EndpointSlices to the store at once, prints
    ``{"t0": <monotonic>}`` and notifies the speaker; prints ``{"acked": <monotonic>}`` when
    the driver has every route acked by ExaBGP;
 3. on ``quit`` (or stdin EOF) it exits without withdrawing (ExaBGP keeps the routes).
@@ -33,7 +33,8 @@ from typing import Any
 
 from exalb.obs import configure_logging
 from speaker.app import Settings, Speaker
-from speaker.cluster_store import World
+from speaker.bgp import BGPAnnouncer
+from speaker.cluster_store import ClusterStore
 from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
 
 
@@ -76,7 +77,7 @@ def emit(**kw: Any) -> None:
 async def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     node = spec["node"]
-    world = World(node["metadata"]["name"])
+    world = ClusterStore(node["metadata"]["name"])
     driver = Driver(
         unix_connector(spec["socket"]),
         config_path=Path(spec["config"]),
@@ -84,13 +85,9 @@ async def main(spec_path: str) -> None:
         reconnect_delay=0.05,
         command_timeout=120.0,
     )
-    settings = Settings(
-        node_name=node["metadata"]["name"],
-        namespace=spec["namespace"],
-        bridge_argv=tuple(spec["bridge"]),
-        config_path=Path(spec["config"]),
-    )
-    sp = Speaker(settings, world, driver)
+    settings = Settings(node_name=node["metadata"]["name"], namespace=spec["namespace"])
+    bgp = BGPAnnouncer(driver, bridge_argv=spec["bridge"], config_path=Path(spec["config"]))
+    sp = Speaker(settings, world, bgp)
     world.on_change = sp.notify
     for i, obj in enumerate(spec["config_objects"]):
         world.on_config("added", f"{spec['namespace']}/cfg{i}", None, obj)
@@ -98,7 +95,7 @@ async def main(spec_path: str) -> None:
     runner = asyncio.create_task(sp.run())
     await asyncio.sleep(0)
     sp.notify()
-    while not (sp.first_applied.is_set() and driver.connected):
+    while not sp.bgp.ready():
         await asyncio.sleep(0.01)
     await driver.wait_converged(60)
     emit(ready=True)
@@ -119,9 +116,10 @@ async def main(spec_path: str) -> None:
             emit(t0=t0)
             sp.notify()
             await asyncio.sleep(settings.debounce + 0.01)
-            while sp.computed is None or len(sp.computed.announcements.routes) < n:
+            while bgp.plan is None or len(bgp.plan.announcements.routes) < n:
                 await asyncio.sleep(0.005)
             await driver.wait_converged(300)
+            assert sp.computed is not None
             emit(acked=time.monotonic(), decide_seconds=sp.computed.seconds)
         elif line == "quit":
             break

@@ -55,7 +55,7 @@ def _config_origin(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"
 
 
-class World:
+class ClusterStore:
     """Thread-safe store fed by informer handlers (see the module docstring)."""
 
     def __init__(self, node_name: str, on_change: Callable[[str], None] = lambda _k: None) -> None:

@@ -1,25 +1,20 @@
-"""``decide`` and the L2 ``elect`` with a per-Service memo: one changed Service costs one
-decision, not 10,000.
+"""``decide`` with a per-Service cache: one changed Service costs one decision, not 10,000.
 
 Why: the speaker recomputes on every Service or EndpointSlice change, and ``decide`` over
 10,000 Services takes ≈0.9 s on the lab's 2 cores (measured): an endpoint going away would
-then take a second to withdraw. The World keeps a view object unchanged (same identity)
+then take a second to withdraw. The cluster store keeps a view object unchanged (same identity)
 until its object really changes, so "unchanged" is an identity check, and the memo is
 valid as long as config, node and options are the same (any change of those clears it).
 The result is exactly :func:`speaker.decisions.decide`'s (same decisions, same merge).
 
-:class:`ElectionMemo` does the same for :func:`speaker.l2.election.elect`, whose context is
-config, *all* Nodes and the exclude flag. An IP shared by several Services
-(``allow-shared-ip``) needs one merged ranking over all of them, so such IPs are re-elected
-from their Services on every call (rare, and still cheap); every other IP is the Service's
-own result.
+:class:`speaker.l2.election_cache.ElectionCache` does the same for the L2 election.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from exalb.config.model import Config, IPAddress
+from exalb.config.model import Config
 from exalb.views import EndpointsView, NodeView, ServiceView
 from speaker.decisions import (
     Announcements,
@@ -29,12 +24,11 @@ from speaker.decisions import (
     decide_service,
     merge_routes,
 )
-from speaker.l2.election import IPElection, elect
 
 _Entry = tuple[ServiceView, EndpointsView | None, ServiceDecision]
 
 
-class DecisionMemo:
+class DecisionCache:
     """Call :meth:`decide` like :func:`speaker.decisions.decide`; reuses unchanged decisions."""
 
     def __init__(self) -> None:
@@ -79,58 +73,3 @@ class DecisionMemo:
             peers=base.peers,
             warnings=base.warnings,
         )
-
-
-_L2Entry = tuple[ServiceView, EndpointsView | None, tuple[IPElection, ...]]
-
-
-class ElectionMemo:
-    """Call :meth:`elect` like :func:`speaker.l2.election.elect`; reuses unchanged results."""
-
-    def __init__(self) -> None:
-        self._context: tuple[Config, tuple[NodeView, ...], bool] | None = None
-        self._entries: dict[str, _L2Entry] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def elect(
-        self,
-        config: Config,
-        services: Iterable[ServiceView],
-        endpoints: Mapping[str, EndpointsView],
-        nodes: tuple[NodeView, ...],
-        *,
-        ignore_exclude_lb: bool = False,
-    ) -> tuple[IPElection, ...]:
-        ctx = self._context
-        if ctx is None or ctx[0] is not config or ctx[1] != nodes or ctx[2] != ignore_exclude_lb:
-            self._entries = {}
-            self._context = (config, nodes, ignore_exclude_lb)
-        old = self._entries
-        fresh: dict[str, _L2Entry] = {}
-        by_ip: dict[IPAddress, list[tuple[ServiceView, EndpointsView, IPElection]]] = {}
-        self.hits = self.misses = 0
-        for s in services:
-            eps = endpoints.get(s.key)
-            hit = old.get(s.key)
-            if hit is not None and hit[0] is s and hit[1] is eps:
-                result = hit[2]
-                self.hits += 1
-            else:
-                pair = (s, eps or EndpointsView(s.namespace, s.name))
-                result = elect(config, (pair,), nodes, ignore_exclude_lb=ignore_exclude_lb)
-                self.misses += 1
-            fresh[s.key] = (s, eps, result)
-            for e in result:
-                by_ip.setdefault(e.ip, []).append((s, eps or EndpointsView(s.namespace, s.name), e))
-        self._entries = fresh
-        out: list[IPElection] = []
-        for ip, items in by_ip.items():
-            if len(items) == 1:
-                out.append(items[0][2])
-                continue
-            merged = elect(
-                config, [(s, e) for s, e, _ in items], nodes, ignore_exclude_lb=ignore_exclude_lb
-            )
-            out.extend(e for e in merged if e.ip == ip)
-        return tuple(sorted(out, key=lambda e: (e.ip.version, int(e.ip))))

@@ -8,8 +8,9 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
   (:mod:`speaker.passwords`), so RBAC stays least-privilege;
 * the ExaBGP driver on the bridge's unix socket; the config file it renders is where the
   ExaBGP container's launcher (:mod:`speaker.exabgp.launch`) waits for it;
-* L2 mode with ``--l2-state``: the garp sidecar's desired-state file (:mod:`speaker.l2.announcer`),
-  and ``nodeAssigned`` events through an :class:`~exalb.k8s.events.EventRecorder`;
+* the protocols (:mod:`speaker.announcer`): BGP always (:mod:`speaker.bgp`), L2 with
+  ``--l2-state``, the garp sidecar's desired-state file (:mod:`speaker.l2.announcer`), with
+  ``nodeAssigned`` events through an :class:`~exalb.k8s.events.EventRecorder`;
 * ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``, and
   on the unix socket ``--status-socket`` if given;
 * SIGTERM/SIGINT: withdraw every route and exit (``--withdraw-on-exit``, the default: a
@@ -38,9 +39,11 @@ from exalb.k8s.informer import Informer
 from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
 from exalb.obs import ObservabilityServer, configure_logging
 from speaker.app import Settings, Speaker
-from speaker.cluster_store import World
+from speaker.bgp import BGPAnnouncer
+from speaker.cluster_store import ClusterStore
 from speaker.decisions import Options
 from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
+from speaker.l2.announcer import L2Announcer
 from speaker.passwords import SecretPasswords
 
 log = structlog.get_logger("exalb.speaker")
@@ -169,39 +172,42 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
     settings = Settings(
         node_name=args.node_name,
         namespace=args.namespace,
-        bridge_argv=tuple(bridge),
-        config_path=config_path,
         options=Options(
             ignore_exclude_lb=args.ignore_exclude_lb, load_balancer_class=args.lb_class or None
         ),
         debounce=args.debounce,
         withdraw_on_exit=args.withdraw_on_exit,
-        l2_state=Path(args.l2_state) if args.l2_state else None,
     )
     informers: list[Informer] = []
 
     def all_synced() -> bool:
         return all(i.synced.is_set() for i in informers)
 
-    world = World(args.node_name)
-    events = EventRecorder(kube, "exalb-speaker", args.node_name)
-    speaker = Speaker(
-        settings, world, driver, SecretPasswords(kube), synced=all_synced, events=events
+    store = ClusterStore(args.node_name)
+    bgp = BGPAnnouncer(
+        driver, bridge_argv=bridge, config_path=config_path, passwords=SecretPasswords(kube)
     )
-    world.on_change = speaker.notify
+    l2 = None
+    if args.l2_state:
+        events = EventRecorder(kube, "exalb-speaker", args.node_name)
+        l2 = L2Announcer(
+            args.node_name, args.l2_state, events=events, service_ref=store.service_ref
+        )
+    speaker = Speaker(settings, store, bgp, l2, synced=all_synced)
+    store.on_change = speaker.notify
     ns = args.namespace
     informers += [
-        Informer(kube, SERVICES, world.on_service),
-        Informer(kube, ENDPOINT_SLICES, world.on_endpoint_slice),
-        Informer(kube, NODES, world.on_node),
+        Informer(kube, SERVICES, store.on_service),
+        Informer(kube, ENDPOINT_SLICES, store.on_endpoint_slice),
+        Informer(kube, NODES, store.on_node),
         Informer(
             kube,
             CONFIG_MAPS,
-            world.on_config,
+            store.on_config,
             namespace=ns,
             field_selector=f"metadata.name={args.config_map}",
         ),
-        *(Informer(kube, kind, world.on_config, namespace=ns) for kind in CONFIG_KINDS),
+        *(Informer(kube, kind, store.on_config, namespace=ns) for kind in CONFIG_KINDS),
     ]
     return speaker, informers, kube
 

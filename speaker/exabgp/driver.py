@@ -63,6 +63,13 @@ class CommandError(Exception):
     """ExaBGP answered ``error`` (or the connection died before the ack)."""
 
 
+class ConfigRefusedError(Exception):
+    """``exabgp validate`` refused the rendered config; the old file stays in force.
+
+    A named exception (not ``ValueError``) so that a bug raising ``ValueError`` anywhere in
+    ``apply_config`` is never mistaken for "ExaBGP refused the config" and swallowed."""
+
+
 class ReloadError(Exception):
     """A ``reload`` could not be sent or was not applied; the old config file is restored."""
 
@@ -238,9 +245,8 @@ class Driver:
 
     async def apply_config(self, rendered: Rendered) -> bool:
         """Write, validate and ``reload`` the config if its text changed; True if reloaded.
-
-        Invalid configs are refused (the old file stays in force) with ``ValueError``; a
-        reload that fails (not connected, no ack, not applied in time) restores the old file
+         Invalid configs are refused (the old file stays in force) with :class:`ConfigRefusedError`;
+        a reload that fails (not connected, no ack, not applied in time) restores the old file
         and raises :class:`ReloadError`, so calling again later retries it.
         """
         if self._config_path is None:
@@ -261,7 +267,9 @@ class Driver:
                 RELOADS.labels("invalid").inc()
                 log.error("exabgp_config_invalid", error=problem)
                 tmp.unlink(missing_ok=True)
-                raise ValueError(f"rendered exabgp config rejected by exabgp validate: {problem}")
+                raise ConfigRefusedError(
+                    f"rendered exabgp config rejected by exabgp validate: {problem}"
+                )
         os.replace(tmp, path)
         if current is None:  # ExaBGP is started with this file afterwards: nothing to reload
             self.set_neighbors(rendered.neighbors)

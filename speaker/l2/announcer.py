@@ -1,10 +1,13 @@
 """L2 mode inside the speaker: elect every L2 IP, hand the result to the garp sidecar.
 
-Why in the speaker and not the sidecar: the sidecar has no Kubernetes access (design: it
-gets ``NET_RAW`` and nothing else). The speaker already holds every input of MetalLB's
-election (config, Services, EndpointSlices, *all* Nodes), so on every recompute it runs the
-pure :func:`speaker.l2.election.elect` (through :class:`speaker.decision_cache.ElectionMemo`) and
-:class:`speaker.l2.publisher.StatePublisher` writes the sidecar's document when it changed.
+The :class:`~speaker.announcer.Announcer` for L2. Why the election runs in the speaker and
+not in the sidecar: the sidecar (:mod:`garp`) has no Kubernetes access (design: it gets
+``NET_RAW`` and nothing else). The speaker already holds every input of MetalLB's election
+(config, Services, EndpointSlices, *all* Nodes), so on every recompute it runs the pure
+:func:`speaker.l2.election.elect` (through :class:`speaker.l2.election_cache.ElectionCache`)
+and :class:`speaker.l2.publisher.StatePublisher` writes the sidecar's document when it
+changed. The loop applies L2 before BGP and independently of it, so a slow ``reload`` never
+delays an ARP hand-over and an absent or broken ExaBGP does not stop L2.
 
 BGP and L2 are independent decisions, as in MetalLB: a Service whose pool has both a
 BGPAdvertisement and an L2Advertisement is routed by every eligible node *and* answered on
@@ -25,19 +28,21 @@ would write (nodes times Services) events at start-up for information ``/status`
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from exalb.config.model import Config
-from exalb.views import EndpointsView, NodeView, ServiceView
+from exalb.views import NodeView
 from speaker import metrics
-from speaker.decision_cache import ElectionMemo
+from speaker.announcer import Inputs
 from speaker.l2.election import IPElection
+from speaker.l2.election_cache import ElectionCache
 from speaker.l2.publisher import StatePublisher
 from speaker.status import L2View
 
@@ -73,8 +78,19 @@ def owned_services(elections: Iterable[IPElection], node: str) -> frozenset[str]
     return frozenset(s for e in elections if e.owner == node for s in e.services)
 
 
-class Layer2:
+@dataclass(frozen=True)
+class L2Plan:
+    """Every L2 IP of this speaker's ``loadBalancerClass`` with its ranked candidates, and
+    the Nodes (their addresses are the sidecars' probe targets)."""
+
+    elections: tuple[IPElection, ...]
+    nodes: tuple[NodeView, ...]
+
+
+class L2Announcer:
     """One node's L2 wiring; see the module docstring."""
+
+    name = "layer2"
 
     def __init__(
         self,
@@ -89,7 +105,7 @@ class Layer2:
         self.local_interfaces = local_interfaces
         self.node = node
         self.publisher = StatePublisher(state_file, node, ping=ping)
-        self.memo = ElectionMemo()
+        self.cache = ElectionCache()
         self.events = events
         self.service_ref = service_ref
         self.elections: tuple[IPElection, ...] = ()
@@ -97,21 +113,43 @@ class Layer2:
         self._ips: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2-events")
 
-    def elect(
-        self,
-        config: Config,
-        services: Iterable[ServiceView],
-        endpoints: Mapping[str, EndpointsView],
-        nodes: tuple[NodeView, ...],
-        *,
-        load_balancer_class: str | None,
-        ignore_exclude_lb: bool,
-    ) -> tuple[IPElection, ...]:
-        """Pure (memoized): every L2 IP of this speaker's ``loadBalancerClass``."""
-        mine = [s for s in services if s.load_balancer_class == load_balancer_class]
-        return self.memo.elect(config, mine, endpoints, nodes, ignore_exclude_lb=ignore_exclude_lb)
+    # -- Announcer ----------------------------------------------------------------------------
+    def decide(self, inputs: Inputs) -> L2Plan:
+        """Pure (cached): every L2 IP of this speaker's ``loadBalancerClass``."""
+        snap, options = inputs.snapshot, inputs.options
+        mine = [s for s in snap.services if s.load_balancer_class == options.load_balancer_class]
+        elections = self.cache.elect(
+            inputs.config,
+            mine,
+            snap.endpoints,
+            snap.nodes,
+            ignore_exclude_lb=options.ignore_exclude_lb,
+        )
+        return L2Plan(elections, snap.nodes)
 
-    def apply(self, elections: tuple[IPElection, ...], nodes: tuple[NodeView, ...]) -> None:
+    async def apply(self, plan: L2Plan) -> bool:
+        """Write the sidecar's state (off the loop thread); False when the file could not
+        be written (the sidecar keeps the previous state; the loop retries)."""
+        try:
+            await asyncio.to_thread(self.publish, plan.elections, plan.nodes)
+        except OSError as exc:
+            log.error("l2_state_write_failed", error=str(exc))
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Nothing runs in the background: the sidecar does the data-path work."""
+
+    async def stop(self, *, withdraw: bool) -> None:
+        """The state file stays (the sidecar keeps answering for the last known state: the
+        IP contract outlives the speaker process; a leaving node's sidecar says BYE itself)."""
+        self.close()
+
+    def ready(self) -> bool:
+        return True
+
+    # -- effects ------------------------------------------------------------------------------
+    def publish(self, elections: tuple[IPElection, ...], nodes: tuple[NodeView, ...]) -> None:
         """Write the sidecar's state (if changed), metrics, events. Raises ``OSError`` when
         the file cannot be written; everything else has been done by then."""
         self.elections = elections

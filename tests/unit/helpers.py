@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from exalb.config.model import Config, Pool, ServiceAllocation
@@ -31,3 +34,13 @@ def ips(*texts: str) -> tuple[Any, ...]:
 
 
 __all__ = ["ServiceAllocation", "config", "ips", "pool", "svc"]
+
+
+def sync(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test body with ``asyncio.run`` (the venv has no pytest-asyncio)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return run

@@ -315,7 +315,7 @@ async def test_apply_config_validates_writes_and_reloads(fake: FakeExaBGP, tmp_p
         # identical text: nothing happens
         assert not await d.apply_config(Rendered("new\n", (N1, n3), ()))
         assert fake.received.count("reload") == 1
-        with pytest.raises(ValueError, match="nonsense"):
+        with pytest.raises(drv.ConfigRefusedError, match="nonsense"):
             await d.apply_config(Rendered("bad\n", (N1,), ()))
         assert conf.read_text() == "new\n"
         assert fake.received.count("reload") == 1

@@ -1,4 +1,4 @@
-"""The speaker's pure pieces: the World store, the decision memo, /status, source addresses,
+"""The speaker's pure pieces: the cluster store, the decision memo, /status, source addresses,
 Secret passwords, and the CLI flags."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from exalb.config.documents import parse_documents
 from exalb.config.model import Config, Peer, SecretRef
 from exalb.views import NodeView
-from speaker.cluster_store import World
-from speaker.decision_cache import DecisionMemo
+from speaker.cluster_store import ClusterStore
+from speaker.decision_cache import DecisionCache
 from speaker.decisions import Options, decide
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import render_config
@@ -75,8 +75,8 @@ NODE = {
 }
 
 
-def loaded_world(changes: list[str] | None = None) -> World:
-    w = World("n1", on_change=(changes.append if changes is not None else lambda _k: None))
+def loaded_world(changes: list[str] | None = None) -> ClusterStore:
+    w = ClusterStore("n1", on_change=(changes.append if changes is not None else lambda _k: None))
     for i, obj in enumerate(cfg_objects()):
         w.on_config("added", f"{NS}/o{i}", None, obj)
     w.on_node("added", "n1", None, NODE)
@@ -87,7 +87,7 @@ def loaded_world(changes: list[str] | None = None) -> World:
     return w
 
 
-def config_of(w: World) -> Config:
+def config_of(w: ClusterStore) -> Config:
     result = parse_documents(w.snapshot().config_documents, namespace=NS)
     assert result.config is not None, result.problems
     return result.config
@@ -126,7 +126,7 @@ def test_world_merges_slices_and_reports_only_real_changes() -> None:
 def test_memo_equals_decide_and_only_redecides_what_changed() -> None:
     w = loaded_world()
     config = config_of(w)
-    memo = DecisionMemo()
+    memo = DecisionCache()
     snap = w.snapshot()
     assert snap.node is not None
     first = memo.decide(config, snap.node, snap.services, snap.endpoints, Options())

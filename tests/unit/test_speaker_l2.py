@@ -14,10 +14,12 @@ from exalb.config.model import BGPAdvertisement, Config, L2Advertisement, Pool
 from exalb.contracts.l2_state import Status, decode, encode_status
 from exalb.filechannel import write_atomic
 from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView, node_view
-from speaker.decision_cache import ElectionMemo
-from speaker.decisions import decide
-from speaker.l2.announcer import ANNOUNCE_FAILED, NODE_ASSIGNED, Layer2, owned_services
-from speaker.l2.election import NO_LOCAL_ENDPOINTS, NOT_OWNER, elect
+from speaker.announcer import Inputs
+from speaker.cluster_store import Snapshot
+from speaker.decisions import Options, decide
+from speaker.l2.announcer import ANNOUNCE_FAILED, NODE_ASSIGNED, L2Announcer, owned_services
+from speaker.l2.election import NO_LOCAL_ENDPOINTS, NOT_OWNER, IPElection, elect
+from speaker.l2.election_cache import ElectionCache
 from speaker.l2.publisher import StatePublisher
 from speaker.main import parse_args
 from speaker.status import ConfigState, L2View, WireView, status_document
@@ -55,6 +57,18 @@ def owner_of(addr: str, nodes: tuple[NodeView, ...] = NODES) -> str:
     return e.owner
 
 
+def decide_l2(
+    layer: L2Announcer,
+    config: Config,
+    services: list[ServiceView],
+    endpoints: dict[str, EndpointsView],
+    nodes: tuple[NodeView, ...],
+) -> tuple[IPElection, ...]:
+    """The announcer's decision for a speaker without a loadBalancerClass."""
+    snap = Snapshot(tuple(services), endpoints, nodes[0], (), 0, nodes)
+    return layer.decide(Inputs(config, nodes[0], snap, Options())).elections
+
+
 # -- memo ---------------------------------------------------------------------------------------
 
 
@@ -73,7 +87,7 @@ def test_election_memo_equals_elect_and_only_reelects_what_changed() -> None:
         "app/s2": eps("s2", "n3"),
     }
     want = elect(CONFIG, [(s, endpoints.get(s.key) or eps(s.name)) for s in services], NODES)
-    memo = ElectionMemo()
+    memo = ElectionCache()
     assert memo.elect(CONFIG, services, endpoints, NODES) == want
     assert (memo.hits, memo.misses) == (0, 5)
     shared = next(e for e in want if e.ip == ip("198.51.100.52"))
@@ -164,14 +178,11 @@ def test_only_the_new_owner_emits_node_assigned_and_sets_the_metric(tmp_path: Pa
     fakes = {}
     for n in (owner, other):
         fakes[n] = FakeEvents()
-        layers[n] = Layer2(n, tmp_path / f"{n}.json", events=fakes[n], service_ref=_ref)
+        layers[n] = L2Announcer(n, tmp_path / f"{n}.json", events=fakes[n], service_ref=_ref)
     services = [svc("web", addr)]
     for layer in layers.values():
-        el = layer.elect(
-            CONFIG, services, {"app/web": eps("web", "n1", "n2", "n3")}, NODES,
-            load_balancer_class=None, ignore_exclude_lb=False,
-        )  # fmt: skip
-        layer.apply(el, NODES)
+        el = decide_l2(layer, CONFIG, services, {"app/web": eps("web", "n1", "n2", "n3")}, NODES)
+        layer.publish(el, NODES)
         layer.drain_events()
     message = f"announcing from node {owner} with protocol layer2"
     assert fakes[owner].recorded == [("web", NODE_ASSIGNED, message)]
@@ -179,29 +190,25 @@ def test_only_the_new_owner_emits_node_assigned_and_sets_the_metric(tmp_path: Pa
     assert _owned_metric(addr) in (0.0, 1.0)  # both layers share the process registry
     # ETP Local with the only endpoint on `other`: ownership moves there
     for layer in layers.values():
-        el = layer.elect(
-            CONFIG, [svc("web", addr, "Local")], {"app/web": eps("web", other)}, NODES,
-            load_balancer_class=None, ignore_exclude_lb=False,
-        )  # fmt: skip
-        layer.apply(el, NODES)
+        el = decide_l2(
+            layer, CONFIG, [svc("web", addr, "Local")], {"app/web": eps("web", other)}, NODES
+        )
+        layer.publish(el, NODES)
         layer.drain_events()
     assert fakes[other].recorded[-1] == ("web", NODE_ASSIGNED, message.replace(owner, other))
     assert fakes[owner].forgotten == ["web"]  # so moving back emits again
     assert _owned_metric(addr) == 1.0  # `other` applied last
     # the IP is no longer L2-advertised: its series goes away
-    layers[other].apply((), NODES)
+    layers[other].publish((), NODES)
     assert _owned_metric(addr) is None
     for layer in layers.values():
         layer.close()
 
 
-def test_layer2_filters_the_load_balancer_class(tmp_path: Path) -> None:
-    layer = Layer2("n1", tmp_path / "s.json")
+def test_l2_announcer_filters_the_load_balancer_class(tmp_path: Path) -> None:
+    layer = L2Announcer("n1", tmp_path / "s.json")
     classy = ServiceView("app", "c", assigned_ips=(ip("198.51.100.54"),), load_balancer_class="x")
-    el = layer.elect(
-        CONFIG, [classy], {"app/c": eps("c", "n1")}, NODES,
-        load_balancer_class=None, ignore_exclude_lb=False,
-    )  # fmt: skip
+    el = decide_l2(layer, CONFIG, [classy], {"app/c": eps("c", "n1")}, NODES)
     assert el == ()
     layer.close()
 
@@ -317,13 +324,12 @@ def test_announce_failed_when_no_advertised_interface_exists(
         pools=(L2_POOL,), l2_advertisements=(L2Advertisement("l2", ("l2",), interfaces=("eth1",)),)
     )
     fake = FakeEvents()
-    layer = Layer2(owner, tmp_path / "s.json", events=fake, service_ref=_ref,
+    layer = L2Announcer(owner, tmp_path / "s.json", events=fake, service_ref=_ref,
                    local_interfaces=lambda: present)  # fmt: skip
-    el = layer.elect(
-        config, [svc("web", addr)], {"app/web": eps("web", "n1", "n2", "n3")}, NODES,
-        load_balancer_class=None, ignore_exclude_lb=False,
-    )  # fmt: skip
-    layer.apply(el, NODES)
+    el = decide_l2(
+        layer, config, [svc("web", addr)], {"app/web": eps("web", "n1", "n2", "n3")}, NODES
+    )
+    layer.publish(el, NODES)
     layer.drain_events()
     reasons = [r for _, r, _ in fake.recorded]
     assert reasons == ([NODE_ASSIGNED, ANNOUNCE_FAILED] if failed else [NODE_ASSIGNED])
