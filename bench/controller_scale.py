@@ -5,7 +5,7 @@ every one has an IP in status, and the controller's peak RSS; then a cold start 
 controller over the 5,000 assigned Services (restore, then a full reconcile that writes
 nothing). Prints a table.
 
-    python bench/controller.py [N ...]
+    python bench/controller_scale.py [N ...]
 """
 
 from __future__ import annotations
