@@ -8,10 +8,10 @@ attributes, as seen on the wire, and for a node that does not, the reason. That 
 * the controller's, written on the Service object: ``status.loadBalancer.ingress``, the
   ``metallb.io/ip-allocated-from-pool`` annotation, the ``exalb.io/*`` conditions, and its
   events;
-* each speaker's ``/status`` document (``speaker/status.py``): its per-Service decision and
-  MetalLB's reason, the routes it wants per peer with their attributes and whether ExaBGP's
-  adj-rib-out holds them (``onWire``), the sessions, the adj-rib-out itself, and, when the
-  speaker does L2, an ``l2`` section (per IP: owner, candidates, answering; per Service:
+* each speaker's ``/status`` document (:mod:`exalb.contracts.speaker_status`): its per-Service
+  decision and MetalLB's reason, the routes it wants per peer with their attributes and whether
+  ExaBGP's adj-rib-out holds them (``onWire``), the sessions, the adj-rib-out itself, and, when
+  the speaker does L2, an ``l2`` section (per IP: owner, candidates, answering; per Service:
   announce, reason, owner).
 
 Here those documents go in as JSON values and one JSON-able dict comes out per command, so
@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exalb.contracts.speaker_status import NOT_OURS, OnWire
+
 JSON = dict[str, Any]
 
 POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
@@ -35,8 +37,14 @@ CONDITION_ALLOCATED = "exalb.io/IPAllocated"
 CONDITION_OUT_OF_POOL = "exalb.io/OutOfPool"
 CONDITION_CONFLICT = "exalb.io/IPConflict"
 
-#: ``onWire`` states of a wanted route (speaker/status.py) plus two only a join can see.
-SENT, HELD, MISSING, DIFFERS, UNKNOWN = "sent", "held", "missing", "differs", "unknown"
+#: ``onWire`` states of a wanted route (the speaker's contract) plus one only a join can see.
+SENT, HELD, MISSING, DIFFERS, UNKNOWN = (
+    OnWire.SENT,
+    OnWire.HELD,
+    OnWire.MISSING,
+    OnWire.DIFFERS,
+    OnWire.UNKNOWN,
+)
 UNWANTED = "unwanted"  # in the adj-rib-out, but no Service of this node wants it
 STATE_HELP = {
     SENT: "in ExaBGP's adj-rib-out, session established",
@@ -48,8 +56,6 @@ STATE_HELP = {
 }
 #: A speaker has not (yet) seen the Service: not synced, other namespace, or it is new.
 NOT_SEEN = "notSeenBySpeaker"
-#: Reasons that mean "this is not a Service exalb load-balances" rather than "not here".
-NOT_OURS = ("notLoadBalancer", "loadBalancerClass")
 ROUTE_ATTRIBUTES = ("nextHop", "localPref", "med", "communities", "largeCommunities")
 
 

@@ -37,6 +37,7 @@ import structlog
 
 from exalb.config.documents import parse_documents
 from exalb.config.model import Config
+from exalb.contracts.speaker_status import StatusDocument
 from speaker import metrics
 from speaker.announcer import Announcer, Inputs
 from speaker.bgp import BGPAnnouncer, BGPPlan
@@ -221,7 +222,7 @@ class Speaker:
         metrics.CONFIG_PROBLEMS.labels("warning").set(len(result.warnings))
 
     # -- status -------------------------------------------------------------------------------
-    def status(self, params: Mapping[str, str]) -> dict[str, Any]:
+    def status(self, params: Mapping[str, str]) -> StatusDocument:
         """The ``/status`` document; called from the HTTP server's thread."""
         loop = self._loop
         wire = WireView(error="speaker loop not running")

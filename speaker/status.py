@@ -9,29 +9,22 @@ that is "in the adj-rib-out" but whose session is down is visibly not on the wir
 L2 (``l2`` section and each Service's ``l2`` entry): per Service IP, the elected owner, this
 node's rank among the candidates, the reason when it does not own, and whether this node's
 garp sidecar answers for the IP *right now* (its ``<state>.status`` file, which differs from
-the election after a data-path takeover). Keys, as read by ``exalbctl``::
+the election after a data-path takeover).
 
-    "l2": {"stateFile": str|null, "generation": int|null,
-           "sidecar": {"generation": int, "peers": {node: alive}} | null,
-           "ips": [{"ip", "services": [...], "owner": str|null, "rank": int|null,
-                    "candidates": [str...], "answering": bool|null, "reason": str|null}]}
-    services[i]["l2"] = {"announce": bool, "reason": str|null, "owner": str|null}
-
-``answering`` is null when L2 is off or the sidecar has not reported; ``l2`` is omitted
-from a Service that is not L2-advertised (no L2 IP, or no IP at all).
-
-The document is plain JSON types only (no dataclasses), stable in key order, and built from
-values the caller already has, so it is unit-testable and cheap.
+The document's shape is the contract :mod:`exalb.contracts.speaker_status` (TypedDicts that
+``exalbctl`` reads too). It is plain JSON types only (no dataclasses), stable in key order,
+and built from values the caller already has, so it is unit-testable and cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from exalb.config.model import IPNetwork, Peer
+from exalb.contracts import speaker_status as doc
 from exalb.contracts.l2_state import Status as SidecarStatus
+from exalb.contracts.speaker_status import OnWire
 from speaker.decisions import Announcements, Route, ServiceDecision
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered
@@ -56,7 +49,6 @@ class WireView:
     adj_rib_out: Mapping[str, Mapping[IPNetwork, AdjRibEntry]] | None = None
     error: str | None = None
     connected: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,7 @@ class L2View:
     sidecar: SidecarStatus | None = None
 
 
-def l2_ip_json(e: IPElection, node: str, l2: L2View) -> dict[str, Any]:
+def l2_ip_json(e: IPElection, node: str, l2: L2View) -> doc.L2IP:
     sidecar = l2.sidecar if l2.state_file is not None else None
     return {
         "ip": str(e.ip),
@@ -82,7 +74,7 @@ def l2_ip_json(e: IPElection, node: str, l2: L2View) -> dict[str, Any]:
     }
 
 
-def l2_service_json(elections: Sequence[IPElection], node: str) -> dict[str, Any]:
+def l2_service_json(elections: Sequence[IPElection], node: str) -> doc.ServiceL2:
     """One Service's L2 decision from its IPs' elections (all share one ranking, keyed on
     the Service's first IP; the first IP's election speaks when a shared IP differs)."""
     owned = any(e.reason(node) is None for e in elections)
@@ -94,7 +86,7 @@ def l2_service_json(elections: Sequence[IPElection], node: str) -> dict[str, Any
     }
 
 
-def l2_section(node: str, l2: L2View, service: str | None = None) -> dict[str, Any]:
+def l2_section(node: str, l2: L2View, service: str | None = None) -> doc.L2Section:
     elections = [e for e in l2.elections if service is None or service in e.services]
     sidecar = l2.sidecar if l2.state_file is not None else None
     return {
@@ -116,9 +108,8 @@ def established(n: NeighborStatus) -> bool:
     return n.fsm.upper() == "ESTABLISHED"
 
 
-def _attributes(r: Route | AdjRibEntry) -> dict[str, Any]:
+def _add_attributes(out: doc.RouteAttributes, r: Route | AdjRibEntry) -> None:
     """The path attributes both a wanted route and an adj-rib-out entry carry (set ones)."""
-    out: dict[str, Any] = {}
     if r.local_pref is not None:
         out["localPref"] = r.local_pref
     if r.med is not None:
@@ -127,25 +118,27 @@ def _attributes(r: Route | AdjRibEntry) -> dict[str, Any]:
         out["communities"] = list(r.communities)
     if r.large_communities:
         out["largeCommunities"] = list(r.large_communities)
-    return out
 
 
-def route_json(route: Route, peer_address: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def route_json(route: Route, peer_address: str | None, on_wire: OnWire) -> doc.WantedRoute:
+    out: doc.WantedRoute = {
         "prefix": str(route.prefix),
         "peer": route.peer_name,
         "peerAddress": peer_address,
         "nextHop": route.next_hop,
+        "onWire": on_wire,
     }
-    return out | _attributes(route)
+    _add_attributes(out, route)
+    return out
 
 
-def adj_rib_entry_json(entry: AdjRibEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"prefix": str(entry.prefix), "nextHop": entry.next_hop}
-    return out | _attributes(entry)
+def adj_rib_entry_json(entry: AdjRibEntry) -> doc.AdjRibEntry:
+    out: doc.AdjRibEntry = {"prefix": str(entry.prefix), "nextHop": entry.next_hop}
+    _add_attributes(out, entry)
+    return out
 
 
-def neighbor_json(n: NeighborStatus, peer_names: Mapping[str, str]) -> dict[str, Any]:
+def neighbor_json(n: NeighborStatus, peer_names: Mapping[str, str]) -> doc.SessionEntry:
     return {
         "peer": peer_names.get(str(n.peer)),
         "address": str(n.peer),
@@ -165,19 +158,18 @@ def _on_wire(
     address: str | None,
     wire: WireView,
     up: set[str],
-) -> str:
-    """``sent`` (held for an established session), ``held`` (session not up), ``missing``,
-    ``differs`` (other attributes held) or ``unknown`` (ExaBGP not asked/answering)."""
+) -> OnWire:
+    """Where ``route`` stands in ExaBGP's adj-rib-out (see :class:`OnWire`)."""
     if wire.adj_rib_out is None or address is None:
-        return "unknown"
+        return OnWire.UNKNOWN
     entry = wire.adj_rib_out.get(address, {}).get(route.prefix)
     if entry is None:
-        return "missing"
+        return OnWire.MISSING
     if not entry.matches(route):
-        return "differs"
+        return OnWire.DIFFERS
     if wire.neighbors is not None and address not in up:
-        return "held"
-    return "sent"
+        return OnWire.HELD
+    return OnWire.SENT
 
 
 def decision_json(
@@ -185,8 +177,8 @@ def decision_json(
     addresses: Mapping[str, str],
     wire: WireView,
     up: set[str],
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"service": d.service, "announce": d.announce}
+) -> doc.ServiceEntry:
+    out: doc.ServiceEntry = {"service": d.service, "announce": d.announce}
     if d.reason is not None:
         out["reason"] = d.reason
     if d.pool is not None:
@@ -194,13 +186,12 @@ def decision_json(
     if d.advertisements:
         out["advertisements"] = list(d.advertisements)
     if d.routes:
-        routes = []
-        for r in sorted(d.routes, key=Route.sort_key):
-            address = addresses.get(r.peer_name)
-            item = route_json(r, address)
-            item["onWire"] = _on_wire(r, address, wire, up)
-            routes.append(item)
-        out["routes"] = routes
+        out["routes"] = [
+            route_json(
+                r, addresses.get(r.peer_name), _on_wire(r, addresses.get(r.peer_name), wire, up)
+            )
+            for r in sorted(d.routes, key=Route.sort_key)
+        ]
     if d.warnings:
         out["warnings"] = list(d.warnings)
     return out
@@ -215,7 +206,7 @@ def status_document(
     wire: WireView,
     service: str | None = None,
     l2: L2View | None = None,
-) -> dict[str, Any]:
+) -> doc.StatusDocument:
     """The whole ``/status`` (``service`` = ``namespace/name`` narrows the Service list)."""
     l2 = l2 or L2View()
     l2_by_service: dict[str, list[IPElection]] = {}
@@ -230,7 +221,7 @@ def status_document(
     if service is not None:
         decisions = tuple(d for d in decisions if d.service == service)
     announced = sum(1 for d in decisions if d.announce)
-    doc: dict[str, Any] = {
+    return {
         "node": node,
         "config": {
             "loaded": config.loaded,
@@ -238,7 +229,7 @@ def status_document(
             "source": config.source,
             "problems": list(config.problems),
         },
-        "exabgp": {"connected": wire.connected, "error": wire.error, **dict(wire.extra)},
+        "exabgp": {"connected": wire.connected, "error": wire.error},
         "peers": [
             {
                 "name": p.name,
@@ -276,12 +267,11 @@ def status_document(
         ],
         "l2": l2_section(node, l2, service),
     }
-    return doc
 
 
 def _with_l2(
-    item: dict[str, Any], elections: Sequence[IPElection] | None, node: str
-) -> dict[str, Any]:
+    item: doc.ServiceEntry, elections: Sequence[IPElection] | None, node: str
+) -> doc.ServiceEntry:
     if elections:
         item["l2"] = l2_service_json(elections, node)
     return item

@@ -51,8 +51,18 @@ class BridgeProc:
         return buf.decode().splitlines()
 
     def client(self) -> socket.socket:
-        c = socket.socket(socket.AF_UNIX)
-        c.connect(str(self.sock))
+        """Connect; the socket file exists from ``bind``, so ``listen`` may not have happened
+        yet on a loaded machine: retry a refused connect for a while."""
+        deadline = time.monotonic() + 10
+        while True:
+            c = socket.socket(socket.AF_UNIX)
+            try:
+                c.connect(str(self.sock))
+                break
+            except ConnectionRefusedError:
+                c.close()
+                assert time.monotonic() < deadline, "bridge did not accept"
+                time.sleep(0.01)
         c.settimeout(2.0)
         return c
 
