@@ -17,7 +17,13 @@ so it may crash, restart or be upgraded without ExaBGP noticing. Its rules:
   ``exabgp validate`` and sends ``reload``; ExaBGP then touches only the neighbors whose
   definition changed. Routes are only sent to neighbors of the applied config.
 * **Graceful restart.** For neighbors rendered with ``manual-eor``, ``announce eor`` follows
-  every full re-sync, so a router holding stale routes flushes only what is really gone.
+  the first convergence after the driver connects, after the neighbor's session comes up,
+  and after the neighbor is first learned (a peer added by ``reload``, or every peer when the
+  driver connected before the speaker's first computation: a speaker and ExaBGP restarted
+  together find the sessions already up), so a router holding stale routes flushes only what
+  is really gone, and never waits for an End-of-RIB that nobody owes it. ExaBGP refuses an
+  End-of-RIB for a session that is not established; such a neighbor gets it when its ``up``
+  event arrives.
 * **Shutdown.** ``shutdown(withdraw=True)`` withdraws everything and waits for the acks (a
   node leaving); ``withdraw=False`` leaves the routes with ExaBGP (a speaker restart).
 
@@ -213,7 +219,9 @@ class Driver:
         self._routes: frozenset[Route] = frozenset()
         self._actual: dict[str, dict[IPNetwork, AdjRibEntry | Route]] | None = None
         self._resync_reasons: set[str] = set()
-        self._eor_due: set[str] = set()  # neighbor addresses owed an End-of-RIB
+        # neighbor addresses that had their End-of-RIB (or were refused it: session down)
+        # since the driver connected or their session came up; every other GR neighbor is owed
+        self._eor_sent: set[str] = set()
         self._wake = asyncio.Event()
         self._converged = asyncio.Event()
         self._stopping = False
@@ -345,7 +353,7 @@ class Driver:
             log.info("bridge_connected", n=self.connections)
             self._actual = None
             self._resync_reasons.add("connect")
-            self._eor_due.update(n.address for n in self._neighbors.values())
+            self._eor_sent.clear()
             try:
                 await self._serve(self._conn)
             except (ConnectionError, TimeoutError, OSError) as exc:
@@ -423,12 +431,26 @@ class Driver:
                 withdraw=sum(len(c.withdrawn) for c in commands),
                 lines=len(commands),
             )
-        eor = [
-            n for n in self._neighbors.values() if n.graceful_restart and n.address in self._eor_due
+        await self._send_owed_eor()
+
+    async def _send_owed_eor(self) -> None:
+        """End-of-RIB to every graceful-restart neighbor that is owed one (module docstring).
+
+        An ``error`` answer means ExaBGP has no established session with that neighbor: not a
+        failure to retry, the neighbor's ``up`` event will owe it again."""
+        owed = [
+            n
+            for n in self._neighbors.values()
+            if n.graceful_restart and n.address not in self._eor_sent
         ]
-        if eor:
-            await self._run_commands([protocol.end_of_rib(n.address, n.family) for n in eor])
-        self._eor_due.clear()
+        if not owed:
+            return
+        lines = [protocol.end_of_rib(n.address, n.family) for n in owed]
+        results = await self._send(lines, ["announce"] * len(lines), refusals_expected=True)
+        for n, result in zip(owed, results, strict=True):
+            self._eor_sent.add(n.address)
+            if isinstance(result, BaseException):
+                log.info("eor_waits_for_session", peer=n.address)
 
     async def _apply(self, commands: list[Command]) -> None:
         """Send pipelined; update the belief per acked command; any error → re-read later."""
@@ -458,7 +480,9 @@ class Driver:
             out.append(r)
         return out
 
-    async def _send(self, lines: list[str], verbs: list[str]) -> list[list[str] | BaseException]:
+    async def _send(
+        self, lines: list[str], verbs: list[str], *, refusals_expected: bool = False
+    ) -> list[list[str] | BaseException]:
         conn = self._conn
         if conn is None or conn.closed.is_set():
             raise ConnectionError("not connected to the ExaBGP bridge")
@@ -478,8 +502,9 @@ class Driver:
             raise
         for line, verb, r in zip(lines, verbs, results, strict=True):
             if isinstance(r, CommandError):
-                COMMAND_ERRORS.labels(_verb(verb)).inc()
-                log.error("exabgp_command_failed", command=line)
+                if not refusals_expected:
+                    COMMAND_ERRORS.labels(_verb(verb)).inc()
+                    log.error("exabgp_command_failed", command=line)
             elif isinstance(r, BaseException) and not isinstance(r, ConnectionError):
                 raise r
         if any(isinstance(r, ConnectionError) for r in results):
@@ -493,8 +518,8 @@ class Driver:
                 PEER_UP.labels(name).set(1 if msg.state == "up" else 0)
             log.info("bgp_peer_state", peer=str(msg.peer), state=msg.state, reason=msg.reason)
             if msg.state == "up":
+                self._eor_sent.discard(str(msg.peer))  # a new session: owed its End-of-RIB
                 self._resync_reasons.add("peer_up")
-                self._eor_due.add(str(msg.peer))
                 self._converged.clear()
                 self._wake.set()
         elif isinstance(msg, protocol.Shutdown):

@@ -40,6 +40,7 @@ class FakeExaBGP:
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.AbstractServer | None = None
         self.pending_neighbors: list[str] | None = None  # applied after a reload
+        self.down: set[str] = set()  # neighbors without an established session
 
     async def start(self) -> None:
         self.server = await asyncio.start_unix_server(self._client, str(self.path))
@@ -92,8 +93,8 @@ class FakeExaBGP:
         rib = self.rib[words[1]]
         verb, kind = words[2], words[3]
         rest = " ".join(words[4:])
-        if kind == "eor":
-            return ["done"]
+        if kind == "eor":  # ExaBGP only matches established peers for an End-of-RIB
+            return ["error"] if words[1] in self.down else ["done"]
         if kind == "route":
             prefix, _, attrs = rest.partition(" ")
             prefixes = [prefix]
@@ -261,6 +262,49 @@ async def test_up_event_resyncs_and_sends_eor_for_gr_peers(
             "show adj-rib out extensive",
             "neighbor 192.0.2.5 announce eor ipv4 unicast",
         ]
+
+
+@with_fake
+async def test_eor_is_owed_to_neighbors_learned_after_connect(
+    fake: FakeExaBGP, tmp_path: Path
+) -> None:
+    """A speaker and ExaBGP restarted together: the sessions are up before the speaker's
+    first computation gives the driver its neighbors; End-of-RIB must still be sent."""
+    d = Driver(unix_connector(fake.path), reconnect_delay=0.05, error_backoff=0.05)
+    async with running(d):
+        await d.wait_converged(5)  # connected, nothing known yet
+        d.set_neighbors([N1, N2, N6])
+        d.set_routes([R("203.0.113.10/32", "r2")])
+        await d.wait_converged(5)
+        assert fake.received[-1] == "neighbor 192.0.2.5 announce eor ipv4 unicast"
+        assert fake.routes("192.0.2.5") == {"203.0.113.10/32": ""}
+        # a peer added later (reload) is owed one too, once
+        n2b = Neighbor("r2b", "2001:db8:1::1", 6, True, "")
+        d.set_neighbors([N1, N2, n2b])
+        await d.wait_converged(5)
+        assert fake.received[-1] == "neighbor 2001:db8:1::1 announce eor ipv6 unicast"
+        assert fake.received.count("neighbor 192.0.2.5 announce eor ipv4 unicast") == 1
+
+
+@with_fake
+async def test_eor_for_a_session_that_is_down_waits_for_its_up_event(
+    fake: FakeExaBGP, tmp_path: Path
+) -> None:
+    fake.down = {"192.0.2.5"}
+    errors_before = drv.COMMAND_ERRORS.labels("announce")._value.get()
+    d = new_driver(fake)
+    d.set_routes([R("203.0.113.10/32", "r2")])
+    async with running(d):
+        await d.wait_converged(5)
+        await asyncio.sleep(0.2)  # no retry loop on the refusal
+        eor = "neighbor 192.0.2.5 announce eor ipv4 unicast"
+        assert fake.received.count(eor) == 1
+        assert drv.COMMAND_ERRORS.labels("announce")._value.get() == errors_before
+        fake.down = set()
+        fake.event("192.0.2.5", "up")
+        await asyncio.sleep(0.2)
+        await d.wait_converged(5)
+        assert fake.received.count(eor) == 2 and fake.received[-1] == eor
 
 
 @with_fake
