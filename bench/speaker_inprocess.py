@@ -35,7 +35,8 @@ from exalb.obs import configure_logging
 from speaker.app import Settings, Speaker
 from speaker.bgp import BGPAnnouncer
 from speaker.cluster_store import ClusterStore
-from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
+from speaker.exabgp.connection import unix_connector
+from speaker.exabgp.driver import Driver, exabgp_validate
 
 
 def service(i: int, ip: str) -> dict[str, Any]:

@@ -14,10 +14,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import structlog
 
 from controller.app import Controller
+from exalb.flags import add_env_flag
 from exalb.k8s.client import ApiError, KubeClient
 from exalb.k8s.events import EventRecorder
 from exalb.k8s.leader import LeaderElector
@@ -26,46 +28,26 @@ from exalb.obs import ObservabilityServer, configure_logging
 log = structlog.get_logger("exalb.controller")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"EXALB_{name}", default)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="exalb-controller", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--kubeconfig",
-        default=_env("KUBECONFIG", os.environ.get("KUBECONFIG")),
-        help="kubeconfig path (default: in-cluster, then ~/.kube/config)",
-    )
-    p.add_argument(
-        "--namespace",
-        default=_env("NAMESPACE", "metallb-system"),
-        help="namespace of the config objects and the legacy ConfigMap",
-    )
-    p.add_argument(
-        "--config-map",
-        default=_env("CONFIG_MAP", "config"),
-        help="name of the legacy MetalLB ConfigMap (read when no CRDs exist)",
-    )
-    p.add_argument(
-        "--lb-class",
-        default=_env("LB_CLASS") or None,
-        help="serve only Services with this loadBalancerClass "
-        "(default: only Services without a class)",
-    )
-    p.add_argument("--metrics-addr", default=_env("METRICS_ADDR", "127.0.0.1:7472"))
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
-    p.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=(_env("LEADER_ELECT", "true") or "true").lower() == "true",
-    )
-    p.add_argument("--lease-name", default=_env("LEASE_NAME", "exalb-controller"))
-    p.add_argument(
-        "--identity",
-        default=_env("POD_NAME", os.environ.get("POD_NAME"))
-        or f"{socket.gethostname()}-{os.getpid()}",
-    )
+
+    def flag(name: str, env_name: str, help: str = "", **kw: Any) -> None:
+        add_env_flag(p, name, f"EXALB_{env_name}", help=help, **kw)
+
+    flag("--kubeconfig", "KUBECONFIG", "kubeconfig path (default: in-cluster, then "
+         "~/.kube/config)", default=os.environ.get("KUBECONFIG"))  # fmt: skip
+    flag("--namespace", "NAMESPACE", "namespace of the config objects and the legacy "
+         "ConfigMap", default="metallb-system")  # fmt: skip
+    flag("--config-map", "CONFIG_MAP", "name of the legacy MetalLB ConfigMap (read when no "
+         "CRDs exist)", default="config")  # fmt: skip
+    flag("--lb-class", "LB_CLASS", "serve only Services with this loadBalancerClass "
+         "(default: only Services without a class)")  # fmt: skip
+    flag("--metrics-addr", "METRICS_ADDR", default="127.0.0.1:7472")
+    flag("--log-level", "LOG_LEVEL", default="info")
+    flag("--leader-elect", "LEADER_ELECT", action=argparse.BooleanOptionalAction, default=True)
+    flag("--lease-name", "LEASE_NAME", default="exalb-controller")
+    flag("--identity", "POD_NAME", "leader-election identity",
+         default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}")  # fmt: skip
     return p.parse_args(argv)
 
 

@@ -36,7 +36,8 @@ from speaker import metrics
 from speaker.announcer import Inputs
 from speaker.decision_cache import DecisionCache
 from speaker.decisions import Announcements, Route, cluster_warnings
-from speaker.exabgp.driver import PEER_UP, CommandError, ConfigRefusedError, ReloadError
+from speaker.exabgp.connection import PEER_UP, CommandError
+from speaker.exabgp.driver import ConfigRefusedError, ReloadError
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered, render_config
 from speaker.sources import Resolver, kernel_source_address, with_source_addresses

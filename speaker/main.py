@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from exalb.flags import add_env_flag, env_bool
 from exalb.k8s.client import KubeClient
 from exalb.k8s.events import EventRecorder
 from exalb.k8s.informer import Informer
@@ -42,22 +43,12 @@ from speaker.app import Settings, Speaker
 from speaker.bgp import BGPAnnouncer
 from speaker.cluster_store import ClusterStore
 from speaker.decisions import Options
-from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
+from speaker.exabgp.connection import unix_connector
+from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.l2.announcer import L2Announcer
 from speaker.passwords import SecretPasswords
 
 log = structlog.get_logger("exalb.speaker")
-
-TRUE = ("1", "true", "yes", "on")
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
-
-
-def _env_bool(name: str) -> bool:
-    return (os.environ.get(name) or "").lower() in TRUE
 
 
 def _default_bridge(socket_path: str) -> list[str]:
@@ -70,78 +61,42 @@ def _default_bridge(socket_path: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="exalb-speaker", description=__doc__.split("\n")[0])
-    add = p.add_argument
-    add("--node-name", default=_env("NODE_NAME"), help="this node (env NODE_NAME)")
-    add("--kubeconfig", default=_env("KUBECONFIG"), help="default: in-cluster config")
-    add(
-        "--namespace",
-        default=_env("METALLB_NAMESPACE", "metallb-system"),
-        help="config namespace (env METALLB_NAMESPACE)",
-    )
-    add(
-        "--config-map",
-        default=_env("METALLB_CONFIGMAP", "config"),
-        help="legacy ConfigMap name (env METALLB_CONFIGMAP)",
-    )
-    add("--lb-class", default=_env("LB_CLASS"), help="only this loadBalancerClass (env LB_CLASS)")
-    add(
-        "--ignore-exclude-lb",
-        action="store_true",
-        default=_env_bool("IGNORE_EXCLUDE_LB"),
-        help="ignore the exclude-from-external-load-balancers node label",
-    )
-    add(
-        "--exabgp-socket",
-        default=_env("EXABGP_SOCKET", "/run/exalb/exabgp.sock"),
-        help="the bridge's unix socket (env EXABGP_SOCKET)",
-    )
-    add(
-        "--exabgp-config",
-        default=_env("EXABGP_CONFIG", "/run/exalb/exabgp.conf"),
-        help="where to render exabgp.conf; the ExaBGP launcher waits for it (env EXABGP_CONFIG)",
-    )
-    add(
-        "--l2-state",
-        default=_env("L2_STATE"),
-        help="the garp sidecar's desired-state file; L2 mode is off when unset (env L2_STATE)",
-    )
-    add(
-        "--exabgp",
-        default=_env("EXABGP", str(Path(sys.executable).with_name("exabgp"))),
-        help="exabgp executable, used for `exabgp validate` (env EXABGP)",
-    )
-    add("--no-validate", action="store_true", help="skip `exabgp validate` of rendered configs")
-    add(
-        "--bridge-command",
-        default=_env("EXABGP_BRIDGE_COMMAND"),
-        help="argv ExaBGP runs as its API process (space separated); "
-        "default: exalb-exabgp-bridge --socket <exabgp-socket>",
-    )
-    add(
-        "--metrics-addr",
-        default=_env("METRICS_ADDR", "127.0.0.1:7473"),
-        help="host:port for /metrics, /status, /healthz, /readyz (env METRICS_ADDR)",
-    )
-    add(
-        "--status-socket",
-        default=_env("STATUS_SOCKET"),
-        help="also serve those endpoints on this unix socket (0600), so host tools reach a "
-        "speaker in another network namespace: `kubectl exalb --speaker NODE=unix://PATH` "
-        "(env STATUS_SOCKET)",
-    )
-    add("--log-level", default=_env("LOG_LEVEL", "info"))
-    add(
-        "--debounce",
-        type=float,
-        default=float(_env("DEBOUNCE", "0.02") or 0.02),
-        help="seconds to collect changes before recomputing (env DEBOUNCE)",
-    )
+
+    def flag(name: str, env_name: str, help: str = "", **kw: Any) -> None:
+        add_env_flag(p, name, env_name, help=help, **kw)
+
+    flag("--node-name", "NODE_NAME", "this node (required)")
+    flag("--kubeconfig", "KUBECONFIG", "default: in-cluster config")
+    flag("--namespace", "METALLB_NAMESPACE", "config namespace", default="metallb-system")
+    flag("--config-map", "METALLB_CONFIGMAP", "legacy ConfigMap name", default="config")
+    flag("--lb-class", "LB_CLASS", "only Services of this loadBalancerClass")
+    flag("--ignore-exclude-lb", "IGNORE_EXCLUDE_LB", "ignore the "
+         "exclude-from-external-load-balancers node label", action="store_true")  # fmt: skip
+    flag("--exabgp-socket", "EXABGP_SOCKET", "the bridge's unix socket",
+         default="/run/exalb/exabgp.sock")  # fmt: skip
+    flag("--exabgp-config", "EXABGP_CONFIG", "where to render exabgp.conf; the ExaBGP "
+         "launcher waits for it", default="/run/exalb/exabgp.conf")  # fmt: skip
+    flag("--l2-state", "L2_STATE", "the garp sidecar's desired-state file; L2 mode is off "
+         "when unset")  # fmt: skip
+    flag("--exabgp", "EXABGP", "exabgp executable, used for `exabgp validate`",
+         default=str(Path(sys.executable).with_name("exabgp")))  # fmt: skip
+    p.add_argument("--no-validate", action="store_true", help="skip `exabgp validate`")
+    flag("--bridge-command", "EXABGP_BRIDGE_COMMAND", "argv ExaBGP runs as its API process "
+         "(space separated); default: exalb-exabgp-bridge --socket <exabgp-socket>")  # fmt: skip
+    flag("--metrics-addr", "METRICS_ADDR", "host:port for /metrics, /status, /healthz, "
+         "/readyz", default="127.0.0.1:7473")  # fmt: skip
+    flag("--status-socket", "STATUS_SOCKET", "also serve those endpoints on this unix "
+         "socket (0600), so host tools reach a speaker in another network namespace: "
+         "`kubectl exalb --speaker NODE=unix://PATH`")  # fmt: skip
+    flag("--log-level", "LOG_LEVEL", default="info")
+    flag("--debounce", "DEBOUNCE", "seconds to collect changes before recomputing",
+         type=float, default=0.02)  # fmt: skip
     on_exit = p.add_mutually_exclusive_group()
     on_exit.add_argument(
         "--withdraw-on-exit",
         dest="withdraw_on_exit",
         action="store_true",
-        default=not _env_bool("KEEP_ROUTES_ON_EXIT"),
+        default=not env_bool("KEEP_ROUTES_ON_EXIT"),
         help="SIGTERM withdraws every route before exiting (default)",
     )
     on_exit.add_argument(

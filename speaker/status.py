@@ -230,31 +230,14 @@ def status_document(
             "problems": list(config.problems),
         },
         "exabgp": {"connected": wire.connected, "error": wire.error},
-        "peers": [
-            {
-                "name": p.name,
-                "address": str(p.peer_address),
-                "myASN": p.session_local_asn,
-                "peerASN": p.peer_asn,
-                "configured": rendered is not None
-                and any(n.peer_name == p.name for n in rendered.neighbors),
-            }
-            for p in peers
-        ],
+        "peers": [peer_json(p, rendered) for p in peers],
         "renderProblems": [str(p) for p in rendered.problems] if rendered else [],
         "sessions": (
             [neighbor_json(n, names) for n in wire.neighbors]
             if wire.neighbors is not None
             else None
         ),
-        "adjRibOut": (
-            {
-                addr: [adj_rib_entry_json(e) for _, e in sorted(rib.items(), key=_prefix_key)]
-                for addr, rib in sorted(wire.adj_rib_out.items())
-            }
-            if wire.adj_rib_out is not None
-            else None
-        ),
+        "adjRibOut": adj_rib_out_json(wire),
         "summary": {
             "services": len(decisions),
             "announced": announced,
@@ -266,6 +249,26 @@ def status_document(
             for d in decisions
         ],
         "l2": l2_section(node, l2, service),
+    }
+
+
+def peer_json(p: Peer, rendered: Rendered | None) -> doc.PeerEntry:
+    return {
+        "name": p.name,
+        "address": str(p.peer_address),
+        "myASN": p.session_local_asn,
+        "peerASN": p.peer_asn,
+        "configured": rendered is not None
+        and any(n.peer_name == p.name for n in rendered.neighbors),
+    }
+
+
+def adj_rib_out_json(wire: WireView) -> dict[str, list[doc.AdjRibEntry]] | None:
+    if wire.adj_rib_out is None:
+        return None
+    return {
+        addr: [adj_rib_entry_json(e) for _, e in sorted(rib.items(), key=_prefix_key)]
+        for addr, rib in sorted(wire.adj_rib_out.items())
     }
 
 

@@ -36,9 +36,8 @@ import asyncio
 import contextlib
 import os
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -47,26 +46,22 @@ from prometheus_client import Counter, Gauge
 from exalb.config.model import IPNetwork
 from speaker.decisions import Route
 from speaker.exabgp import protocol
+from speaker.exabgp.connection import (
+    PEER_UP,
+    BridgeConnection,
+    CommandError,
+    Connector,
+)
 from speaker.exabgp.protocol import AdjRibEntry, Command
 from speaker.exabgp.render import Neighbor, Rendered
 
 log = structlog.get_logger("exalb.speaker.exabgp")
 
-COMMANDS = Counter("exalb_exabgp_commands", "API commands sent to ExaBGP", ["verb"])
-COMMAND_ERRORS = Counter(
-    "exalb_exabgp_command_errors", "API commands ExaBGP answered with error", ["verb"]
-)
 RESYNCS = Counter("exalb_exabgp_resyncs", "adj-rib-out re-reads", ["trigger"])
 RELOADS = Counter("exalb_exabgp_reloads", "config reloads", ["result"])
-PEER_UP = Gauge("exalb_exabgp_peer_up", "1 when the BGP session is established", ["peer"])
 CONNECTED = Gauge("exalb_exabgp_bridge_connected", "1 while connected to the ExaBGP bridge")
 
-Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 Validator = Callable[[Path], Awaitable[str | None]]  # None = valid, else the error text
-
-
-class CommandError(Exception):
-    """ExaBGP answered ``error`` (or the connection died before the ack)."""
 
 
 class ConfigRefusedError(Exception):
@@ -78,93 +73,6 @@ class ConfigRefusedError(Exception):
 
 class ReloadError(Exception):
     """A ``reload`` could not be sent or was not applied; the old config file is restored."""
-
-
-@dataclass
-class _Pending:
-    command: str
-    future: asyncio.Future[list[str]]
-    output: list[str] = field(default_factory=list)
-
-
-class _Connection:
-    """One bridge connection: pipelined commands, in-order acks, events to a callback."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        on_event: Callable[[protocol.Message], None],
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.on_event = on_event
-        self.pending: deque[_Pending] = deque()
-        self.closed = asyncio.Event()
-        self.task = asyncio.create_task(self._read_loop())
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    break
-                self._dispatch(raw.decode(errors="replace"))
-        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-            log.warning("bridge_read_failed", error=str(exc))
-        finally:
-            self._fail_all(ConnectionError("bridge connection closed"))
-            self.closed.set()
-
-    def _dispatch(self, line: str) -> None:
-        msg = protocol.parse_line(line)
-        if isinstance(msg, protocol.Ack):
-            if not self.pending:
-                log.warning("stray_ack", ok=msg.ok)
-                return
-            p = self.pending.popleft()
-            if p.future.done():
-                return
-            if msg.ok:
-                p.future.set_result(p.output)
-            else:
-                p.future.set_exception(CommandError(p.command))
-        elif isinstance(msg, protocol.Output):
-            if self.pending:
-                self.pending[0].output.append(msg.text)
-            else:
-                log.debug("stray_output", line=msg.text)
-        else:
-            self.on_event(msg)
-
-    def _fail_all(self, exc: BaseException) -> None:
-        while self.pending:
-            p = self.pending.popleft()
-            if not p.future.done():
-                p.future.set_exception(exc)
-
-    def send(self, commands: Sequence[str]) -> list[asyncio.Future[list[str]]]:
-        """Queue the commands for ExaBGP; each future resolves with its output on ``done``."""
-        if self.closed.is_set():
-            raise ConnectionError("bridge connection closed")
-        loop = asyncio.get_running_loop()
-        futures = []
-        for cmd in commands:
-            fut: asyncio.Future[list[str]] = loop.create_future()
-            self.pending.append(_Pending(cmd, fut))
-            futures.append(fut)
-        self.writer.write("".join(c + "\n" for c in commands).encode())
-        return futures
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
-        self._fail_all(ConnectionError("closed"))
-        self.closed.set()
 
 
 def exabgp_validate(exabgp: str) -> Validator:
@@ -184,11 +92,54 @@ def exabgp_validate(exabgp: str) -> Validator:
     return validate
 
 
-def unix_connector(path: str | os.PathLike[str]) -> Connector:
-    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_unix_connection(str(path), limit=1 << 24)
+def routes_by_neighbor(
+    routes: Iterable[Route], neighbors: Mapping[str, Neighbor]
+) -> dict[str, dict[IPNetwork, Route]]:
+    """Desired routes per neighbor address; routes for a peer ExaBGP does not run are held
+    back until a reload brings it in."""
+    out: dict[str, dict[IPNetwork, Route]] = {n.address: {} for n in neighbors.values()}
+    dropped = 0
+    for r in routes:
+        n = neighbors.get(r.peer_name)
+        if n is None:
+            dropped += 1
+            continue
+        out[n.address][r.prefix] = r
+    if dropped:
+        log.debug("routes_without_neighbor", count=dropped)
+    return out
 
-    return connect
+
+@dataclass(frozen=True)
+class Staged:
+    """What :func:`stage_config` did."""
+
+    changed: bool  # the file now holds the new text
+    previous: str | None  # what it held before (None: there was no file)
+
+
+async def stage_config(path: Path, text: str, validate: Validator | None) -> Staged:
+    """Put ``text`` in ``path`` if it differs, validated first (write to ``.new``, validate,
+    rename: the file never holds an invalid config); raises :class:`ConfigRefusedError`."""
+    try:
+        current: str | None = path.read_text()
+    except FileNotFoundError:
+        current = None
+    if current == text:
+        return Staged(False, current)
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    if validate is not None:
+        problem = await validate(tmp)
+        if problem is not None:
+            RELOADS.labels("invalid").inc()
+            log.error("exabgp_config_invalid", error=problem)
+            tmp.unlink(missing_ok=True)
+            raise ConfigRefusedError(
+                f"rendered exabgp config rejected by exabgp validate: {problem}"
+            )
+    os.replace(tmp, path)
+    return Staged(True, current)
 
 
 class Driver:
@@ -214,7 +165,7 @@ class Driver:
         self._reconnect_delay = reconnect_delay
         self._command_timeout = command_timeout
         self._error_backoff = error_backoff
-        self._conn: _Connection | None = None
+        self._conn: BridgeConnection | None = None
         self._neighbors: dict[str, Neighbor] = {}  # peer name -> applied neighbor
         self._routes: frozenset[Route] = frozenset()
         self._actual: dict[str, dict[IPNetwork, AdjRibEntry | Route]] | None = None
@@ -253,33 +204,19 @@ class Driver:
 
     async def apply_config(self, rendered: Rendered) -> bool:
         """Write, validate and ``reload`` the config if its text changed; True if reloaded.
-         Invalid configs are refused (the old file stays in force) with :class:`ConfigRefusedError`;
-        a reload that fails (not connected, no ack, not applied in time) restores the old file
-        and raises :class:`ReloadError`, so calling again later retries it.
+
+        Invalid configs are refused (the old file stays in force) with
+        :class:`ConfigRefusedError`; a reload that fails (not connected, no ack, not applied
+        in time) restores the old file and raises :class:`ReloadError`, so calling again
+        later retries it.
         """
         if self._config_path is None:
             raise RuntimeError("driver has no config path")
         path = self._config_path
-        try:
-            current = path.read_text()
-        except FileNotFoundError:
-            current = None
-        if current == rendered.text:
-            self.set_neighbors(rendered.neighbors)
-            return False
-        tmp = path.with_name(path.name + ".new")
-        tmp.write_text(rendered.text)
-        if self._validate is not None:
-            problem = await self._validate(tmp)
-            if problem is not None:
-                RELOADS.labels("invalid").inc()
-                log.error("exabgp_config_invalid", error=problem)
-                tmp.unlink(missing_ok=True)
-                raise ConfigRefusedError(
-                    f"rendered exabgp config rejected by exabgp validate: {problem}"
-                )
-        os.replace(tmp, path)
-        if current is None:  # ExaBGP is started with this file afterwards: nothing to reload
+        staged = await stage_config(path, rendered.text, self._validate)
+        current = staged.previous
+        if not staged.changed or current is None:
+            # unchanged, or ExaBGP is started with this file afterwards: nothing to reload
             self.set_neighbors(rendered.neighbors)
             return False
         async with self._lock:
@@ -347,7 +284,7 @@ class Driver:
                 log.info("bridge_connect_failed", error=str(exc))
                 await self._sleep(self._reconnect_delay)
                 continue
-            self._conn = _Connection(reader, writer, self._on_event)
+            self._conn = BridgeConnection(reader, writer, self._on_event, self._command_timeout)
             self.connections += 1
             CONNECTED.set(1)
             log.info("bridge_connected", n=self.connections)
@@ -367,7 +304,7 @@ class Driver:
             if not self._stopping:
                 await self._sleep(self._reconnect_delay)
 
-    async def _serve(self, conn: _Connection) -> None:
+    async def _serve(self, conn: BridgeConnection) -> None:
         while not self._stopping and not conn.closed.is_set():
             self._wake.clear()
             failed = False
@@ -390,19 +327,6 @@ class Driver:
                 waiter.cancel()
                 closed.cancel()
 
-    def _desired(self) -> dict[str, dict[IPNetwork, Route]]:
-        out: dict[str, dict[IPNetwork, Route]] = {n.address: {} for n in self._neighbors.values()}
-        dropped = 0
-        for r in self._routes:
-            n = self._neighbors.get(r.peer_name)
-            if n is None:
-                dropped += 1
-                continue
-            out[n.address][r.prefix] = r
-        if dropped:
-            log.debug("routes_without_neighbor", count=dropped)
-        return out
-
     async def _converge_once(self) -> None:
         """Re-read adj-rib-out if needed, send the diff, then owed End-of-RIBs."""
         if self._actual is None or self._resync_reasons:
@@ -415,7 +339,7 @@ class Driver:
             known = {n.address for n in self._neighbors.values()}
             self._actual = {addr: dict(parsed.get(addr, {})) for addr in known}
         actual = self._actual
-        desired = self._desired()
+        desired = routes_by_neighbor(self._routes, self._neighbors)
         # neighbors no longer applied: their session (and RIB) goes with the reload
         for addr in list(actual):
             if addr not in desired:
@@ -446,7 +370,7 @@ class Driver:
         if not owed:
             return
         lines = [protocol.end_of_rib(n.address, n.family) for n in owed]
-        results = await self._send(lines, ["announce"] * len(lines), refusals_expected=True)
+        results = await self._connection().request(lines, refusals_expected=True)
         for n, result in zip(owed, results, strict=True):
             self._eor_sent.add(n.address)
             if isinstance(result, BaseException):
@@ -455,7 +379,7 @@ class Driver:
     async def _apply(self, commands: list[Command]) -> None:
         """Send pipelined; update the belief per acked command; any error → re-read later."""
         assert self._actual is not None
-        results = await self._send([c.line for c in commands], [c.verb for c in commands])
+        results = await self._connection().request([c.line for c in commands])
         failed = 0
         for cmd, result in zip(commands, results, strict=True):
             if isinstance(result, BaseException):
@@ -472,7 +396,7 @@ class Driver:
 
     async def _run_commands(self, lines: list[str]) -> list[list[str]]:
         """Send and require every command to succeed."""
-        results = await self._send(lines, [line.split()[0] for line in lines])
+        results = await self._connection().request(lines)
         out: list[list[str]] = []
         for r in results:
             if isinstance(r, BaseException):
@@ -480,36 +404,11 @@ class Driver:
             out.append(r)
         return out
 
-    async def _send(
-        self, lines: list[str], verbs: list[str], *, refusals_expected: bool = False
-    ) -> list[list[str] | BaseException]:
+    def _connection(self) -> BridgeConnection:
         conn = self._conn
         if conn is None or conn.closed.is_set():
             raise ConnectionError("not connected to the ExaBGP bridge")
-        for verb in verbs:
-            COMMANDS.labels(_verb(verb)).inc()
-        futures = conn.send(lines)
-        await conn.writer.drain()
-        timeout = self._command_timeout + 0.01 * len(lines)
-        try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), timeout
-            )
-        except TimeoutError:
-            # Acks are lost or ExaBGP is stuck: the ack count cannot be trusted any more.
-            log.error("exabgp_ack_timeout", commands=len(lines), timeout=timeout)
-            await conn.close()
-            raise
-        for line, verb, r in zip(lines, verbs, results, strict=True):
-            if isinstance(r, CommandError):
-                if not refusals_expected:
-                    COMMAND_ERRORS.labels(_verb(verb)).inc()
-                    log.error("exabgp_command_failed", command=line)
-            elif isinstance(r, BaseException) and not isinstance(r, ConnectionError):
-                raise r
-        if any(isinstance(r, ConnectionError) for r in results):
-            raise ConnectionError("bridge connection closed before all acks arrived")
-        return list(results)
+        return conn
 
     def _on_event(self, msg: protocol.Message) -> None:
         if isinstance(msg, protocol.PeerStateEvent):
@@ -541,7 +440,3 @@ class Driver:
         self._wake.set()
         if self._conn is not None:
             self._conn.closed.set()
-
-
-def _verb(word: str) -> str:
-    return word if word in ("announce", "withdraw", "show", "reload", "other") else "other"

@@ -16,8 +16,9 @@ import sys
 import structlog
 
 from speaker.decisions import Route
-from speaker.exabgp import driver as drv
-from speaker.exabgp.driver import Driver, unix_connector
+from speaker.exabgp import connection as drv
+from speaker.exabgp.connection import unix_connector
+from speaker.exabgp.driver import Driver
 from speaker.exabgp.render import Neighbor
 
 

@@ -26,7 +26,8 @@ import pytest
 from exalb.config.model import Peer
 from exalb.views import NodeView
 from speaker.decisions import Route
-from speaker.exabgp.driver import Driver, exabgp_validate, unix_connector
+from speaker.exabgp.connection import unix_connector
+from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.exabgp.render import render_config
 
 from .bgp_netns import BRIDGE, EXABGP, BgpLab, lab_skip_reason, wait_for

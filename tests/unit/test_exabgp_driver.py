@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from speaker.decisions import Route
-from speaker.exabgp import driver as drv
-from speaker.exabgp.driver import Driver, unix_connector
+from speaker.exabgp import connection as drv
+from speaker.exabgp.connection import unix_connector
+from speaker.exabgp.driver import ConfigRefusedError, Driver
 from speaker.exabgp.render import Neighbor, Rendered
 
 net = ipaddress.ip_network
@@ -359,7 +360,7 @@ async def test_apply_config_validates_writes_and_reloads(fake: FakeExaBGP, tmp_p
         # identical text: nothing happens
         assert not await d.apply_config(Rendered("new\n", (N1, n3), ()))
         assert fake.received.count("reload") == 1
-        with pytest.raises(drv.ConfigRefusedError, match="nonsense"):
+        with pytest.raises(ConfigRefusedError, match="nonsense"):
             await d.apply_config(Rendered("bad\n", (N1,), ()))
         assert conf.read_text() == "new\n"
         assert fake.received.count("reload") == 1
