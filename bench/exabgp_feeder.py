@@ -1,9 +1,9 @@
 """The floor for ``bench/bgp.py``: a bare ExaBGP API process that announces N routes at once.
 
 ExaBGP runs this as its ``process`` (no bridge, no speaker). It drains stdin in a thread (as
-every API process must, exabgp.md §3.1), waits for the session's ``up`` event, then for the
-trigger file, then writes the routes as ``announce attributes next-hop self nlri ...`` lines
-of 256 prefixes (the same batching the speaker's driver uses, so the floor is ExaBGP's best
+every API process must, docs/exabgp.md, "Draining stdin"), waits for the session's ``up`` event,
+then for the trigger file, then writes the routes as ``announce attributes next-hop self nlri ...``
+lines of 256 prefixes (the same batching the speaker's driver uses, so the floor is ExaBGP's best
 case) and records the start and the last ack in ``<out>`` as JSON.
 
 Usage (from exabgp.conf): ``run <python> exabgp_feeder.py <trigger> <out> <first-ip> <n>``.

@@ -1,8 +1,8 @@
 """Interfaces the sidecar works on, and their AF_PACKET sockets (stdlib only, CAP_NET_RAW).
 
 Which interfaces: every Ethernet-type link (``sll_hatype`` 1, read from the bound socket,
-not sysfs, because sysfs follows the mount namespace, lab-recipes §8.3) whose name does not
-fully match one of the exclude patterns. The default patterns are MetalLB's list of
+not sysfs, because sysfs follows the mount namespace, docs/lab.md, "Namespace pitfalls") whose name
+does not fully match one of the exclude patterns. The default patterns are MetalLB's list of
 container/overlay devices; the list is an option because a lab's or a host's real segment
 may be a veth or a bridge. "Non-virtual" is approximated by that list on purpose: bonds,
 VLANs and bridges are virtual devices that very often *are* the segment.

@@ -1,8 +1,8 @@
 """Prometheus metrics of the garp sidecar.
 
 Same information as MetalLB's ``metallb_layer2_*`` counters, under exalb's own names with
-proper ``_total`` suffixes (semantics §7). Series of an IP are removed when the IP leaves
-the desired state, so moved Services leave no stale series behind (MetalLB #1972).
+proper ``_total`` suffixes (docs/metallb.md, "Metrics"). Series of an IP are removed when the IP
+leaves the desired state, so moved Services leave no stale series behind (MetalLB #1972).
 A private registry keeps the sidecar independent of whatever else is imported.
 """
 

@@ -5,7 +5,7 @@ the VLAN device). Parsers return ``None`` for anything that is not a well-formed
 the expected kind instead of raising: frames come from the wire and must never crash the
 responder. No sockets here, so every byte can be checked in unit tests (and against scapy).
 
-Choices that matter on the wire (see lab-recipes §8 for the measurements behind them):
+Choices that matter on the wire (docs/lab.md, "L2 facts", has the measurements):
 
 * Gratuitous ARP is sent in both forms, a request (``who-has VIP tell VIP``, target MAC
   ff:ff:ff:ff:ff:ff) and a reply with target MAC = sender MAC. Linux treats both as

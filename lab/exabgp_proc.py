@@ -1,6 +1,6 @@
 """An ExaBGP daemon inside a lab namespace, started and stopped by PID.
 
-Why this shape (exabgp.md sections 5, 7, 8; lab-recipes.md section 7): each instance gets
+Why this shape (docs/lab.md, "ExaBGP in a namespace"): each instance gets
 its own ``EXABGP_ROOT`` with the CLI FIFOs under ``<root>/run/`` so instances coexist and
 ``exabgp cli`` works from the test process; ``exabgp.daemon.user=root`` because ExaBGP
 started as root otherwise dies silently; ``start_new_session=True`` so a Ctrl-C aimed at

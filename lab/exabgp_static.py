@@ -3,8 +3,8 @@
 Why it exists: lab tests of the runner itself (and quick manual checks) need an ExaBGP that
 announces a fixed route without the product's speaker. The product's real renderer lives in
 ``speaker/exabgp/``; this one only knows static routes with ``next-hop self``.
-One neighbor per peer; a route goes to the peers of its own address family (exabgp.md
-section 9: ``next-hop self`` resolves to the session's family).
+One neighbor per peer; a route goes to the peers of its own address family (docs/exabgp.md,
+"Limitations": ``next-hop self`` resolves to the session's family).
 """
 
 from __future__ import annotations

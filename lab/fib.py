@@ -1,6 +1,6 @@
 """Kernel FIB reads inside a lab namespace, over netlink, and waits that poll them.
 
-Why netlink and a tight poll: announce-to-FIB is ~65 ms (lab-recipes.md section 9); a
+Why netlink and a tight poll: announce-to-FIB is ~65 ms (docs/lab.md, "Waiting without sleeps"); a
 dump is ~1 ms, so polling every 2 ms measures timings faithfully without sleeps that
 hide them. Two route shapes exist: classic multipath (``RTA_MULTIPATH``, what zebra
 writes with ``no zebra nexthop kernel enable``) and nexthop objects (``RTA_NH_ID``; the

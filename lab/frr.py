@@ -1,8 +1,8 @@
 """FRR (Debian's 8.4 daemons) running inside a lab namespace, one instance per router.
 
-Why these flags (lab-recipes.md section 3): several instances share one host, so each gets
-its own vty socket directory, zserv socket and pid files under the run directory, and no
-TCP vty. ``-u root -g frrvty`` lets the daemons use a root-owned 0700 run directory.
+Why these flags (docs/lab.md, "Several FRR instances on one host"): several instances share one
+host, so each gets its own vty socket directory, zserv socket and pid files under the run directory,
+and no TCP vty. ``-u root -g frrvty`` lets the daemons use a root-owned 0700 run directory.
 Every daemon reads the router's integrated ``frr.conf`` (the file containerlab binds to
 ``/etc/frr/frr.conf``) and ignores the other daemons' lines, so one file serves both worlds.
 """

@@ -4,7 +4,7 @@ Why ``ip`` and not netlink here: every step is one well-known command whose fail
 readable, and bring-up is a few dozen of them (tens of milliseconds in total). Netlink
 (pyroute2) is used where speed matters: polling the FIB (``fib.py``).
 
-Safety rules (lab-recipes.md section 0) enforced here, not left to callers:
+Safety rules (docs/lab.md, "Network safety") enforced here, not left to callers:
 
 * a veth is created directly between two namespaces; nothing is ever added to the default
   namespace;

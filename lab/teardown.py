@@ -1,4 +1,4 @@
-"""Tear a run down from its recorded state, in lab-recipes.md section 11's order.
+"""Tear a run down from its recorded state, in the order of docs/lab.md, "Teardown order".
 
 Why a separate module: the same code runs at the end of ``Lab.up``'s ``with`` block, on
 ``scripts/lab down`` in another process, and when a sweeper removes runs whose owner died.

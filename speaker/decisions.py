@@ -1,7 +1,7 @@
 """This node's BGP announcements: a pure function of config, node, Services and endpoints.
 
-MetalLB's rules (speaker ``ShouldAnnounce`` and its pre-checks, metallb-semantics §5) are kept,
-including the order of the withdraw reasons, so a user reading "why is my Service not
+MetalLB's rules (speaker ``ShouldAnnounce`` and its pre-checks, docs/metallb.md, "Announcing rules")
+are kept, including the order of the withdraw reasons, so a user reading "why is my Service not
 announced from node X" gets MetalLB's vocabulary. exalb adds a reason to every "no", and
 returns the routes themselves (prefix, peer, attributes) so the driver can diff them against
 ExaBGP's adj-rib-out and the status can say what each node sends.
@@ -9,7 +9,7 @@ ExaBGP's adj-rib-out and the status can say what each node sends.
 Decisions made here (documented because MetalLB leaves them implicit):
 
 * **IP outside every pool.** The controller never re-IPs a Service whose IP left every pool
-  (design contract); it keeps the IP and flags it. The speaker keeps announcing such an IP
+  (docs/contracts.md); it keeps the IP and flags it. The speaker keeps announcing such an IP
   **only if it can still find the pool**: the pool named by the Service's
   ``ip-allocated-from-pool`` annotation, if that pool still exists. Its advertisements then
   say to which peers and with which attributes, and the decision carries a warning. If the
@@ -23,7 +23,7 @@ Decisions made here (documented because MetalLB leaves them implicit):
   aggregated into one prefix): one BGP route can only carry one attribute set, so the
   communities are merged (union), as MetalLB's FRR mode does.
 * **Families.** An IPv4 prefix goes to IPv4 peers only and an IPv6 prefix to IPv6 peers
-  only (``next-hop self`` resolves to the session's family; exabgp.md §9).
+  only (``next-hop self`` resolves to the session's family; docs/exabgp.md, "Limitations").
 * ``noPeers`` (exalb ADD): every rule says "announce" but no peer of the IP's family is
   selected for this node, so nothing is sent. MetalLB would report success here.
 """

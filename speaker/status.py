@@ -1,10 +1,11 @@
 """The speaker's ``/status`` document: a pure function of what it decided and what ExaBGP says.
 
-Why: "every why has an answer" (design). For each Service the document says whether this
+Why: "every why has an answer" (docs/contracts.md). For each Service the document says whether this
 node announces it and, if not, MetalLB's reason; which routes it wants to send to which peer
 with which attributes; and whether ExaBGP's adj-rib-out really holds each of them (the wire
-truth, exabgp.md §3.2: an ack is not proof). Sessions come from ``show neighbor``, so a route
-that is "in the adj-rib-out" but whose session is down is visibly not on the wire.
+truth, docs/exabgp.md, "What done means": an ack is not proof). Sessions come from
+``show neighbor``, so a route that is "in the adj-rib-out" but whose session is down is
+visibly not on the wire.
 
 L2 (``l2`` section and each Service's ``l2`` entry): per Service IP, the elected owner, this
 node's rank among the candidates, the reason when it does not own, and whether this node's

@@ -15,7 +15,7 @@ per-instance settings (:func:`instance_environment`) as environment variables on
   a restarted ExaBGP simply re-reads the last rendered file, and the speaker re-announces by
   diff when the bridge reconnects.
 * The CLI FIFOs (``<root>/run/<pipename>.in/.out``) are created here because ExaBGP does not
-  create them itself (exabgp.md §5); ``exabgp cli --pipename <name>`` with the same
+  create them itself (docs/exabgp.md, "CLI FIFOs"); ``exabgp cli --pipename <name>`` with the same
   ``EXABGP_ROOT`` then works for humans and tests.
 
 It imports only the standard library and the packaged :mod:`exabgp_conf`, so it starts

@@ -5,7 +5,7 @@ format is unit-tested against lines captured from a real ExaBGP 5.0.15:
 
 * commands are one line each and always carry a ``neighbor <ip>`` selector, so an IPv6
   prefix only reaches the IPv6 session it is meant for (an unselected command reaches every
-  neighbor bound to the process, exabgp.md §2.1);
+  neighbor bound to the process, docs/exabgp.md, "Neighbor selectors");
 * every command is answered by zero or more output lines and then exactly one ``done`` or
   ``error`` (acks stay text even with ``encoder json``); JSON events (``{"exabgp": ...}``) can
   arrive between them at any time;

@@ -5,7 +5,7 @@ this module computes the values that fill them. The rendered file only declares 
 (neighbors) and the API process; routes never appear in it. That split is what lets a
 Service change go through ``announce``/``withdraw`` without ever touching a session, while a
 peer change re-renders this file and ``reload``s it: ExaBGP keeps every neighbor whose
-definition did not change (exabgp.md §6).
+definition did not change (docs/exabgp.md, "Reload and restart").
 
 Mapping of MetalLB's BGPPeer onto ExaBGP (verified with ``exabgp validate`` and in the lab):
 

@@ -1,7 +1,8 @@
 """A small self-contained namespace lab: one FRR router (r1) and one node (n1) running ExaBGP.
 
 Why not ``lab``: this file lets the driver's lab tests run on their own while the shared
-netns runner is being built; it follows lab-recipes §2 to §4, §7 and §11 and the network-safety
+netns runner is being built; it follows docs/lab.md ("Several FRR instances on one host",
+"FRR for ECMP", "ExaBGP in a namespace", "Teardown order") and the network-safety
 rules (namespaces carry a per-run id, veths are created directly inside the namespaces,
 documentation addresses only, processes stopped by recorded PID, teardown on failure).
 

@@ -1,7 +1,8 @@
 """L2 lab: a bridge, three nodes running the real ``exalb-garp`` sidecar, and a client.
 
 Shared by ``tests/lab/test_l2.py`` and ``bench/l2.py`` (which adds this directory to
-``sys.path``). Follows lab-recipes §8, §9 and §11 and the network-safety rules: every
+``sys.path``). Follows docs/lab.md ("L2 facts", "Waiting without sleeps", "Teardown order")
+and the network-safety rules: every
 namespace carries a per-run id, veths are created directly inside their two namespaces (none
 touches the default namespace), documentation addresses only, processes are stopped by
 recorded PID, and ``down()`` runs on failure too (use :func:`l2_lab`).

@@ -50,7 +50,8 @@ def lab() -> Iterator[L2Lab]:
 
 
 def _warm(lab: L2Lab, owner: str) -> None:
-    """Give the client neighbour entries (GARP updates existing entries only, §8.1)."""
+    """Give the client neighbour entries (GARP updates existing entries only: docs/lab.md,
+    "L2 facts")."""
     got = traffic_switch(lab, owner, lambda: None)
     assert set(got) == {VIP4, VIP6}, f"client traffic does not reach {owner}"
 

@@ -394,7 +394,8 @@ def test_graceful_restart_keeps_routes_while_exabgp_restarts(sl: SpeakerLab) -> 
     exabgp.kill()
     exabgp.wait(5)
     sl.lab.state.forget_process(exabgp.pid)
-    for k in kids:  # bridge and CLI process would linger 1.5-2 s (exabgp.md §8.1)
+    # bridge and CLI process would linger 1.5-2 s (docs/exabgp.md, "Processes and signals")
+    for k in kids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(k, SIGKILL)
     stale = wait_for(lambda: _stale_paths(sl, prefix), 5, 0.02)

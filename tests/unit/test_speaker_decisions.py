@@ -1,4 +1,5 @@
-"""Table-driven tests of the speaker's BGP decisions (MetalLB §5 rules, exalb additions)."""
+"""Table-driven tests of the speaker's BGP decisions (MetalLB's rules in docs/metallb.md,
+"Announcing rules", and exalb additions)."""
 
 from __future__ import annotations
 
