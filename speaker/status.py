@@ -82,14 +82,22 @@ def l2_ip_json(e: IPElection, node: str, l2: L2View) -> dict[str, Any]:
     }
 
 
-def l2_service_json(elections: Sequence[IPElection], node: str) -> dict[str, Any]:
+def l2_service_json(
+    elections: Sequence[IPElection], node: str, service: str | None = None
+) -> dict[str, Any]:
     """One Service's L2 decision from its IPs' elections (all share one ranking, keyed on
-    the Service's first IP; the first IP's election speaks when a shared IP differs)."""
-    owned = any(e.reason(node) is None for e in elections)
+    the Service's first IP; the first IP's election speaks when a shared IP differs). A
+    Service the election refused (``IPElection.refused``) is not announced by the owner of
+    the IP it shares."""
+
+    def reason(e: IPElection) -> str | None:
+        return e.reason(node) if service is None else e.reason_for(node, service)
+
+    owned = any(reason(e) is None for e in elections)
     first = elections[0]
     return {
         "announce": owned,
-        "reason": None if owned else first.reason(node),
+        "reason": None if owned else reason(first),
         "owner": first.owner,
     }
 
@@ -283,7 +291,7 @@ def _with_l2(
     item: dict[str, Any], elections: Sequence[IPElection] | None, node: str
 ) -> dict[str, Any]:
     if elections:
-        item["l2"] = l2_service_json(elections, node)
+        item["l2"] = l2_service_json(elections, node, str(item["service"]))
     return item
 
 
