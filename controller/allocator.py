@@ -7,10 +7,19 @@ pools pinned by ``serviceAllocation`` (priority ascending, 0 last), then every o
 ``autoAssign`` pool — its exact sharing rules, ``avoidBuggyIPs`` and the three family
 policies, with these deliberate differences:
 
-* **An assigned IP is a contract.** Re-validation never moves an IP: an IP that left every
-  pool (pool edited or deleted, or no pools at all) is kept and reported out-of-pool; only an
-  explicit user action moves it (new requested IPs, another ``address-pool``, or the
-  ``exalb.io/migrate`` annotation on an out-of-pool Service).
+* **An assigned IP is a contract.** Re-validation never moves an IP. Where MetalLB's
+  ``convergeBalancer`` (``controller/service.go``) would clear it and allocate another, the
+  IP is kept and the Service *flagged* (:class:`Flag`): the IP left every pool or is
+  excluded by ``avoidBuggyIPs`` (``outOfPool``), it is of a family the Service no longer
+  has (``wrongFamily``), its pool's ``serviceAllocation`` no longer selects the Service
+  (``notSelectedByPool``), a requested IP or pool cannot be had (``requestNotMet``), or a
+  RequireDualStack Service cannot get its second family (``missingFamily``). Only an
+  explicit user action moves an IP: new requested IPs, another ``address-pool``, or the
+  ``exalb.io/migrate`` annotation on a flagged Service.
+* **Completing a Service is not moving it.** A dual-stack Service holding one family gets
+  the other from the same pool as soon as it can (MetalLB does so for PreferDualStack; for
+  RequireDualStack it would clear the IP and allocate a new pair). More IPs in status than
+  the Service's families allow are cut to one per family, the first usable in status order.
 * **Restores come first and are deterministic**: :meth:`Allocator.restore_all` claims the IPs
   in Service status, older Services first, before anything new is handed out; a Service whose
   status clashes with an older one keeps its status and is reported, never silently re-IPed.
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from sortedcontainers import SortedList
 
@@ -41,6 +51,32 @@ ADDITIONAL_ASSIGN_FAILED = "AdditionalAssignFailed"
 IP_OUT_OF_POOL = "IPOutOfPool"
 IP_CONFLICT = "IPConflict"
 IP_MIGRATED = "IPMigrated"
+IP_WRONG_FAMILY = "IPWrongFamily"
+NOT_SELECTED_BY_POOL = "NotSelectedByPool"
+EXTRA_IPS_RELEASED = "ExtraIPsReleased"
+
+FlagKind = Literal[
+    "outOfPool", "wrongFamily", "notSelectedByPool", "requestNotMet", "missingFamily"
+]
+# The flags a Service can carry, in the order their messages lead an event.
+FLAG_KINDS: tuple[FlagKind, ...] = get_args(FlagKind)
+# Flags that mean "kept although the current config would not give it": exalb.io/migrate
+# asks to move such a Service into the current config.
+MIGRATABLE: frozenset[FlagKind] = frozenset({"outOfPool", "wrongFamily", "notSelectedByPool"})
+
+
+@dataclass(frozen=True)
+class Flag:
+    """Something about a Service's IPs that stays true until the Service or config changes.
+
+    MetalLB would resolve each of these by clearing the IP; exalb keeps it, and the
+    controller turns each flag into a condition, an event (``reason``) and a metric.
+    """
+
+    kind: FlagKind
+    reason: str  # the event reason
+    message: str
+    ips: tuple[IPAddress, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,11 +118,44 @@ class Decision:
     reason: str = ""
     message: str = ""
     warning: bool = False
-    out_of_pool: tuple[IPAddress, ...] = ()
+    flags: tuple[Flag, ...] = ()
 
     @property
     def pending(self) -> bool:
         return not self.ips
+
+    def flag(self, kind: FlagKind) -> Flag | None:
+        return next((f for f in self.flags if f.kind == kind), None)
+
+    @property
+    def out_of_pool(self) -> tuple[IPAddress, ...]:
+        found = self.flag("outOfPool")
+        return found.ips if found else ()
+
+    def events(self) -> tuple[tuple[str, str, bool], ...]:
+        """(reason, message, warning) to record: the headline, then every flag it does not
+        already say."""
+        out: list[tuple[str, str, bool]] = []
+        if self.reason:
+            out.append((self.reason, self.message, self.warning))
+        for f in self.flags:
+            if (f.reason, f.message) != (self.reason, self.message):
+                out.append((f.reason, f.message, True))
+        return tuple(out)
+
+
+def _family(ip: IPAddress) -> Family:
+    return 4 if ip.version == 4 else 6
+
+
+def families_of(svc: ServiceView) -> frozenset[Family]:
+    """The families a Service's load-balancer IPs may have: both for a dual-stack policy
+    with an IPv4 and an IPv6 cluster IP, else the primary one (MetalLB's
+    ``serviceFamilyChanged`` judges status IPs by the same rule)."""
+    dual = svc.family_policy in ("PreferDualStack", "RequireDualStack")
+    if dual and len(set(svc.cluster_ip_families)) >= 2:
+        return frozenset({4, 6})
+    return frozenset({svc.primary_family})
 
 
 class _AllocationError(Exception):
@@ -132,12 +201,14 @@ class Allocator:
     def set_config(self, config: Config) -> tuple[str, ...]:
         """Swap the config. No IP moves. Returns the Services whose pool status changed
         (became out-of-pool, came back, or now sit in another pool)."""
-        before = {key: self._pool_name(ips) for key, ips in self._held.items()}
+
+        def where(ips: tuple[IPAddress, ...]) -> tuple[str | None, tuple[IPAddress, ...]]:
+            return self._pool_name(ips), self._outside(ips)
+
+        before = {key: where(ips) for key, ips in self._held.items()}
         self._config = config
         self._rebuild()
-        return tuple(
-            sorted(k for k, ips in self._held.items() if self._pool_name(ips) != before[k])
-        )
+        return tuple(sorted(k for k, ips in self._held.items() if where(ips) != before[k]))
 
     def _rebuild(self) -> None:
         self._families = {}
@@ -161,8 +232,13 @@ class Allocator:
         return None if pos is None else (pf, pos)
 
     def _pool_name(self, ips: tuple[IPAddress, ...]) -> str | None:
+        """The one pool whose CIDRs hold every IP (``avoidBuggyIPs`` aside), else None."""
         pools = {p.name if p else None for p in (self._config.pool_of(ip) for ip in ips)}
         return pools.pop() if len(pools) == 1 else None
+
+    def _outside(self, ips: Iterable[IPAddress]) -> tuple[IPAddress, ...]:
+        """The IPs no pool may assign: outside every CIDR, or excluded by avoidBuggyIPs."""
+        return tuple(ip for ip in ips if self._config.allocatable_pool_of(ip) is None)
 
     # ----------------------------------------------------------------- claims
     def _index(self, ip: IPAddress, claim: Claim, *, first: bool) -> None:
@@ -248,10 +324,10 @@ class Allocator:
         return tuple(sorted(self._held))
 
     def out_of_pool(self) -> dict[str, tuple[IPAddress, ...]]:
-        """Services holding IPs that lie in no pool, with those IPs."""
+        """Services holding IPs no pool may assign (see :meth:`_outside`), with those IPs."""
         out: dict[str, tuple[IPAddress, ...]] = {}
         for key, ips in self._held.items():
-            lost = tuple(ip for ip in ips if self._config.pool_of(ip) is None)
+            lost = self._outside(ips)
             if lost:
                 out[key] = lost
         return out
@@ -279,35 +355,134 @@ class Allocator:
         return {s.key: self.restore(s) for s in ordered}
 
     def restore(self, svc: ServiceView) -> Decision:
-        """Take the IPs a Service already has as given. Never moves them."""
+        """Take the IPs a Service already has as given (at most one per family it may
+        hold, see :meth:`_trim`). Never moves them."""
         claim = claim_of(svc)
-        ips = svc.assigned_ips
+        ips = self._trim(svc, tuple(dict.fromkeys(svc.assigned_ips)))
         if svc.key in self._held:
             self.release(svc.key)
         conflict = self._conflict(ips, claim, "the sharing rules do not allow both")
         if conflict is not None:
             return conflict
         self._hold(svc.key, ips, claim)
-        return self._kept(svc, ips)
+        return self._kept(svc, ips, None, changed=False)
+
+    def _trim(self, svc: ServiceView, ips: tuple[IPAddress, ...]) -> tuple[IPAddress, ...]:
+        """At most one status IP per family, and no more families than the Service has.
+
+        MetalLB treats more IPs than that as a broken state and re-allocates
+        (``controller/service.go``: ``serviceFamilyChanged``; ``ipfamily.ForAddresses``
+        refuses three IPs or two of one family). exalb keeps what it can: per family the
+        first IP in status order that a pool may assign, else the first of that family;
+        with two families on a one-family Service, the Service's family wins. The rest is
+        released (event ``ExtraIPsReleased``).
+        """
+        allowed = families_of(svc)
+        if len(ips) <= len(allowed) and len({_family(ip) for ip in ips}) == len(ips):
+            return ips
+        chosen: dict[Family, IPAddress] = {}
+        for ip in ips:
+            current = chosen.get(_family(ip))
+            if current is None or (self._outside((current,)) and not self._outside((ip,))):
+                chosen[_family(ip)] = ip
+        if len(chosen) > len(allowed):
+            chosen = {f: ip for f, ip in chosen.items() if f in allowed}
+        keep = set(chosen.values())
+        return tuple(ip for ip in ips if ip in keep)
+
+    def _flags(
+        self,
+        svc: ServiceView,
+        ips: tuple[IPAddress, ...],
+        ns_labels: Mapping[str, str] | None,
+    ) -> list[Flag]:
+        """What is wrong with keeping ``ips`` under the current config (``ns_labels`` None:
+        unknown, so the pool selectors are not judged)."""
+        flags: list[Flag] = []
+        lost = self._outside(ips)
+        if lost:
+            where = []
+            for ip in lost:
+                pool = self._config.pool_of(ip)
+                if pool is None:
+                    where.append(f"{ip} is not in any IPAddressPool")
+                else:
+                    where.append(f"{ip} is excluded by avoidBuggyIPs of IPAddressPool {pool.name}")
+            flags.append(
+                Flag(
+                    "outOfPool",
+                    IP_OUT_OF_POOL,
+                    f"IP {'; '.join(where)}; kept unchanged. Set annotation "
+                    f"{MIGRATE_ANNOTATION}=true to move it into the current config",
+                    lost,
+                )
+            )
+        allowed = families_of(svc)
+        wrong = tuple(ip for ip in ips if _family(ip) not in allowed)
+        if wrong:
+            want = " and ".join(f"IPv{f}" for f in sorted(allowed))
+            flags.append(
+                Flag(
+                    "wrongFamily",
+                    IP_WRONG_FAMILY,
+                    f"IP {', '.join(map(str, wrong))} is not of the Service's family ({want}, "
+                    f"{svc.family_policy}); kept unchanged. Set annotation "
+                    f"{MIGRATE_ANNOTATION}=true to get an IP of the Service's family",
+                    wrong,
+                )
+            )
+        pool = self._config.pool(self._pool_name(ips) or "")
+        if (
+            ns_labels is not None
+            and pool is not None
+            and not lost
+            and not self._allows(pool, svc, ns_labels)
+        ):
+            flags.append(
+                Flag(
+                    "notSelectedByPool",
+                    NOT_SELECTED_BY_POOL,
+                    f"IPAddressPool {pool.name}'s serviceAllocation (namespaces, "
+                    "namespaceSelectors, serviceSelectors) no longer selects this Service; "
+                    f"IP {', '.join(map(str, ips))} kept unchanged. Set annotation "
+                    f"{MIGRATE_ANNOTATION}=true to move it to a pool that selects it",
+                    ips,
+                )
+            )
+        return flags
 
     def _kept(
         self,
         svc: ServiceView,
         ips: tuple[IPAddress, ...],
+        ns_labels: Mapping[str, str] | None,
         *,
-        changed: bool = False,
+        changed: bool | None = None,
         reason: str = "",
         message: str = "",
+        warning: bool = False,
+        extra: tuple[Flag, ...] = (),
     ) -> Decision:
-        lost = tuple(ip for ip in ips if self._config.pool_of(ip) is None)
-        if lost and not reason:
-            reason = IP_OUT_OF_POOL
-            message = (
-                f"IP {', '.join(map(str, lost))} is not in any IPAddressPool; kept unchanged. "
-                f"Set annotation {MIGRATE_ANNOTATION}=true to move it into the current config"
+        """The Service keeps ``ips``; say what is new and what is flagged."""
+        flags = (*self._flags(svc, ips, ns_labels), *extra)
+        flags = tuple(sorted(flags, key=lambda f: FLAG_KINDS.index(f.kind)))
+        if changed is None:
+            changed = tuple(svc.assigned_ips) != ips
+        dropped = tuple(ip for ip in dict.fromkeys(svc.assigned_ips) if ip not in ips)
+        if dropped:
+            released = (
+                f"released {', '.join(map(str, dropped))} from status: a {svc.family_policy} "
+                f"Service holds at most one IP per family it has "
+                f"({' and '.join(f'IPv{f}' for f in sorted(families_of(svc)))})"
             )
-            return Decision(ips, self._pool_name(ips), changed, reason, message, True, lost)
-        return Decision(ips, self._pool_name(ips), changed, reason, message, False, lost)
+            if reason:
+                message = f"{message}; {released}"
+            else:
+                reason, warning = EXTRA_IPS_RELEASED, True
+                message = f"{released}; kept {', '.join(map(str, ips)) or 'none'}"
+        if not reason and flags:
+            reason, message, warning = flags[0].reason, flags[0].message, True
+        return Decision(ips, self._pool_name(ips), changed, reason, message, warning, flags)
 
     # ----------------------------------------------------------------- assign
     def assign(
@@ -334,17 +509,19 @@ class Allocator:
             return self._fresh(svc, ns_labels)
         if svc.requested_ips and set(svc.requested_ips) != set(held):
             return self._move(svc, ns_labels, held, IP_ALLOCATED)
-        if svc.requested_pool and self._pool_name(held) != svc.requested_pool:
+        # The pool the IP came from, also when that pool was deleted meanwhile (the
+        # annotation we wrote says it): an edited config is no request to move.
+        current = self._pool_name(held) or svc.allocated_pool
+        if svc.requested_pool and current != svc.requested_pool:
             return self._move(svc, ns_labels, held, IP_ALLOCATED)
-        lost = [ip for ip in held if self._config.pool_of(ip) is None]
-        if lost and svc.migrate:
+        if svc.migrate and any(f.kind in MIGRATABLE for f in self._flags(svc, held, ns_labels)):
             return self._move(svc, ns_labels, held, IP_MIGRATED)
         return self._refresh(svc, held, ns_labels)
 
     def _refresh(
         self, svc: ServiceView, held: tuple[IPAddress, ...], ns_labels: Mapping[str, str]
     ) -> Decision:
-        """Keep the IPs; update sharing data in place; add a missing PreferDualStack family."""
+        """Keep the IPs; update sharing data in place; add a missing dual-stack family."""
         claim = claim_of(svc)
         conflict = self._conflict(
             held,
@@ -355,39 +532,78 @@ class Allocator:
         if conflict is not None:
             return conflict
         self.release(svc.key)
+        held = self._trim(svc, held)  # the Service's families may have shrunk
         self._hold(svc.key, held, claim)
-        wanted = self._family_attempts(svc)
-        have = {4 if ip.version == 4 else 6 for ip in held}
-        if (
-            isinstance(wanted, list)
-            and svc.family_policy == "PreferDualStack"
-            and len(wanted[0]) == 2
-            and len(have) == 1
-            and not svc.requested_ips
-        ):
-            pool = self._config.pool(self._pool_name(held) or "")
-            missing: Family = 6 if 4 in have else 4
-            if pool is not None and missing in pool.families():
-                extra = self._pick(pool, missing, claim)
-                if extra is None:
-                    return self._kept(
-                        svc,
-                        held,
-                        reason=ADDITIONAL_ASSIGN_FAILED,
-                        message=f"no free IPv{missing} address in pool {pool.name} to add "
-                        "for PreferDualStack",
-                    )
-                ips = tuple(sorted((*held, extra), key=lambda a: a.version != svc.primary_family))
-                self.release(svc.key)
-                self._hold(svc.key, ips, claim)
-                return self._kept(
-                    svc,
-                    ips,
-                    changed=True,
-                    reason=IP_ALLOCATED,
-                    message=f"added {extra} from pool {pool.name} (PreferDualStack)",
-                )
-        return self._kept(svc, held, changed=tuple(svc.assigned_ips) != held)
+        if svc.family_policy == "RequireDualStack" and len(set(svc.cluster_ip_families)) < 2:
+            return self._kept(
+                svc,
+                held,
+                ns_labels,
+                reason=NOT_ENOUGH_CLUSTER_IPS,
+                message="RequireDualStack needs an IPv4 and an IPv6 cluster IP; the current "
+                "IP is kept",
+                warning=True,
+            )
+        wanted = families_of(svc)
+        have = {_family(ip) for ip in held}
+        if len(wanted) < 2 or len(have) != 1 or svc.requested_ips:
+            return self._kept(svc, held, ns_labels)
+        return self._complete(svc, held, ns_labels, claim, (6 if 4 in have else 4))
+
+    def _complete(
+        self,
+        svc: ServiceView,
+        held: tuple[IPAddress, ...],
+        ns_labels: Mapping[str, str],
+        claim: Claim,
+        missing: Family,
+    ) -> Decision:
+        """Add the missing family to a dual-stack Service from the pool it already uses.
+
+        MetalLB does this for PreferDualStack (``controller/service.go``, with
+        ``AllocateFromPoolForAdditionalFamily``) and reports ``AdditionalAssignFailed`` when
+        it cannot. A RequireDualStack Service with one family (its policy changed, or its
+        pool gained the second family) MetalLB clears and re-allocates as a pair, possibly
+        elsewhere; exalb keeps the IP it has, adds the other from the same pool, and flags
+        ``missingFamily`` while it cannot. Adding an IP of a family the Service lacks moves
+        nothing.
+        """
+        pool = self._config.pool(self._pool_name(held) or "")
+        problem = ""
+        extra: IPAddress | None = None
+        if pool is None or self._outside(held):
+            problem = f"IP {', '.join(map(str, held))} is in no pool that may assign it"
+        elif not self._allows(pool, svc, ns_labels):
+            problem = f"pool {pool.name}'s serviceAllocation does not select this Service"
+        elif missing not in pool.families():
+            problem = f"pool {pool.name} has no IPv{missing} addresses"
+        else:
+            extra = self._pick(pool, missing, claim)
+            if extra is None:
+                problem = f"no free IPv{missing} address in pool {pool.name}"
+        if extra is not None and pool is not None:
+            ips = tuple(sorted((*held, extra), key=lambda a: a.version != svc.primary_family))
+            self.release(svc.key)
+            self._hold(svc.key, ips, claim)
+            return self._kept(
+                svc,
+                ips,
+                ns_labels,
+                changed=True,
+                reason=IP_ALLOCATED,
+                message=f"added {extra} from pool {pool.name} ({svc.family_policy})",
+            )
+        text = f"cannot add an IPv{missing} address for {svc.family_policy}: {problem}"
+        if svc.family_policy != "RequireDualStack":
+            return self._kept(svc, held, ns_labels, reason=ADDITIONAL_ASSIGN_FAILED, message=text)
+        flag = Flag(
+            "missingFamily",
+            ADDITIONAL_ASSIGN_FAILED,
+            f"{text}; the current IP is kept. Add IPv{missing} addresses to the pool, or set "
+            f"annotation {MIGRATE_ANNOTATION}=true to move the Service to a pool with both",
+            held,
+        )
+        return self._kept(svc, held, ns_labels, extra=(flag,))
 
     def _move(
         self,
@@ -396,20 +612,23 @@ class Allocator:
         old: tuple[IPAddress, ...],
         reason: str,
     ) -> Decision:
-        """An explicit request for other IPs: take the new ones first, then free the old."""
+        """An explicit request for other IPs: take the new ones first, then free the old.
+
+        When the request cannot be met, MetalLB has already cleared the old IP (the Service
+        is left pending); exalb keeps it and flags ``requestNotMet`` until the request can
+        be met or is withdrawn."""
         self.release(svc.key)
         decision = self._fresh(svc, ns_labels)
         if decision.pending:
-            if old:
-                self._hold(svc.key, old, claim_of(svc))
-            return Decision(
-                old,
-                self._pool_name(old) if old else None,
-                False,
-                decision.reason,
-                decision.message + ("; the current IP is kept" if old else ""),
-                True,
-            )
+            if not old:
+                return decision
+            self._hold(svc.key, old, claim_of(svc))
+            text = f"{decision.message}; the current IP {', '.join(map(str, old))} is kept"
+            flag = Flag("requestNotMet", decision.reason, text, old)
+            return self._kept(
+                svc, old, ns_labels, reason=decision.reason, message=text, warning=True,
+                extra=(flag,),
+            )  # fmt: skip
         if reason == IP_MIGRATED:
             return Decision(
                 decision.ips,
@@ -573,6 +792,14 @@ class Allocator:
         attempts: list[tuple[Family, ...]],
     ) -> tuple[Pool, tuple[IPAddress, ...]]:
         pools = self.candidate_pools(svc, ns_labels)
+        if not self._config.pools:
+            # MetalLB stays silent here (controller/service.go: "pools are empty" is a debug
+            # log); exalb says it on the Service, a difference the README lists.
+            raise _AllocationError(
+                ALLOCATION_FAILED,
+                "no IPAddressPool is configured; the Service waits for one (IPs already "
+                "assigned to other Services are kept)",
+            )
         if not pools:
             raise _AllocationError(
                 ALLOCATION_FAILED, "no IPAddressPool with autoAssign selects this Service"

@@ -97,6 +97,9 @@ class Controller:
         self.config_ready = threading.Event()
         self._pending: set[str] = set()
         self._conflicts: set[str] = set()
+        self._flags: dict[str, frozenset[str]] = {}
+        # The events last recorded per Service: only what is new gets recorded again.
+        self._said: dict[str, tuple[tuple[str, str, bool], ...]] = {}
         self._reported_problems: set[str] = set()
         self._metrics_dirty = True
         self._metrics_at = 0.0
@@ -124,9 +127,12 @@ class Controller:
         self.queue.add(f"svc:{key}")
 
     def _on_namespace(self, event: str, key: str, old: JSON | None, new: JSON | None) -> None:
+        # Labels decide namespaceSelectors (allocation, and the notSelectedByPool flag); a
+        # Namespace that arrives after its Services must not leave them judged without it.
         before = ((old or {}).get("metadata") or {}).get("labels")
         after = ((new or {}).get("metadata") or {}).get("labels")
-        if event == "modified" and before != after:
+        added_later = event == "added" and self.namespaces.synced.is_set()
+        if (event == "modified" and before != after) or added_later:
             for obj in self.services.items():
                 if (obj.get("metadata") or {}).get("namespace") == key:
                     self.queue.add(f"svc:{key}/{obj['metadata']['name']}")
@@ -179,6 +185,7 @@ class Controller:
             self.config_ready.clear()
             self._pending.clear()
             self._conflicts.clear()
+            self._flags.clear()
         self.handle_config()
         objects = self.kube.list(SERVICES).items if fresh else self.services.items()
         ours = [v for v in map(service_view, objects) if is_ours(v, self.lb_class)]
@@ -255,7 +262,13 @@ class Controller:
     def _maybe_publish(self, force: bool = False) -> None:
         now = time.monotonic()
         if self._metrics_dirty and (force or now - self._metrics_at >= METRICS_INTERVAL):
-            metrics.publish_allocator(self.allocator, len(self._pending), len(self._conflicts))
+            counts: dict[str, int] = {}
+            for kinds in self._flags.values():
+                for kind in kinds:
+                    counts[kind] = counts.get(kind, 0) + 1
+            metrics.publish_allocator(
+                self.allocator, len(self._pending), len(self._conflicts), counts
+            )
             self._metrics_dirty = False
             self._metrics_at = now
 
@@ -324,6 +337,10 @@ class Controller:
         return Result.REPROCESS_ALL
 
     def _warn_empty(self, config: Config) -> None:
+        """MetalLB clears every Service when no pool exists (``convergeBalancer``: "pools
+        are empty") and says nothing on the Services. exalb keeps every IP (flagged
+        out-of-pool) and gives each Service still waiting an ``AllocationFailed`` warning
+        that names the cause (see the README)."""
         if not config.pools:
             log.warning("no address pools: existing IPs are kept, nothing new is allocated")
 
@@ -378,9 +395,7 @@ class Controller:
         decision = self.allocator.assign(view, self._namespace_labels(view.namespace))
         self._track(key, decision)
         patches = service_patches(obj, decision, self.now())
-        events: list[tuple[str, str, bool]] = []
-        if decision.reason:
-            events.append((decision.reason, decision.message, decision.warning))
+        events = list(decision.events())
         if view.deprecated_annotations and decision.ips:
             events.append(
                 (
@@ -392,14 +407,19 @@ class Controller:
             )
         if decision.changed:
             self.queue.add_after(POOLS_KEY, 1.0)
-        if patches.status is None and patches.metadata is None and not events:
+        batch = tuple(events)
+        said = self._said.get(key, ())
+        news = [e for e in batch if e not in said]
+        if patches.status is None and patches.metadata is None and not news:
+            self._said[key] = batch
             return Result.OK
 
         def write() -> Result:
             result = self._write(obj, patches)
             if result is Result.OK:
-                for reason, message, warning in events:
-                    self.recorder.record(obj, reason, message, warning=warning)
+                for reason, message, warning in news:
+                    self.recorder.record(obj, reason, message, warning=warning, dedupe=False)
+                self._said[key] = batch
             return result
 
         return write
@@ -413,12 +433,19 @@ class Controller:
             self._conflicts.add(key)
         else:
             self._conflicts.discard(key)
+        kinds = frozenset(f.kind for f in decision.flags)
+        if kinds:
+            self._flags[key] = kinds
+        else:
+            self._flags.pop(key, None)
         self._metrics_dirty = True
 
     def _release(self, key: str, obj: JSON | None) -> Result:
         released = self.allocator.release(key)
         self._pending.discard(key)
         self._conflicts.discard(key)
+        self._flags.pop(key, None)
+        self._said.pop(key, None)
         if obj is not None:
             # Not ours any more (type or class changed): clear what we wrote.
             annotations = (obj.get("metadata") or {}).get("annotations") or {}

@@ -8,9 +8,11 @@ figures are also written to each IPAddressPool's status.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge
 
-from controller.allocator import Allocator
+from controller.allocator import FLAG_KINDS, Allocator
 
 ADDRESSES = Gauge(
     "exalb_allocator_addresses_total", "Allocatable addresses in the pool", ["pool", "family"]
@@ -26,6 +28,12 @@ SERVICES = Gauge(
 OUT_OF_POOL = Gauge(
     "exalb_allocator_out_of_pool_services",
     "Services keeping an IP that lies in no pool (kept, not moved)",
+)
+FLAGGED = Gauge(
+    "exalb_allocator_flagged_services",
+    "Services carrying a flag: an IP kept where MetalLB would move it (outOfPool, "
+    "wrongFamily, notSelectedByPool), a request not met, or a missing dual-stack family",
+    ["flag"],
 )
 CONFLICTS = Gauge(
     "exalb_allocator_conflicting_services",
@@ -45,7 +53,9 @@ UPDATE_ERRORS = Counter(
 )
 
 
-def publish_allocator(al: Allocator, pending: int, conflicts: int) -> None:
+def publish_allocator(
+    al: Allocator, pending: int, conflicts: int, flagged: Mapping[str, int] | None = None
+) -> None:
     ADDRESSES.clear()
     IN_USE.clear()
     SERVICES.clear()
@@ -56,5 +66,7 @@ def publish_allocator(al: Allocator, pending: int, conflicts: int) -> None:
     for pool, n in al.services_per_pool().items():
         SERVICES.labels(pool).set(n)
     OUT_OF_POOL.set(len(al.out_of_pool()))
+    for kind in FLAG_KINDS:
+        FLAGGED.labels(kind).set((flagged or {}).get(kind, 0))
     PENDING.set(pending)
     CONFLICTS.set(conflicts)

@@ -3,7 +3,9 @@
 Runs the same allocator the controller runs, in the same order (restore every status IP
 first, then allocate for pending Services), against the proposed config, and classifies the
 outcome per Service. Because ties are broken deterministically, the plan is what the
-controller will do, not a guess.
+controller will do, not a guess. Each row also carries the flags the controller would set
+(``outOfPool``, ``wrongFamily``, ``notSelectedByPool``, ``requestNotMet``,
+``missingFamily``): the places where MetalLB would move an IP and exalb keeps it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.allocator import IP_CONFLICT, IP_OUT_OF_POOL, Allocator
+from controller.allocator import IP_CONFLICT, Allocator, Decision, FlagKind
 from exalb.config.model import Config, IPAddress
 from exalb.views import ServiceView
 
@@ -27,6 +29,7 @@ class PlanRow:
     pool: str | None
     action: Action
     message: str = ""
+    flags: tuple[FlagKind, ...] = ()
 
 
 def is_ours(svc: ServiceView, lb_class: str | None) -> bool:
@@ -62,21 +65,19 @@ def plan(
     for s in ours:  # existing assignments first, then new ones, as the controller does
         d = al.assign(s, labels.get(s.namespace, {})) if s.assigned_ips else None
         if d is not None:
-            rows[s.key] = _row(s, d.ips, d.pool, d.reason, d.message)
+            rows[s.key] = _row(s, d)
     for s in ours:
         if not s.assigned_ips:
-            d = al.assign(s, labels.get(s.namespace, {}))
-            rows[s.key] = _row(s, d.ips, d.pool, d.reason, d.message)
+            rows[s.key] = _row(s, al.assign(s, labels.get(s.namespace, {})))
     return tuple(rows[s.key] for s in sorted(views, key=lambda v: v.key))
 
 
-def _row(
-    s: ServiceView, ips: tuple[IPAddress, ...], pool: str | None, reason: str, message: str
-) -> PlanRow:
+def _row(s: ServiceView, d: Decision) -> PlanRow:
+    ips = d.ips
     action: Action
-    if reason == IP_OUT_OF_POOL:
+    if d.out_of_pool:
         action = "out-of-pool"
-    elif reason == IP_CONFLICT:
+    elif d.reason == IP_CONFLICT:
         action = "conflict"
     elif not ips:
         action = "pending"
@@ -86,4 +87,9 @@ def _row(
         action = "keep"
     else:
         action = "change"
-    return PlanRow(s.key, s.assigned_ips, ips, pool, action, message if action != "keep" else "")
+    flags = tuple(f.kind for f in d.flags)
+    if flags:
+        message = " | ".join(f.message for f in d.flags)
+    else:
+        message = d.message if action != "keep" else ""
+    return PlanRow(s.key, s.assigned_ips, ips, d.pool, action, message, flags)

@@ -16,9 +16,11 @@ from typing import Any
 
 from controller.allocator import (
     ADDITIONAL_ASSIGN_FAILED,
+    EXTRA_IPS_RELEASED,
     IP_CONFLICT,
     IP_OUT_OF_POOL,
     Decision,
+    FlagKind,
 )
 from exalb.config.model import IPAddress
 from exalb.views import ALLOCATED_FROM_POOL, ANNOTATION_PREFIX
@@ -26,7 +28,19 @@ from exalb.views import ALLOCATED_FROM_POOL, ANNOTATION_PREFIX
 CONDITION_ALLOCATED = "exalb.io/IPAllocated"
 CONDITION_OUT_OF_POOL = "exalb.io/OutOfPool"
 CONDITION_CONFLICT = "exalb.io/IPConflict"
-OUR_CONDITIONS = (CONDITION_ALLOCATED, CONDITION_OUT_OF_POOL, CONDITION_CONFLICT)
+CONDITION_WRONG_FAMILY = "exalb.io/WrongFamily"
+CONDITION_NOT_SELECTED = "exalb.io/NotSelectedByPool"
+CONDITION_REQUEST_NOT_MET = "exalb.io/RequestNotMet"
+CONDITION_MISSING_FAMILY = "exalb.io/MissingFamily"
+# One condition per allocator flag; True while the flag holds, absent otherwise.
+FLAG_CONDITIONS: dict[FlagKind, str] = {
+    "outOfPool": CONDITION_OUT_OF_POOL,
+    "wrongFamily": CONDITION_WRONG_FAMILY,
+    "notSelectedByPool": CONDITION_NOT_SELECTED,
+    "requestNotMet": CONDITION_REQUEST_NOT_MET,
+    "missingFamily": CONDITION_MISSING_FAMILY,
+}
+OUR_CONDITIONS = (CONDITION_ALLOCATED, CONDITION_CONFLICT, *FLAG_CONDITIONS.values())
 POOL_ANNOTATION = ANNOTATION_PREFIX + ALLOCATED_FROM_POOL
 
 _REASON_OK = re.compile(r"[^A-Za-z0-9_,:]")
@@ -101,22 +115,20 @@ def desired_conditions(
             )
         )
     else:
-        reason = (
-            "IPAllocated"
-            if decision.reason in ("", IP_OUT_OF_POOL, IP_CONFLICT, ADDITIONAL_ASSIGN_FAILED)
-            else decision.reason
-        )
+        flagged = {f.reason for f in decision.flags}
+        quiet = {"", IP_OUT_OF_POOL, IP_CONFLICT, ADDITIONAL_ASSIGN_FAILED, EXTRA_IPS_RELEASED}
+        reason = "IPAllocated" if decision.reason in quiet | flagged else decision.reason
         message = f"{ips} from pool {decision.pool}" if decision.pool else ips
         out.append(
             _condition(CONDITION_ALLOCATED, True, reason, message, existing, now, generation)
         )
-    if decision.out_of_pool:
+    for flag in decision.flags:
         out.append(
             _condition(
-                CONDITION_OUT_OF_POOL,
+                FLAG_CONDITIONS[flag.kind],
                 True,
-                IP_OUT_OF_POOL,
-                decision.message,
+                flag.reason,
+                flag.message,
                 existing,
                 now,
                 generation,

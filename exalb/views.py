@@ -48,6 +48,8 @@ class ServiceView:
     family_policy: FamilyPolicy = "SingleStack"
     requested_ips: tuple[IPAddress, ...] = ()
     requested_pool: str | None = None
+    # The ``allow-shared-ip`` value; None when the annotation is absent, "" when it is
+    # present but empty (no sharing, but MetalLB's L2 rule looks at presence).
     sharing_key: str | None = None
     assigned_ips: tuple[IPAddress, ...] = ()
     allocated_pool: str | None = None
@@ -62,6 +64,12 @@ class ServiceView:
     @property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
+
+    @property
+    def has_allow_shared_ip(self) -> bool:
+        """The ``allow-shared-ip`` annotation is set (any value), as MetalLB's speaker tests
+        it (``speaker/layer2_controller.go``, ``serviceHasSharedIP``)."""
+        return self.sharing_key is not None
 
     @property
     def backend_key(self) -> str:
@@ -239,7 +247,7 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
         family_policy=policy,
         requested_ips=tuple(requested),
         requested_pool=pool or None,
-        sharing_key=share or None,
+        sharing_key=share,
         assigned_ips=tuple(assigned),
         allocated_pool=str(allocated) if allocated else None,
         migrate=str(annotations.get(MIGRATE_ANNOTATION, "")).lower() in ("true", "1", "yes"),

@@ -6,8 +6,9 @@ before it reaches a cluster:
 * ``config check FILE...``: parse CRD objects, a legacy ConfigMap manifest or a bare legacy
   document; print the model or every error (exit 1).
 * ``config convert FILE``: legacy ConfigMap → the equivalent ``metallb.io`` objects.
-* ``plan --config FILE --services FILE``: which IP each Service in a ``kubectl get svc -o
-  yaml`` dump would get or keep, and which would become out-of-pool.
+* ``plan --config FILE --services FILE``: which IP each Service in a ``kubectl get svc,ns
+  -A -o yaml`` dump would get or keep, and the flags it would carry (out-of-pool, wrong
+  family, no longer selected by its pool, request not met, missing family).
 
 Live commands join the controller's view (Service status, pool annotation, ``exalb.io``
 conditions, events) with every speaker's ``/status`` (decisions, reasons, routes with
@@ -47,7 +48,13 @@ from controller.plan import PlanRow, plan
 from exalb.config.crd import LEGACY_SOURCE_ANNOTATION
 from exalb.config.documents import parse_files, split_documents
 from exalb.config.export import config_to_dict, summary_lines
-from exalb.config.legacy import CONFIG_KEY, legacy_text_to_objects, legacy_to_objects
+from exalb.config.legacy import (
+    CONFIG_KEY,
+    Renamed,
+    legacy_text_to_objects,
+    legacy_to_objects,
+    with_object_names,
+)
 from exalb.config.problems import Problems
 from exalb.k8s.client import ApiError, KubeClient
 from exalb.k8s.resources import NAMESPACES, SERVICES
@@ -147,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument(
         "--services",
         default=None,
-        help="a `kubectl get svc -A -o yaml` dump; without it the live cluster's Services "
-        "(and Namespaces, for namespaceSelectors) are read",
+        help="a `kubectl get svc,ns -A -o yaml` dump (the Namespaces give namespaceSelectors "
+        "their labels); without it the live cluster's Services and Namespaces are read",
     )
     pl.add_argument("--kubeconfig", default=None, help="for the live cluster")
     pl.add_argument("--lb-class", default=None)
@@ -392,18 +399,36 @@ def _config_convert(args: argparse.Namespace, out: TextIO) -> int:
             )
         problems.items.extend(p.items)
         objects.extend(objs)
+    objects, renamed = with_object_names(objects, problems, args.file)
     if problems.errors:
         for problem in problems.items:
             out.write(f"{problem}\n")
         return 1
     for obj in objects:
         obj["metadata"].pop("annotations", None)
+    notes = _rename_notes(renamed)
     if args.output == "json":
+        for line in notes:  # JSON has no comments; the note goes to stderr
+            sys.stderr.write(f"{line}\n")
         json.dump({"apiVersion": "v1", "kind": "List", "items": objects}, out, indent=2)
         out.write("\n")
     else:
+        out.writelines(f"# {line}\n" for line in notes)
         yaml.safe_dump_all(objects, out, sort_keys=False)
     return 0
+
+
+def _rename_notes(renamed: Sequence[Renamed]) -> list[str]:
+    """What a user must change outside the config when a pool got another name."""
+    if not renamed:
+        return []
+    lines = ["IPAddressPool names changed to valid object names (as MetalLB's converter does):"]
+    lines += [f"  {r.legacy} -> {r.name}  (from {r.source})" for r in renamed]
+    lines += [
+        "Services that name an old pool in the metallb.io/address-pool (or",
+        "metallb.universe.tf/address-pool) annotation must be changed to the new name.",
+    ]
+    return lines
 
 
 def _plan(args: argparse.Namespace, out: TextIO) -> int:
@@ -431,6 +456,12 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
         if problems.errors:
             out.write("\n".join(map(str, problems.errors)) + "\n")
             return 1
+        # Namespaces in the dump (``kubectl get svc,ns -A -o yaml``) give namespaceSelectors
+        # their labels; without them a pool's namespaceSelectors match nothing.
+        for d in docs:
+            if isinstance(d, dict) and d.get("kind") == "Namespace":
+                meta = d.get("metadata") or {}
+                ns_labels[str(meta.get("name"))] = dict(meta.get("labels") or {})
     views = [
         service_view(d) for d in docs if isinstance(d, dict) and d.get("kind") in (None, "Service")
     ]
@@ -440,9 +471,17 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     _table(
         out,
-        ["SERVICE", "ACTION", "CURRENT", "PLANNED", "POOL", "DETAIL"],
+        ["SERVICE", "ACTION", "CURRENT", "PLANNED", "POOL", "FLAGS", "DETAIL"],
         [
-            [r.service, r.action, _ips(r.current), _ips(r.planned), r.pool or "-", r.message]
+            [
+                r.service,
+                r.action,
+                _ips(r.current),
+                _ips(r.planned),
+                r.pool or "-",
+                ",".join(r.flags) or "-",
+                r.message,
+            ]
             for r in rows
         ],
     )
@@ -478,6 +517,7 @@ def _row_dict(r: PlanRow) -> dict[str, Any]:
         "current": [str(i) for i in r.current],
         "planned": [str(i) for i in r.planned],
         "pool": r.pool,
+        "flags": list(r.flags),
         "message": r.message,
     }
 

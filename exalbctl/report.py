@@ -36,6 +36,15 @@ CONDITION_PREFIX = "exalb.io/"
 CONDITION_ALLOCATED = "exalb.io/IPAllocated"
 CONDITION_OUT_OF_POOL = "exalb.io/OutOfPool"
 CONDITION_CONFLICT = "exalb.io/IPConflict"
+#: The controller's flag conditions and the name ``status`` shows for each (the IP is kept
+#: where MetalLB would move it, or a request is not met; README "How exalb differs").
+FLAG_CONDITIONS = {
+    CONDITION_OUT_OF_POOL: "outOfPool",
+    "exalb.io/WrongFamily": "wrongFamily",
+    "exalb.io/NotSelectedByPool": "notSelectedByPool",
+    "exalb.io/RequestNotMet": "requestNotMet",
+    "exalb.io/MissingFamily": "missingFamily",
+}
 
 #: ``onWire`` states of a wanted route (the speaker's contract) plus one only a join can see.
 SENT, HELD, MISSING, DIFFERS, UNKNOWN = (
@@ -126,9 +135,7 @@ def controller_view(obj: Mapping[str, Any]) -> JSON:
     spec = obj.get("spec") or {}
     conds = our_conditions(obj)
     allocated = _condition_true(conds, CONDITION_ALLOCATED)
-    flags = []
-    if _condition_true(conds, CONDITION_OUT_OF_POOL):
-        flags.append("outOfPool")
+    flags = [name for ctype, name in FLAG_CONDITIONS.items() if _condition_true(conds, ctype)]
     if _condition_true(conds, CONDITION_CONFLICT):
         flags.append("ipConflict")
     if allocated is False:

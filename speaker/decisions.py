@@ -15,10 +15,13 @@ Decisions made here (documented because MetalLB leaves them implicit):
   say to which peers and with which attributes, and the decision carries a warning. If the
   pool itself is gone there is no advertisement to follow: inventing peers or attributes
   would be worse than withdrawing, so the reason is ``ipNotAllowed`` (as MetalLB).
-* **Conflicting advertisements.** Two matching advertisements conflict only if they would
-  send the same prefix (same aggregation length) to a common peer with different
-  LOCAL_PREF: the config validation accepts different LOCAL_PREF when aggregation, peers or
-  nodes differ, and the speaker must not refuse what validation accepted.
+* **Conflicting advertisements.** MetalLB's rule, the one the config check uses
+  (:func:`exalb.config.crossrefs.local_pref_conflict`): among the advertisements that match
+  this node and the Service, two with different LOCAL_PREF conflict when their aggregation
+  is the same for the pool's families and they share a peer (an empty list is every peer).
+  The config check leaves out advertisements with ``serviceSelectors`` (and ones whose
+  node selectors differ), so this is where those conflicts are caught, per Service, as in
+  MetalLB's ``checkBGPAdvConflicts`` (``speaker/bgp_controller.go``).
 * **Same prefix, same peer, different communities** (two advertisements, or two Services
   aggregated into one prefix): one BGP route can only carry one attribute set, so the
   communities are merged (union), as MetalLB's FRR mode does.
@@ -35,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from exalb.config.crossrefs import local_pref_conflict
 from exalb.config.model import BGPAdvertisement, Config, IPAddress, IPNetwork, Peer, Pool
 from exalb.views import EXCLUDE_LB_LABEL, EndpointsView, NodeView, ServiceView
 
@@ -164,19 +168,13 @@ def _ad_peers(ad: BGPAdvertisement, node_peers: Iterable[Peer], family: int) -> 
     return [p for p in node_peers if p.family == family and (not ad.peers or p.name in ad.peers)]
 
 
-def _conflicting(
-    ads: tuple[BGPAdvertisement, ...], ips: tuple[IPAddress, ...], node_peers: tuple[Peer, ...]
-) -> tuple[str, str] | None:
-    """Two ads sending one prefix to a common peer with different LOCAL_PREF, if any."""
-    for ip in ips:
-        for i, a in enumerate(ads):
-            for b in ads[i + 1 :]:
-                if a.local_pref == b.local_pref or _prefix(ip, a) != _prefix(ip, b):
-                    continue
-                pa = {p.name for p in _ad_peers(a, node_peers, ip.version)}
-                pb = {p.name for p in _ad_peers(b, node_peers, ip.version)}
-                if pa & pb or (not a.peers and not b.peers):
-                    return a.name, b.name
+def _conflicting(ads: tuple[BGPAdvertisement, ...], pool: Pool) -> tuple[str, str] | None:
+    """Two of this node's matching ads with conflicting LOCAL_PREF, if any (both select
+    this node, so they share it)."""
+    for i, a in enumerate(ads):
+        for b in ads[i + 1 :]:
+            if local_pref_conflict(a, b, pool, shared_nodes=True):
+                return a.name, b.name
     return None
 
 
@@ -262,7 +260,7 @@ def decide_service(
         return no("noMatchingAdvertisement", pool=pool.name, warnings=warnings)
     if node_peers is None:
         node_peers = peers_for_node(config, node)
-    conflict = _conflicting(matching, service.assigned_ips, node_peers)
+    conflict = _conflicting(matching, pool)
     if conflict is not None:
         return no(
             "conflictingAdvertisements",
@@ -270,8 +268,8 @@ def decide_service(
             advertisements=names,
             warnings=(
                 *warnings,
-                f"advertisements {conflict[0]!r} and {conflict[1]!r} send the same prefix "
-                "to the same peer with different localPref",
+                f"advertisements {conflict[0]!r} and {conflict[1]!r} have different "
+                "localPref for the same aggregation and a shared peer",
             ),
         )
     if node.network_unavailable:

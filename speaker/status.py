@@ -75,14 +75,22 @@ def l2_ip_json(e: IPElection, node: str, l2: L2View) -> doc.L2IP:
     }
 
 
-def l2_service_json(elections: Sequence[IPElection], node: str) -> doc.ServiceL2:
+def l2_service_json(
+    elections: Sequence[IPElection], node: str, service: str | None = None
+) -> doc.ServiceL2:
     """One Service's L2 decision from its IPs' elections (all share one ranking, keyed on
-    the Service's first IP; the first IP's election speaks when a shared IP differs)."""
-    owned = any(e.reason(node) is None for e in elections)
+    the Service's first IP; the first IP's election speaks when a shared IP differs). A
+    Service the election refused (``IPElection.refused``) is not announced by the owner of
+    the IP it shares."""
+
+    def reason(e: IPElection) -> str | None:
+        return e.reason(node) if service is None else e.reason_for(node, service)
+
+    owned = any(reason(e) is None for e in elections)
     first = elections[0]
     return {
         "announce": owned,
-        "reason": None if owned else first.reason(node),
+        "reason": None if owned else reason(first),
         "owner": first.owner,
     }
 
@@ -277,7 +285,7 @@ def _with_l2(
     item: doc.ServiceEntry, elections: Sequence[IPElection] | None, node: str
 ) -> doc.ServiceEntry:
     if elections:
-        item["l2"] = l2_service_json(elections, node)
+        item["l2"] = l2_service_json(elections, node, item["service"])
     return item
 
 

@@ -120,6 +120,7 @@ def parse_objects(
         by_kind[kind].append(obj)
 
     for obj in by_kind["BFDProfile"]:
+        check_bfd_profile(_spec(obj, problems, frozenset(BFD_FIELDS)))
         problems.warn(
             object_label(obj), "", "BFD is not supported by ExaBGP; this profile is ignored"
         )
@@ -144,6 +145,30 @@ def parse_objects(
     )
     check_config(config, problems)
     return ParseResult.of(config, problems)
+
+
+# MetalLB's BFDProfile rules (``internal/config/config.go``, ``bfdProfileFromCR``): each
+# value is optional; a given one must lie in its range. exalb cannot run BFD, but a profile
+# MetalLB would refuse is refused here too, so a config valid here is valid there.
+BFD_RANGES: dict[str, tuple[int, int]] = {
+    "receiveInterval": (10, 60000),
+    "transmitInterval": (10, 60000),
+    "echoInterval": (10, 60000),
+    "detectMultiplier": (2, 255),
+    "minimumTtl": (1, 254),
+}
+BFD_FLAGS = ("echoMode", "passiveMode")
+BFD_FIELDS = (*BFD_RANGES, *BFD_FLAGS)
+
+
+def check_bfd_profile(spec: Fields, names: Mapping[str, str] | None = None) -> None:
+    """Check one BFD profile's values; ``names`` maps the CRD field names to another
+    spelling (the legacy ConfigMap's ``receive-interval``, ...)."""
+    names = names or {}
+    for key, (low, high) in BFD_RANGES.items():
+        spec.integer(names.get(key, key), None, low=low, high=high)
+    for key in BFD_FLAGS:
+        spec.boolean(names.get(key, key), False)
 
 
 def _spec(obj: Mapping[str, Any], problems: Problems, known: frozenset[str]) -> Fields:
@@ -177,14 +202,18 @@ def _pool(obj: Mapping[str, Any], problems: Problems) -> Pool | None:
     spec = _spec(obj, problems, _POOL_FIELDS)
     before = len(problems.errors)
     cidrs: list[IPNetwork] = []
+    groups: list[tuple[IPNetwork, ...]] = []
     entries = list(spec.items("addresses"))
     if not entries:
         spec.error("addresses", "is required and must not be empty")
     for path, item in entries:
         try:
-            cidrs.extend(parse_addresses(item))
+            group = parse_addresses(item)
         except ValueError as exc:
             problems.error(spec.obj, path, str(exc))
+            continue
+        cidrs.extend(group)
+        groups.append(group)
     allocation: ServiceAllocation | None = None
     if spec.has("serviceAllocation"):
         sa = spec.mapping("serviceAllocation", _ALLOC_FIELDS)
@@ -201,6 +230,7 @@ def _pool(obj: Mapping[str, Any], problems: Problems) -> Pool | None:
         avoid_buggy_ips=spec.boolean("avoidBuggyIPs", False),
         service_allocation=allocation,
         labels=_labels(obj),
+        entries=tuple(groups),
     )
     return pool if len(problems.errors) == before else None
 
@@ -458,10 +488,17 @@ def _bgp_ad(
     local_pref = spec.integer("localPref", 0, low=0, high=2**32 - 1)
     standard: list[str] = []
     large: list[str] = []
+    written: set[str] = set()
     for path, item in spec.items("communities"):
         if not isinstance(item, str) or not item:
             problems.error(spec.obj, path, f"must be a non-empty string, got {item!r}")
             continue
+        # MetalLB refuses an entry written twice, but merges two entries that resolve to
+        # one value (an alias and its a:b): internal/config/config.go, bgpAdvertisementFromCR.
+        if item in written:
+            problems.error(spec.obj, path, f"duplicate community {item!r}")
+            continue
+        written.add(item)
         value = aliases.get(item, item)
         try:
             kind, text = parse_community(value)
@@ -469,10 +506,8 @@ def _bgp_ad(
             problems.error(spec.obj, path, str(exc))
             continue
         target = standard if kind == "standard" else large
-        if text in target:
-            problems.error(spec.obj, path, f"duplicate community {item!r}")
-            continue
-        target.append(text)
+        if text not in target:
+            target.append(text)
     pool_names, _ = _resolve_pools(spec, pools)
     selectors = read_selectors(spec, "serviceSelectors")
     if selectors and (agg != 32 or agg6 != 128):
@@ -515,12 +550,18 @@ def _l2_ad(obj: Mapping[str, Any], pools: list[Pool], problems: Problems) -> L2A
             "the election ranks nodes by MetalLB's hash only",
         )
     pool_names, _ = _resolve_pools(spec, pools)
-    interfaces = spec.strings("interfaces", unique=True)
-    for i, name in enumerate(interfaces):
+    # MetalLB accepts any string here (a name no node has only fails at announce time,
+    # event announceFailed), so a name Linux cannot have is a warning, not an error; a name
+    # listed twice counts once.
+    listed = spec.strings("interfaces")
+    for i, name in enumerate(listed):
         if len(name) > 15 or "/" in name or " " in name:
-            problems.error(
-                spec.obj, f"spec.interfaces[{i}]", f"{name!r} is not a valid interface name"
+            problems.warn(
+                spec.obj,
+                f"spec.interfaces[{i}]",
+                f"{name!r} cannot be a Linux interface name; no node will answer on it",
             )
+    interfaces = tuple(dict.fromkeys(listed))
     ad = L2Advertisement(
         name=_name(obj),
         pools=pool_names,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
-from exalb.config.model import BGPAdvertisement, Config, IPNetwork
+from exalb.config.model import BGPAdvertisement, Config, IPNetwork, Pool
 from exalb.config.problems import Problems
 
 
@@ -44,57 +44,98 @@ def _check_overlaps(config: Config, problems: Problems) -> None:
 
 
 def _check_aggregation(config: Config, problems: Problems) -> None:
-    """An aggregate must not cover addresses outside the pool: prefix ≤ aggregation length."""
+    """MetalLB's rule (``internal/config/config.go``, ``validateBGPAdvPerPool``): for each
+    ``spec.addresses`` entry of a pool, the aggregation length must not be shorter than the
+    entry's widest CIDR. A CIDR entry is one CIDR; an ``a-b`` range is summarised into
+    several, and only the widest of them counts, so ``192.0.2.1-192.0.2.6`` (/32, /31, /31,
+    /32) accepts ``aggregationLength: 31``."""
     for ad in config.bgp_advertisements:
         for pool_name in ad.pools:
             pool = config.pool(pool_name)
             if pool is None:
                 continue
-            for cidr in pool.cidrs:
-                length = ad.aggregation_length if cidr.version == 4 else ad.aggregation_length_v6
-                field = "aggregationLength" if cidr.version == 4 else "aggregationLengthV6"
-                if cidr.prefixlen > length:
+            for entry in pool.address_entries():
+                if not entry:
+                    continue
+                widest = min(entry, key=lambda c: c.prefixlen)
+                v4 = widest.version == 4
+                length = ad.aggregation_length if v4 else ad.aggregation_length_v6
+                field = "aggregationLength" if v4 else "aggregationLengthV6"
+                if widest.prefixlen > length:
+                    where = f"prefix {widest}"
+                    if len(entry) > 1:
+                        where = f"{widest}, the widest CIDR of range {entry[0].network_address}-"
+                        where += f"{entry[-1].broadcast_address}"
                     problems.error(
                         f"BGPAdvertisement/{ad.name}",
                         f"spec.{field}",
-                        f"{length} is shorter than prefix {cidr} of IPAddressPool/{pool.name}: "
+                        f"{length} is shorter than {where} of IPAddressPool/{pool.name}: "
                         "the aggregate would cover addresses outside the pool",
                     )
 
 
-def _same_scope(a: BGPAdvertisement, b: BGPAdvertisement) -> bool:
-    return (
-        a.aggregation_length == b.aggregation_length
-        and a.aggregation_length_v6 == b.aggregation_length_v6
-        and set(a.peers) == set(b.peers)
-        and set(a.node_selectors) == set(b.node_selectors)
-    )
+def _shared_peers(a: BGPAdvertisement, b: BGPAdvertisement) -> bool:
+    """An empty ``peers`` list means every peer, so it shares with anything."""
+    return not a.peers or not b.peers or bool(set(a.peers) & set(b.peers))
+
+
+def _aggregation_differs(a: BGPAdvertisement, b: BGPAdvertisement, pool: Pool) -> bool:
+    """MetalLB's ``isAggrLengthDifferent``: judged on the families the pool has; a pool with
+    both needs both lengths to differ."""
+    families = pool.families()
+    v4_differs = a.aggregation_length != b.aggregation_length
+    v6_differs = a.aggregation_length_v6 != b.aggregation_length_v6
+    if not families:
+        return True
+    if families == {4}:
+        return v4_differs
+    if families == {6}:
+        return v6_differs
+    return v4_differs and v6_differs
+
+
+def local_pref_conflict(
+    a: BGPAdvertisement, b: BGPAdvertisement, pool: Pool, *, shared_nodes: bool
+) -> bool:
+    """MetalLB's rule (``internal/config/config.go``, ``BGPAdvertisementsHaveCompatibleLocal
+    Pref`` and ``bgpAdvertisementsOverlap``): two advertisements of one pool conflict when
+    their LOCAL_PREF differs and they can send the same update: same aggregation (for the
+    pool's families), a shared peer, a shared node. The config check and the speaker both
+    use it, so the speaker refuses exactly what validation let through."""
+    if a.local_pref == b.local_pref:
+        return False
+    return shared_nodes and _shared_peers(a, b) and not _aggregation_differs(a, b, pool)
 
 
 def _check_bgp_ad_conflicts(config: Config, problems: Problems) -> None:
+    """LOCAL_PREF conflicts that hold whatever the Services and Node labels are.
+
+    As MetalLB: advertisements with ``serviceSelectors`` are not checked here (which
+    Services they match is not known yet); the speaker refuses the Services concerned with
+    ``conflictingAdvertisements``. MetalLB resolves ``nodeSelectors`` against the Nodes of
+    the moment; exalb's config does not depend on Node labels, so only advertisements with
+    the same node selectors are certain to share a node. Others are left to the speaker,
+    which refuses the Services on the nodes both select.
+
+    Two advertisements identical but for their names are accepted, as in MetalLB (its
+    duplicate check compares whole objects, names included): their routes are the same.
+    """
     for a, b in combinations(config.bgp_advertisements, 2):
-        shared = set(a.pools) & set(b.pools)
-        if not shared or not _same_scope(a, b):
+        if a.service_selectors or b.service_selectors:
             continue
-        if a.local_pref != b.local_pref:
+        same_nodes = set(a.node_selectors) == set(b.node_selectors)
+        for name in sorted(set(a.pools) & set(b.pools)):
+            pool = config.pool(name)
+            if pool is None or not local_pref_conflict(a, b, pool, shared_nodes=same_nodes):
+                continue
             problems.error(
                 f"BGPAdvertisement/{b.name}",
                 "spec.localPref",
                 f"{b.local_pref} conflicts with localPref {a.local_pref} of "
-                f"BGPAdvertisement/{a.name} for pool(s) {', '.join(sorted(shared))}: "
-                "same aggregation, peers and nodes",
+                f"BGPAdvertisement/{a.name} for IPAddressPool/{name}: same aggregation, "
+                "a shared peer and the same nodes",
             )
-        elif (
-            set(a.pools) == set(b.pools)
-            and set(a.communities) == set(b.communities)
-            and set(a.large_communities) == set(b.large_communities)
-            and set(a.service_selectors) == set(b.service_selectors)
-        ):
-            problems.error(
-                f"BGPAdvertisement/{b.name}",
-                "spec",
-                f"duplicates BGPAdvertisement/{a.name}",
-            )
+            break
 
 
 def _check_peers(config: Config, problems: Problems) -> None:

@@ -164,11 +164,20 @@ def read_selector(
                     continue
                 labels.append((str(k), str(v)))
     reqs: list[SelectorRequirement] = []
+    seen: dict[tuple[str | None, str | None, tuple[str, ...]], str] = {}
     for epath, expr in f.items(me_key):
         e = Fields(expr, obj, epath, problems, frozenset({"key", "operator", "values"}))
         key = e.string("key", required=True)
         op = e.string("operator", required=True)
-        values = e.strings("values")
+        # MetalLB refuses a value given twice in one expression, and one expression given
+        # twice in a selector (values compared as sets): internal/config/config.go,
+        # validateLabelSelectorMatchExpressions.
+        values = e.strings("values", unique=True)
+        ident = (key, op, tuple(sorted(values)))
+        if ident in seen:
+            problems.error(obj, epath, f"duplicates {seen[ident]} (same key, operator, values)")
+            continue
+        seen[ident] = epath.rsplit(".", 1)[-1]
         if op is not None and op not in _OPERATORS:
             e.error("operator", f"{op!r} is not one of {', '.join(_OPERATORS)}")
             continue
@@ -182,7 +191,26 @@ def read_selector(
     return LabelSelector(tuple(sorted(labels)), tuple(reqs))
 
 
-def read_selectors(f: Fields, key: str, *, legacy: bool = False) -> tuple[LabelSelector, ...]:
-    return tuple(
-        read_selector(item, f.obj, path, f.problems, legacy=legacy) for path, item in f.items(key)
+def selector_identity(sel: LabelSelector) -> tuple[object, ...]:
+    """What makes two selectors "the same" for MetalLB's duplicate check: the labels, and
+    the expressions in their order with each one's values as a set."""
+    return (
+        sel.match_labels,
+        tuple((r.key, r.operator, tuple(sorted(r.values))) for r in sel.match_expressions),
     )
+
+
+def read_selectors(f: Fields, key: str, *, legacy: bool = False) -> tuple[LabelSelector, ...]:
+    """A list of selectors. MetalLB refuses one selector listed twice
+    (``internal/config/config.go``, ``validateLabelSelectorDuplicate``); so does this."""
+    out: list[LabelSelector] = []
+    seen: dict[tuple[object, ...], int] = {}
+    for i, (path, item) in enumerate(f.items(key)):
+        sel = read_selector(item, f.obj, path, f.problems, legacy=legacy)
+        ident = selector_identity(sel)
+        if ident in seen:
+            f.problems.error(f.obj, path, f"duplicates {key}[{seen[ident]}]")
+            continue
+        seen[ident] = i
+        out.append(sel)
+    return tuple(out)

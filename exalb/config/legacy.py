@@ -1,21 +1,31 @@
 """The legacy MetalLB ConfigMap (MetalLB ≤ v0.12), read by converting it to CRD objects.
 
 Conversion first, then the one CRD parser: the two formats can never drift apart in what
-they accept, and ``exalbctl config convert`` prints exactly the objects exalb itself uses.
-Names follow MetalLB's own converter (``peer1…N``, ``bgpadvertisementN``,
-``l2advertisementN``, one ``Community`` named ``communities``) so a later switch to CRDs keeps
+they accept, and ``exalbctl config convert`` prints the objects exalb itself uses. Names
+follow MetalLB's own converter (``peer1…N``, ``bgpadvertisementN``, ``l2advertisementN``,
+one ``Community`` named ``communities``, and pool names made valid object names by
+:func:`with_object_names`, which only the converter applies) so a later switch to CRDs keeps
 the names. Every generated object carries its legacy origin, so messages from the CRD parser
 still point at the legacy field ("BGPPeer/peer1 (from peers[0]): spec.myASN: is required").
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from exalb.config.crd import GROUP, LEGACY_SOURCE_ANNOTATION, parse_objects
+from exalb.config.crd import (
+    BFD_FIELDS,
+    GROUP,
+    LEGACY_SOURCE_ANNOTATION,
+    check_bfd_profile,
+    parse_objects,
+)
 from exalb.config.fields import Fields
 from exalb.config.problems import Problems
 from exalb.config.result import ParseResult
@@ -46,6 +56,7 @@ _POOL_KEYS = frozenset(
         "bgp-advertisements",
     }
 )
+_BFD_KEYS = {key: re.sub("([A-Z])", r"-\1", key).lower() for key in BFD_FIELDS}
 _AD_KEYS: dict[str, str] = {
     "aggregation-length": "aggregationLength",
     "aggregation-length-v6": "aggregationLengthV6",
@@ -126,7 +137,15 @@ def legacy_to_objects(
                 {"communities": [{"name": str(k), "value": v} for k, v in communities.items()]},
             )
 
-    for path, _item in top.items("bfd-profiles"):
+    bfd_names: dict[str, str] = {}
+    for path, item in top.items("bfd-profiles"):
+        profile = Fields(item, origin, path, problems, frozenset({"name", *_BFD_KEYS.values()}))
+        name = profile.string("name", required=True)
+        if name is not None and name in bfd_names:
+            profile.error("name", f"duplicate BFD profile name {name!r} ({bfd_names[name]})")
+        elif name is not None:
+            bfd_names[name] = path
+        check_bfd_profile(profile, _BFD_KEYS)
         problems.warn(origin, path, "BFD is not supported by ExaBGP; this profile is ignored")
 
     bgp_count = 0
@@ -170,6 +189,88 @@ def legacy_to_objects(
                 bgp_count += 1
                 make("BGPAdvertisement", "v1beta1", f"bgpadvertisement{bgp_count}", apath, ad_spec)
     return objects, problems
+
+
+# MetalLB's converter leaves a legacy name alone when it matches this, and otherwise makes
+# one (``configmaptocrs/main.go``, ``convertNamesToK8S``/``formatToK8S``): cut to 63
+# characters, lower-cased, ``_`` to ``-``, everything before the first letter dropped.
+_KEEP_NAME = re.compile(r"^[a-z][-a-z0-9]{0,61}[a-z0-9]$")
+# What the API server accepts as an object name (an RFC 1123 subdomain).
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def object_name(legacy: str) -> str | None:
+    """The object name MetalLB's converter gives a legacy pool name; ``None`` when even that
+    is not a name the API server accepts (``formatToK8S`` does not check its result)."""
+    if _KEEP_NAME.match(legacy):
+        return legacy
+    name = legacy[:63].lower().replace("_", "-")
+    first = re.search("[a-z]", name)
+    if first is None:
+        return None
+    name = name[first.start() :]
+    return name if len(name) <= 253 and _OBJECT_NAME.match(name) else None
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A legacy pool that got another name as an object."""
+
+    legacy: str
+    name: str
+    source: str  # the legacy field, e.g. ``address-pools[1]``
+
+
+def with_object_names(
+    objects: list[dict[str, Any]], problems: Problems, origin: str = "config"
+) -> tuple[list[dict[str, Any]], tuple[Renamed, ...]]:
+    """``objects`` (from :func:`legacy_to_objects`) with pool names the API server accepts.
+
+    The legacy format had no such rule, so ``Capitalized-AddressPool`` was fine there;
+    as an ``IPAddressPool`` it is refused. Every reference to a renamed pool (the
+    advertisements' ``ipAddressPools``) follows. Only ``exalbctl config convert`` needs
+    this: exalb reading a legacy ConfigMap keeps its names, so the Services' ``address-pool``
+    annotations keep matching.
+    """
+    renames: dict[str, Renamed] = {}
+    owner: dict[str, str] = {}
+    for obj in objects:
+        if obj["kind"] != "IPAddressPool":
+            continue
+        legacy = str(obj["metadata"]["name"])
+        source = str(obj["metadata"].get("annotations", {}).get(LEGACY_SOURCE_ANNOTATION, ""))
+        name = object_name(legacy)
+        if name is None:
+            problems.error(
+                origin,
+                f"{source}.name",
+                f"{legacy!r} cannot be turned into an IPAddressPool name (lower-case letters, "
+                "digits and '-', starting with a letter); rename the pool",
+            )
+            continue
+        if name in owner:
+            problems.error(
+                origin,
+                f"{source}.name",
+                f"{legacy!r} becomes IPAddressPool {name!r}, as {owner[name]!r} does; "
+                "rename one of them",
+            )
+            continue
+        owner[name] = legacy
+        if name != legacy:
+            renames[legacy] = Renamed(legacy, name, source)
+    if not renames:
+        return objects, ()
+    out = []
+    for original in objects:
+        obj = copy.deepcopy(original)
+        if obj["kind"] == "IPAddressPool" and obj["metadata"]["name"] in renames:
+            obj["metadata"]["name"] = renames[obj["metadata"]["name"]].name
+        pools = obj["spec"].get("ipAddressPools")
+        if isinstance(pools, list):
+            obj["spec"]["ipAddressPools"] = [renames[p].name if p in renames else p for p in pools]
+        out.append(obj)
+    return out, tuple(renames.values())
 
 
 def _selector(data: Any, origin: str, path: str, problems: Problems) -> dict[str, Any]:

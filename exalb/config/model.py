@@ -98,7 +98,13 @@ class ServiceAllocation:
 
 @dataclass(frozen=True)
 class Pool:
-    """An address pool. ``cidrs`` keeps the user's order: allocation walks them in it."""
+    """An address pool. ``cidrs`` keeps the user's order: allocation walks them in it.
+
+    ``entries`` remembers which CIDRs each ``spec.addresses`` entry became (an ``a-b`` range
+    is summarised into several), because MetalLB checks an advertisement's aggregation
+    length per entry, not per CIDR (see :mod:`exalb.config.crossrefs`). Empty means "one
+    entry per CIDR" (pools built by hand in tests).
+    """
 
     name: str
     cidrs: tuple[IPNetwork, ...]
@@ -106,9 +112,20 @@ class Pool:
     avoid_buggy_ips: bool = False
     service_allocation: ServiceAllocation | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    entries: tuple[tuple[IPNetwork, ...], ...] = ()
 
     def contains(self, ip: IPAddress) -> bool:
+        """``ip`` lies in one of the pool's CIDRs (``avoidBuggyIPs`` aside)."""
         return any(ip in c for c in self.cidrs)
+
+    def allows(self, ip: IPAddress) -> bool:
+        """``ip`` may be assigned from this pool: in a CIDR and not excluded by
+        ``avoidBuggyIPs``. MetalLB's allocator counts an excluded ``.0``/``.255`` as outside
+        the pool (``internal/allocator/allocator.go``, ``poolFor``)."""
+        return self.contains(ip) and not self.is_buggy(ip)
+
+    def address_entries(self) -> tuple[tuple[IPNetwork, ...], ...]:
+        return self.entries or tuple((c,) for c in self.cidrs)
 
     def cidrs_of(self, family: Family) -> tuple[IPNetwork, ...]:
         return tuple(c for c in self.cidrs if c.version == family)
@@ -256,11 +273,16 @@ class Config:
         return None
 
     def pool_of(self, ip: IPAddress) -> Pool | None:
-        """The pool holding ``ip`` (pools never overlap, so at most one)."""
+        """The pool whose CIDRs hold ``ip`` (pools never overlap, so at most one)."""
         for p in self.pools:
             if p.contains(ip):
                 return p
         return None
+
+    def allocatable_pool_of(self, ip: IPAddress) -> Pool | None:
+        """The pool ``ip`` may be assigned from (:meth:`Pool.allows`), or ``None``."""
+        pool = self.pool_of(ip)
+        return pool if pool is not None and pool.allows(ip) else None
 
     def peer(self, name: str) -> Peer | None:
         for p in self.peers:

@@ -74,8 +74,10 @@ class EventSink(Protocol):
 
 
 def owned_services(elections: Iterable[IPElection], node: str) -> frozenset[str]:
-    """Services ``node`` owns at least one L2 IP of."""
-    return frozenset(s for e in elections if e.owner == node for s in e.services)
+    """Services ``node`` owns at least one L2 IP of (a refused sharer is not owned)."""
+    return frozenset(
+        s for e in elections if e.owner == node for s in e.services if e.reason_for(node, s) is None
+    )
 
 
 @dataclass(frozen=True)

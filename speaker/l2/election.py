@@ -12,6 +12,14 @@ failover (see :mod:`garp.failover`). The next-ranked node is the standby that wa
 the owner; Kubernetes state stays the authority on *who may* answer, the data path only
 decides *who answers right now* among those.
 
+A Service-level refusal comes first (every node gets it as its reason):
+
+* ``sharedIPWithServiceSelector`` - the Service carries ``allow-shared-ip`` and one of the
+  L2Advertisements that match it has ``serviceSelectors``: MetalLB does not announce such a
+  Service in L2 at all (``speaker/layer2_controller.go``, ``ShouldAnnounce``), and neither
+  does exalb. If another Service sharing the IP is not refused, the IP is still answered
+  for that one; the refused Service is listed in :attr:`IPElection.refused`.
+
 Eligibility of a node for an IP (first failing check is the reason reported for that node):
 
 * ``nodeNotSelected`` - no L2Advertisement of the IP's pool selects the node;
@@ -47,6 +55,7 @@ NO_SPEAKER = "noSpeaker"
 NO_LOCAL_ENDPOINTS = "noLocalEndpoints"
 NO_ENDPOINTS = "noEndpoints"
 NOT_A_CANDIDATE = "notACandidate"  # node unknown to this election (e.g. not in the Node list)
+SHARED_IP_WITH_SERVICE_SELECTOR = "sharedIPWithServiceSelector"
 
 
 def election_key(node: str, ip: IPAddress) -> bytes:
@@ -69,6 +78,9 @@ class IPElection:
     excluded: tuple[tuple[str, str], ...] = ()  # (node, reason) for non-candidates
     # Interfaces per candidate node (from its matching advertisements; () = all allowed).
     interfaces: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Services of ``services`` that are not announced at all, with the reason (MetalLB's
+    # sharedIPWithServiceSelector); the candidates answer for the others only.
+    refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def owner(self) -> str | None:
@@ -92,6 +104,11 @@ class IPElection:
 
     def interfaces_of(self, node: str) -> tuple[str, ...]:
         return dict(self.interfaces).get(node, ())
+
+    def reason_for(self, node: str, service: str) -> str | None:
+        """Why ``node`` does not announce ``service`` on this IP; None when it does."""
+        refused = dict(self.refused).get(service)
+        return refused if refused is not None else self.reason(node)
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,19 @@ def _elect_service(
         pool = config.pool_of(ip)
         if pool is None or not config.l2_advertisements_for(pool.name):
             continue  # not an L2 IP (BGP-only or outside every pool): not our business
+        if _shared_with_selector(config, pool.name, svc):
+            out.append(
+                IPElection(
+                    ip=ip,
+                    services=(svc.key,),
+                    candidates=(),
+                    excluded=tuple(
+                        sorted((n.name, SHARED_IP_WITH_SERVICE_SELECTOR) for n in nodes)
+                    ),
+                    refused=((svc.key, SHARED_IP_WITH_SERVICE_SELECTOR),),
+                )
+            )
+            continue
         eligible: list[str] = []
         excluded: list[tuple[str, str]] = []
         ifaces: list[tuple[str, tuple[str, ...]]] = []
@@ -200,26 +230,46 @@ def _elect_service(
     return out
 
 
+def _shared_with_selector(config: Config, pool: str, svc: ServiceView) -> bool:
+    """MetalLB's rule: ``allow-shared-ip`` and an L2Advertisement with ``serviceSelectors``
+    among those that match the Service do not go together."""
+    if not svc.has_allow_shared_ip:
+        return False
+    labels = svc.label_map
+    return any(
+        a.service_selectors and a.selects_service(labels)
+        for a in config.l2_advertisements_for(pool)
+    )
+
+
 def _merge(shared: Sequence[IPElection], key_ips: Mapping[str, IPAddress]) -> IPElection:
     """One result for an IP shared by several Services (``allow-shared-ip``).
 
-    MetalLB evaluates each Service alone, so sharing Services whose eligible sets differ can
-    make two nodes answer. Here the IP gets one ranking: the union of the eligible nodes,
-    keyed on the first IP of the alphabetically first Service, so the answer is unique.
+    MetalLB evaluates each Service alone, keyed on each one's first IP, so sharing
+    Services whose first IPs differ (or whose Local endpoints differ for a moment) can make
+    two nodes answer. Here the IP gets one ranking: the union of the eligible nodes, keyed
+    on the first IP of the alphabetically first announced Service, so the answer is
+    unique. The union never holds a node that a sharing Service's own advertisements
+    exclude: the IP is in one pool, so every sharer matches the same advertisements, except
+    through ``serviceSelectors``, and a sharer matched by an advertisement with
+    ``serviceSelectors`` is refused outright (:func:`_shared_with_selector`), not merged.
     """
     first = shared[0]
     if len(shared) == 1:
         return first
+    refused = tuple(sorted(r for e in shared for r in e.refused))
+    announced = [e for e in shared if not e.refused] or list(shared)
     services = tuple(sorted(s for e in shared for s in e.services))
-    eligible = {n for e in shared for n in e.candidates}
+    key_service = sorted(s for e in announced for s in e.services)[0]
+    eligible = {n for e in announced for n in e.candidates}
     excluded: dict[str, str] = {}
-    for e in shared:
+    for e in announced:
         for node, reason in e.excluded:
             if node not in eligible:
                 excluded.setdefault(node, reason)
     ifaces: dict[str, set[str]] = {}
     everything: set[str] = set()
-    for e in shared:
+    for e in announced:
         for node, names in e.interfaces:
             if not names:
                 everything.add(node)
@@ -227,11 +277,12 @@ def _merge(shared: Sequence[IPElection], key_ips: Mapping[str, IPAddress]) -> IP
     return IPElection(
         ip=first.ip,
         services=services,
-        candidates=rank_nodes(eligible, key_ips[services[0]]),
+        candidates=rank_nodes(eligible, key_ips[key_service]),
         excluded=tuple(sorted(excluded.items())),
         interfaces=tuple(
             sorted((n, () if n in everything else tuple(sorted(v))) for n, v in ifaces.items())
         ),
+        refused=refused,
     )
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from exalb.k8s.client import ApiError
-from exalb.k8s.resources import BGP_ADVERTISEMENTS, BGP_PEERS, IP_ADDRESS_POOLS, LEASES, SERVICES
+from exalb.k8s.resources import (
+    BGP_ADVERTISEMENTS,
+    BGP_PEERS,
+    IP_ADDRESS_POOLS,
+    LEASES,
+    NAMESPACES,
+    SERVICES,
+)
 from exalbctl.main import main as exalbctl
 from lab.controlplane import ControlPlane
 
@@ -344,3 +351,145 @@ def test_v1beta1_bgppeer_yaml_still_applies(env: Env) -> None:
     got = env.kube.get(BGP_PEERS, "old", env.config_ns)
     assert got is not None and got["apiVersion"] == "metallb.io/v1beta2"
     assert got["spec"]["peerAddress"] == "192.0.2.1"
+
+
+# -- issue 11: MetalLB conformance, as events, conditions and metrics on real objects -------
+
+
+def _flag_metric(ctl: object, flag: str) -> float | None:
+    return ctl.metric("exalb_allocator_flagged_services", flag=flag)  # type: ignore[attr-defined]
+
+
+def test_require_dual_stack_after_single_stack_completes_the_pair(env: Env) -> None:
+    """Point 1: a SingleStack Service turned RequireDualStack keeps its IPv4 and gets an
+    IPv6 from the same pool (MetalLB would clear and re-allocate the pair); a pool without
+    IPv6 flags missingFamily (condition, AdditionalAssignFailed) until it gains IPv6."""
+    env.pool("v4", "203.0.113.0/30")
+    ctl = env.start_controller()
+    env.service("a")
+    assert env.wait_ips("a") == ["203.0.113.0"]
+    env.kube.patch(
+        SERVICES,
+        "a",
+        {"spec": {"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"]}},
+        env.app_ns,
+    )
+    wait_for(
+        "missingFamily",
+        lambda: (env.condition("a", "exalb.io/MissingFamily") or {}).get("status") == "True",
+    )
+    assert env.ips("a") == ["203.0.113.0"]
+    wait_for("event", lambda: "AdditionalAssignFailed" in env.event_reasons("a"))
+    wait_for("metric", lambda: _flag_metric(ctl, "missingFamily") == 1.0)
+    env.pool("v4", "203.0.113.0/30", "2001:db8:ffff::/126")
+    assert env.wait_ips("a", 2) == ["203.0.113.0", "2001:db8:ffff::"]
+    wait_for("flag cleared", lambda: env.condition("a", "exalb.io/MissingFamily") is None)
+    wait_for("metric cleared", lambda: _flag_metric(ctl, "missingFamily") == 0.0)
+
+
+def test_extra_status_ips_wrong_family_and_avoid_buggy_ips(env: Env) -> None:
+    """Points 2, 3 and 9 (wrong family). Status written while no controller runs: three IPs
+    on a SingleStack Service are cut to the first usable IPv4 (ExtraIPsReleased); an IPv6 on
+    a SingleStack IPv4 Service is kept and flagged wrongFamily. Then avoidBuggyIPs is
+    turned on under a Service holding .0: kept, flagged out-of-pool."""
+    env.pool("p", "203.0.113.0/29", "2001:db8:ffff::/126")
+    for name in ("three", "v6", "zero"):
+        env.service(name)
+    status = {
+        "three": ["198.51.100.9", "203.0.113.5", "2001:db8:ffff::1", "203.0.113.6"],
+        "v6": ["2001:db8:ffff::2"],
+        "zero": ["203.0.113.0"],
+    }
+    for name, ips in status.items():
+        body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
+        env.kube.patch(SERVICES, name, body, env.app_ns, subresource="status")
+    ctl = env.start_controller()
+    wait_for("trimmed", lambda: env.ips("three") == ["203.0.113.5"])
+    events = wait_for(
+        "ExtraIPsReleased",
+        lambda: [e for e in env.events("three") if e["reason"] == "ExtraIPsReleased"],
+    )
+    assert events[0]["type"] == "Warning"
+    assert "released 198.51.100.9, 2001:db8:ffff::1, 203.0.113.6" in events[0]["message"]
+    wait_for(
+        "wrongFamily",
+        lambda: (env.condition("v6", "exalb.io/WrongFamily") or {}).get("status") == "True",
+    )
+    assert env.ips("v6") == ["2001:db8:ffff::2"]
+    wait_for("IPWrongFamily event", lambda: "IPWrongFamily" in env.event_reasons("v6"))
+    wait_for("metric", lambda: _flag_metric(ctl, "wrongFamily") == 1.0)
+    # A released IP is free again.
+    env.service("next", loadBalancerIP="203.0.113.6")
+    assert env.wait_ips("next") == ["203.0.113.6"]
+    env.pool("p", "203.0.113.0/29", "2001:db8:ffff::/126", avoidBuggyIPs=True)
+    cond = wait_for(
+        "zero out of pool",
+        lambda: (c := env.condition("zero", OUT_OF_POOL)) and c["status"] == "True" and c,
+    )
+    assert "excluded by avoidBuggyIPs" in cond["message"]
+    assert env.ips("zero") == ["203.0.113.0"]
+    wait_for("IPOutOfPool", lambda: "IPOutOfPool" in env.event_reasons("zero"))
+    wait_for("out-of-pool metric", lambda: _flag_metric(ctl, "outOfPool") == 1.0)
+
+
+def test_selectors_no_longer_matching_and_requests_not_met_are_flagged(env: Env) -> None:
+    """Point 9: the Service keeps its IP and is flagged (condition, event, metric) where
+    MetalLB would move it: its namespace no longer matches the pool's namespaceSelectors;
+    a requested IP lies outside every pool while it holds another."""
+    env.pool(
+        "team",
+        "203.0.113.0/30",
+        serviceAllocation={"namespaceSelectors": [{"matchLabels": {"team": "a"}}]},
+    )
+    env.pool("rest", "198.51.100.0/30")
+    env.kube.patch(NAMESPACES, env.app_ns, {"metadata": {"labels": {"team": "a"}}})
+    ctl = env.start_controller()
+    env.service("a")
+    env.service("b")
+    assert env.wait_ips("a") == ["203.0.113.0"]
+    assert env.wait_ips("b") == ["203.0.113.1"]
+    env.kube.patch(NAMESPACES, env.app_ns, {"metadata": {"labels": {"team": "b"}}})
+    cond = wait_for(
+        "notSelectedByPool",
+        lambda: (c := env.condition("a", "exalb.io/NotSelectedByPool")) and c,
+    )
+    assert cond["status"] == "True" and cond["reason"] == "NotSelectedByPool"
+    assert env.ips("a") == ["203.0.113.0"]
+    wait_for("event", lambda: "NotSelectedByPool" in env.event_reasons("a"))
+    wait_for("metric", lambda: _flag_metric(ctl, "notSelectedByPool") == 2.0)
+    # A requested IP in no pool: kept, AllocationFailed, requestNotMet.
+    env.kube.patch(
+        SERVICES, "b", {"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "192.0.2.77"}}},
+        env.app_ns,
+    )  # fmt: skip
+    wait_for(
+        "requestNotMet",
+        lambda: (env.condition("b", "exalb.io/RequestNotMet") or {}).get("status") == "True",
+    )
+    assert env.ips("b") == ["203.0.113.1"]
+    events = [e for e in env.events("b") if e["reason"] == "AllocationFailed"]
+    assert events and "the current IP 203.0.113.1 is kept" in events[-1]["message"]
+    # Labels back: the flag goes; the request withdrawn: that flag goes too.
+    env.kube.patch(NAMESPACES, env.app_ns, {"metadata": {"labels": {"team": "a"}}})
+    wait_for("cleared", lambda: env.condition("a", "exalb.io/NotSelectedByPool") is None)
+    env.kube.patch(
+        SERVICES, "b", {"metadata": {"annotations": {"metallb.io/loadBalancerIPs": None}}},
+        env.app_ns,
+    )  # fmt: skip
+    wait_for("request cleared", lambda: env.condition("b", "exalb.io/RequestNotMet") is None)
+    wait_for("metrics cleared", lambda: _flag_metric(ctl, "requestNotMet") == 0.0)
+    assert env.ips("b") == ["203.0.113.1"]
+
+
+def test_no_pools_configured_is_an_allocation_failed_warning(env: Env) -> None:
+    """Point 10: MetalLB says nothing on the Service when no pool exists; exalb gives an
+    AllocationFailed warning naming the cause (README lists the difference)."""
+    env.start_controller()
+    env.service("a")
+    events = wait_for(
+        "AllocationFailed",
+        lambda: [e for e in env.events("a") if e["reason"] == "AllocationFailed"],
+    )
+    assert events[0]["type"] == "Warning"
+    assert "no IPAddressPool is configured" in events[0]["message"]
+    assert env.ips("a") == []

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.addrspace import AddressSpace
-from controller.allocator import Allocator, claim_of
+from controller.allocator import Allocator, claim_of, families_of
 from controller.freespace import FreeSpace
 from exalb.views import ServiceView
 
@@ -82,16 +82,29 @@ def test_no_ip_is_given_to_services_that_may_not_share(cfg, ops) -> None:  # typ
 @settings(max_examples=100, deadline=None)
 @given(SMALL_POOLS, OPS, SMALL_POOLS)
 def test_pool_edits_never_move_an_assigned_ip(cfg, ops, new_cfg) -> None:  # type: ignore[no-untyped-def]
+    """A config change never takes an IP away from a Service, nor gives it another of a
+    family it already has. The one change allowed is *completing* a dual-stack Service that
+    holds one family, from the same pool: MetalLB does that too (controller/service.go,
+    convergeBalancer: PreferDualStack with one IP tries AllocateFromPoolForAdditionalFamily),
+    and it moves nothing. Each Service is re-converged as it looks now (its latest view)."""
     al = Allocator(cfg)
+    latest: dict[str, ServiceView] = {}
     for _op, s in ops:
         al.assign(ServiceView(**{**s.__dict__, "assigned_ips": al.assigned(s.key)}))
+        latest[s.key] = s
     before = {k: al.assigned(k) for k in al.services()}
     al.set_config(new_cfg)
-    for _op, s in ops:
-        if s.key in before:
-            d = al.assign(ServiceView(**{**s.__dict__, "assigned_ips": before[s.key]}))
-            assert d.ips == before[s.key]
-    assert {k: al.assigned(k) for k in before} == before
+    for key, ips in before.items():
+        s = latest[key]
+        d = al.assign(ServiceView(**{**s.__dict__, "assigned_ips": ips}))
+        assert set(ips) <= set(d.ips), (ips, d)
+        added = set(d.ips) - set(ips)
+        if added:
+            assert families_of(s) == {4, 6}
+            assert len(ips) == 1 and len(added) == 1
+            assert {a.version for a in added} != {ips[0].version}
+            assert d.pool == al.config.pool_of(ips[0]).name  # type: ignore[union-attr]
+        assert al.assigned(key) == d.ips
 
 
 @settings(max_examples=100, deadline=None)

@@ -89,6 +89,19 @@ REASON_CASES = [
      replace(CONFIG, bgp_advertisements=(replace(AD, local_pref=100),
                                          replace(AD, name="ad2", local_pref=200))),
      NODE, SVC, EPS, Options(), "conflictingAdvertisements"),
+    # MetalLB (internal/config/config.go, isAggrLengthDifferent): a dual-stack pool's ads
+    # can send the same update unless *both* aggregation lengths differ.
+    ("conflicting-localpref-dual-pool-one-length-differs",
+     replace(CONFIG, bgp_advertisements=(replace(AD, local_pref=100),
+                                         replace(AD, name="ad2", local_pref=200,
+                                                 aggregation_length=24))),
+     NODE, SVC, EPS, Options(), "conflictingAdvertisements"),
+    # ... and an empty peers list shares every peer (haveSharedPeers).
+    ("conflicting-localpref-all-peers-vs-one",
+     replace(CONFIG, bgp_advertisements=(replace(AD, local_pref=100),
+                                         replace(AD, name="ad2", local_pref=200,
+                                                 peers=("r2",)))),
+     NODE, SVC, EPS, Options(), "conflictingAdvertisements"),
     ("network-unavailable", CONFIG, replace(NODE, network_unavailable=True), SVC, EPS,
      Options(), "nodeNetworkUnavailable"),
     ("excluded", CONFIG, replace(NODE, labels=((EXCLUDE_LB_LABEL, ""),)), SVC, EPS, Options(),
@@ -161,10 +174,11 @@ ANNOUNCE_CASES = [
                                          replace(AD, name="ad2", peers=("r2",), local_pref=200))),
      NODE, SVC, EPS, Options(),
      {r("203.0.113.10/32", "r1", local_pref=100), r("203.0.113.10/32", "r2", local_pref=200)}),
+    # MetalLB's isAggrLengthDifferent: in a dual-stack pool both lengths must differ.
     ("localpref-differs-but-aggregation-differs",
      replace(CONFIG, peers=(PEER_V4,), bgp_advertisements=(
          replace(AD, local_pref=100), replace(AD, name="ad2", local_pref=200,
-                                              aggregation_length=24))),
+                                              aggregation_length=24, aggregation_length_v6=64))),
      NODE, SVC, EPS, Options(),
      {r("203.0.113.10/32", "r1", local_pref=100), r("203.0.113.0/24", "r1", local_pref=200)}),
     ("two-ads-communities-merged",
