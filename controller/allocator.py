@@ -33,13 +33,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 from sortedcontainers import SortedList
 
 from controller.addrspace import AddressSpace
 from controller.freespace import FreeSpace
 from exalb.config.model import Config, Family, IPAddress, Pool
+from exalb.contracts.service_status import FlagKind
 from exalb.views import MIGRATE_ANNOTATION, ServiceView
 
 # Event reasons (MetalLB's, so tooling that greps them keeps working, plus exalb's own).
@@ -55,14 +55,14 @@ IP_WRONG_FAMILY = "IPWrongFamily"
 NOT_SELECTED_BY_POOL = "NotSelectedByPool"
 EXTRA_IPS_RELEASED = "ExtraIPsReleased"
 
-FlagKind = Literal[
-    "outOfPool", "wrongFamily", "notSelectedByPool", "requestNotMet", "missingFamily"
-]
-# The flags a Service can carry, in the order their messages lead an event.
-FLAG_KINDS: tuple[FlagKind, ...] = get_args(FlagKind)
+# The flags a Service can carry (the contract with readers of the Service), in the order
+# their messages lead an event.
+FLAG_KINDS: tuple[FlagKind, ...] = tuple(FlagKind)
 # Flags that mean "kept although the current config would not give it": exalb.io/migrate
 # asks to move such a Service into the current config.
-MIGRATABLE: frozenset[FlagKind] = frozenset({"outOfPool", "wrongFamily", "notSelectedByPool"})
+MIGRATABLE: frozenset[FlagKind] = frozenset(
+    {FlagKind.OUT_OF_POOL, FlagKind.WRONG_FAMILY, FlagKind.NOT_SELECTED_BY_POOL}
+)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Decision:
 
     @property
     def out_of_pool(self) -> tuple[IPAddress, ...]:
-        found = self.flag("outOfPool")
+        found = self.flag(FlagKind.OUT_OF_POOL)
         return found.ips if found else ()
 
     def events(self) -> tuple[tuple[str, str, bool], ...]:
@@ -410,7 +410,7 @@ class Allocator:
                     where.append(f"{ip} is excluded by avoidBuggyIPs of IPAddressPool {pool.name}")
             flags.append(
                 Flag(
-                    "outOfPool",
+                    FlagKind.OUT_OF_POOL,
                     IP_OUT_OF_POOL,
                     f"IP {'; '.join(where)}; kept unchanged. Set annotation "
                     f"{MIGRATE_ANNOTATION}=true to move it into the current config",
@@ -423,7 +423,7 @@ class Allocator:
             want = " and ".join(f"IPv{f}" for f in sorted(allowed))
             flags.append(
                 Flag(
-                    "wrongFamily",
+                    FlagKind.WRONG_FAMILY,
                     IP_WRONG_FAMILY,
                     f"IP {', '.join(map(str, wrong))} is not of the Service's family ({want}, "
                     f"{svc.family_policy}); kept unchanged. Set annotation "
@@ -440,7 +440,7 @@ class Allocator:
         ):
             flags.append(
                 Flag(
-                    "notSelectedByPool",
+                    FlagKind.NOT_SELECTED_BY_POOL,
                     NOT_SELECTED_BY_POOL,
                     f"IPAddressPool {pool.name}'s serviceAllocation (namespaces, "
                     "namespaceSelectors, serviceSelectors) no longer selects this Service; "
@@ -597,7 +597,7 @@ class Allocator:
         if svc.family_policy != "RequireDualStack":
             return self._kept(svc, held, ns_labels, reason=ADDITIONAL_ASSIGN_FAILED, message=text)
         flag = Flag(
-            "missingFamily",
+            FlagKind.MISSING_FAMILY,
             ADDITIONAL_ASSIGN_FAILED,
             f"{text}; the current IP is kept. Add IPv{missing} addresses to the pool, or set "
             f"annotation {MIGRATE_ANNOTATION}=true to move the Service to a pool with both",
@@ -624,7 +624,7 @@ class Allocator:
                 return decision
             self._hold(svc.key, old, claim_of(svc))
             text = f"{decision.message}; the current IP {', '.join(map(str, old))} is kept"
-            flag = Flag("requestNotMet", decision.reason, text, old)
+            flag = Flag(FlagKind.REQUEST_NOT_MET, decision.reason, text, old)
             return self._kept(
                 svc, old, ns_labels, reason=decision.reason, message=text, warning=True,
                 extra=(flag,),

@@ -26,10 +26,11 @@ import structlog
 from controller import metrics
 from controller.allocator import IP_CONFLICT, Allocator, Decision
 from controller.plan import is_ours
-from controller.status import POOL_ANNOTATION, ServicePatches, service_patches
+from controller.status import ServicePatches, service_patches
 from exalb.config.documents import parse_documents
 from exalb.config.model import Config
-from exalb.config.problems import Problem
+from exalb.config.problems import ObjectRef, Problem, Subject
+from exalb.contracts.service_status import POOL_ANNOTATION
 from exalb.k8s.client import JSON, ApiError, KubeClient
 from exalb.k8s.events import EventRecorder
 from exalb.k8s.informer import Informer
@@ -365,14 +366,14 @@ class Controller:
                 )
         self._reported_problems = current
 
-    def _find_config_object(self, label: str) -> JSON | None:
-        kind, _, rest = label.partition("/")
-        name = rest.split(" ", 1)[0]
-        if " (from " in label or label.startswith("ConfigMap"):
+    def _find_config_object(self, subject: Subject) -> JSON | None:
+        """The object an event about ``subject`` goes on: the metallb.io object itself, or
+        the legacy ConfigMap for anything converted from it (or the document as a whole)."""
+        if not isinstance(subject, ObjectRef) or subject.legacy or subject.kind == "ConfigMap":
             return self.config_maps.get(f"{self.namespace}/{self.config_map}")
         for inf in self.config_informers:
-            if inf.resource.kind == kind:
-                return inf.get(f"{self.namespace}/{name}")
+            if inf.resource.kind == subject.kind:
+                return inf.get(f"{self.namespace}/{subject.name}")
         return None
 
     # ------------------------------------------------------------------ services

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.allocator import IP_CONFLICT, Allocator, Decision, FlagKind
+from controller.allocator import IP_CONFLICT, Allocator, Decision
 from exalb.config.model import Config, IPAddress
+from exalb.contracts.service_status import FlagKind
 from exalb.views import ServiceView
 
 Action = Literal["keep", "new", "change", "pending", "out-of-pool", "conflict", "skip"]

@@ -20,28 +20,11 @@ from controller.allocator import (
     IP_CONFLICT,
     IP_OUT_OF_POOL,
     Decision,
-    FlagKind,
 )
 from exalb.config.model import IPAddress
-from exalb.views import ALLOCATED_FROM_POOL, ANNOTATION_PREFIX
+from exalb.contracts.service_status import FLAG_CONDITIONS, POOL_ANNOTATION, Condition
 
-CONDITION_ALLOCATED = "exalb.io/IPAllocated"
-CONDITION_OUT_OF_POOL = "exalb.io/OutOfPool"
-CONDITION_CONFLICT = "exalb.io/IPConflict"
-CONDITION_WRONG_FAMILY = "exalb.io/WrongFamily"
-CONDITION_NOT_SELECTED = "exalb.io/NotSelectedByPool"
-CONDITION_REQUEST_NOT_MET = "exalb.io/RequestNotMet"
-CONDITION_MISSING_FAMILY = "exalb.io/MissingFamily"
-# One condition per allocator flag; True while the flag holds, absent otherwise.
-FLAG_CONDITIONS: dict[FlagKind, str] = {
-    "outOfPool": CONDITION_OUT_OF_POOL,
-    "wrongFamily": CONDITION_WRONG_FAMILY,
-    "notSelectedByPool": CONDITION_NOT_SELECTED,
-    "requestNotMet": CONDITION_REQUEST_NOT_MET,
-    "missingFamily": CONDITION_MISSING_FAMILY,
-}
-OUR_CONDITIONS = (CONDITION_ALLOCATED, CONDITION_CONFLICT, *FLAG_CONDITIONS.values())
-POOL_ANNOTATION = ANNOTATION_PREFIX + ALLOCATED_FROM_POOL
+OUR_CONDITIONS = tuple(Condition)
 
 _REASON_OK = re.compile(r"[^A-Za-z0-9_,:]")
 
@@ -105,7 +88,7 @@ def desired_conditions(
     if decision.pending:
         out.append(
             _condition(
-                CONDITION_ALLOCATED,
+                Condition.ALLOCATED,
                 False,
                 decision.reason or "Pending",
                 decision.message or "waiting for an IP",
@@ -120,7 +103,7 @@ def desired_conditions(
         reason = "IPAllocated" if decision.reason in quiet | flagged else decision.reason
         message = f"{ips} from pool {decision.pool}" if decision.pool else ips
         out.append(
-            _condition(CONDITION_ALLOCATED, True, reason, message, existing, now, generation)
+            _condition(Condition.ALLOCATED, True, reason, message, existing, now, generation)
         )
     for flag in decision.flags:
         out.append(
@@ -137,7 +120,7 @@ def desired_conditions(
     if decision.reason == IP_CONFLICT:
         out.append(
             _condition(
-                CONDITION_CONFLICT, True, IP_CONFLICT, decision.message, existing, now, generation
+                Condition.CONFLICT, True, IP_CONFLICT, decision.message, existing, now, generation
             )
         )
     return out

@@ -27,24 +27,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exalb.contracts.service_status import (
+    CONDITION_PREFIX,
+    FLAG_CONDITIONS,
+    POOL_ANNOTATION,
+    Condition,
+)
 from exalb.contracts.speaker_status import NOT_OURS, OnWire
 
 JSON = dict[str, Any]
 
-POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
-CONDITION_PREFIX = "exalb.io/"
-CONDITION_ALLOCATED = "exalb.io/IPAllocated"
-CONDITION_OUT_OF_POOL = "exalb.io/OutOfPool"
-CONDITION_CONFLICT = "exalb.io/IPConflict"
-#: The controller's flag conditions and the name ``status`` shows for each (the IP is kept
-#: where MetalLB would move it, or a request is not met; README "How exalb differs").
-FLAG_CONDITIONS = {
-    CONDITION_OUT_OF_POOL: "outOfPool",
-    "exalb.io/WrongFamily": "wrongFamily",
-    "exalb.io/NotSelectedByPool": "notSelectedByPool",
-    "exalb.io/RequestNotMet": "requestNotMet",
-    "exalb.io/MissingFamily": "missingFamily",
-}
 
 #: ``onWire`` states of a wanted route (the speaker's contract) plus one only a join can see.
 SENT, HELD, MISSING, DIFFERS, UNKNOWN = (
@@ -134,13 +126,15 @@ def controller_view(obj: Mapping[str, Any]) -> JSON:
     """What the controller says about one Service."""
     spec = obj.get("spec") or {}
     conds = our_conditions(obj)
-    allocated = _condition_true(conds, CONDITION_ALLOCATED)
-    flags = [name for ctype, name in FLAG_CONDITIONS.items() if _condition_true(conds, ctype)]
-    if _condition_true(conds, CONDITION_CONFLICT):
+    allocated = _condition_true(conds, Condition.ALLOCATED)
+    # the flag's name where the IP is kept although MetalLB would move it, or a request is
+    # not met (README "How exalb differs")
+    flags = [str(f) for f, ctype in FLAG_CONDITIONS.items() if _condition_true(conds, ctype)]
+    if _condition_true(conds, Condition.CONFLICT):
         flags.append("ipConflict")
     if allocated is False:
         reason = next(
-            (c.get("reason") for c in conds if c["type"] == CONDITION_ALLOCATED), "Pending"
+            (c.get("reason") for c in conds if c["type"] == Condition.ALLOCATED), "Pending"
         )
         flags.append(f"pending({reason})")
     return {
@@ -151,8 +145,8 @@ def controller_view(obj: Mapping[str, Any]) -> JSON:
         "ips": ingress_ips(obj),
         "pool": allocated_pool(obj),
         "allocated": allocated,
-        "outOfPool": bool(_condition_true(conds, CONDITION_OUT_OF_POOL)),
-        "conflict": bool(_condition_true(conds, CONDITION_CONFLICT)),
+        "outOfPool": bool(_condition_true(conds, Condition.OUT_OF_POOL)),
+        "conflict": bool(_condition_true(conds, Condition.CONFLICT)),
         "flags": flags,
         "conditions": conds,
     }

@@ -40,22 +40,8 @@ from typing import Literal
 
 from exalb.config.crossrefs import local_pref_conflict
 from exalb.config.model import BGPAdvertisement, Config, IPAddress, IPNetwork, Peer, Pool
+from exalb.contracts.speaker_status import Reason
 from exalb.views import EXCLUDE_LB_LABEL, EndpointsView, NodeView, ServiceView
-
-Reason = Literal[
-    "notLoadBalancer",
-    "loadBalancerClass",
-    "noIPAllocated",
-    "ipNotAllowed",
-    "notOwner",
-    "noMatchingAdvertisement",
-    "conflictingAdvertisements",
-    "nodeNetworkUnavailable",
-    "nodeLabeledExcludeBalancers",
-    "noLocalEndpoints",
-    "noEndpoints",
-    "noPeers",
-]
 
 
 @dataclass(frozen=True)
@@ -240,30 +226,30 @@ def decide_service(
         return ServiceDecision(service=key, announce=False, reason=reason, **kw)  # type: ignore[arg-type]
 
     if not service.is_load_balancer:
-        return no("notLoadBalancer")
+        return no(Reason.NOT_LOAD_BALANCER)
     if service.load_balancer_class != options.load_balancer_class:
-        return no("loadBalancerClass")
+        return no(Reason.LOAD_BALANCER_CLASS)
     if not service.assigned_ips:
-        return no("noIPAllocated")
+        return no(Reason.NO_IP_ALLOCATED)
     pool, warnings = resolve_pool(config, service)
     if pool is None:
-        return no("ipNotAllowed")
+        return no(Reason.IP_NOT_ALLOWED)
     labels = node.label_map
     ads = config.bgp_advertisements_for(pool.name)
     node_ads = tuple(a for a in ads if a.selects_node(labels))
     if not node_ads:
-        return no("notOwner", pool=pool.name, warnings=warnings)
+        return no(Reason.NOT_OWNER, pool=pool.name, warnings=warnings)
     svc_labels = service.label_map
     matching = tuple(a for a in node_ads if a.selects_service(svc_labels))
     names = tuple(a.name for a in matching)
     if not matching:
-        return no("noMatchingAdvertisement", pool=pool.name, warnings=warnings)
+        return no(Reason.NO_MATCHING_ADVERTISEMENT, pool=pool.name, warnings=warnings)
     if node_peers is None:
         node_peers = peers_for_node(config, node)
     conflict = _conflicting(matching, pool)
     if conflict is not None:
         return no(
-            "conflictingAdvertisements",
+            Reason.CONFLICTING_ADVERTISEMENTS,
             pool=pool.name,
             advertisements=names,
             warnings=(
@@ -273,17 +259,19 @@ def decide_service(
             ),
         )
     if node.network_unavailable:
-        return no("nodeNetworkUnavailable", pool=pool.name, advertisements=names)
+        return no(Reason.NODE_NETWORK_UNAVAILABLE, pool=pool.name, advertisements=names)
     if node.excluded_from_lb and not options.ignore_exclude_lb:
-        return no("nodeLabeledExcludeBalancers", pool=pool.name, advertisements=names)
+        return no(Reason.NODE_EXCLUDED, pool=pool.name, advertisements=names)
     eps = endpoints or EndpointsView(service.namespace, service.name)
     if service.traffic_policy == "Local" and not eps.has_serving_on(node.name):
-        return no("noLocalEndpoints", pool=pool.name, advertisements=names, warnings=warnings)
+        return no(
+            Reason.NO_LOCAL_ENDPOINTS, pool=pool.name, advertisements=names, warnings=warnings
+        )
     if not eps.has_serving():
-        return no("noEndpoints", pool=pool.name, advertisements=names, warnings=warnings)
+        return no(Reason.NO_ENDPOINTS, pool=pool.name, advertisements=names, warnings=warnings)
     routes = _routes(matching, service.assigned_ips, node_peers)
     if not routes:
-        return no("noPeers", pool=pool.name, advertisements=names, warnings=warnings)
+        return no(Reason.NO_PEERS, pool=pool.name, advertisements=names, warnings=warnings)
     return ServiceDecision(
         service=key,
         announce=True,

@@ -25,7 +25,7 @@ from exalb.config.model import (
     SecretRef,
     ServiceAllocation,
 )
-from exalb.config.problems import Problems
+from exalb.config.problems import ObjectRef, Problems, Subject
 from exalb.config.result import ParseResult
 from exalb.config.values import (
     parse_addresses,
@@ -49,15 +49,19 @@ LEGACY_SOURCE_ANNOTATION = "exalb.io/legacy-source"
 _META = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 
 
-def object_label(obj: Mapping[str, Any]) -> str:
-    """``Kind/name``, plus the legacy origin when the object was converted."""
+def object_label(obj: Mapping[str, Any]) -> ObjectRef:
+    """The object's kind and name, plus the legacy origin when the object was converted
+    (renders ``Kind/name (from peers[0])``)."""
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     assert isinstance(meta, Mapping)
-    label = f"{obj.get('kind', '?')}/{meta.get('name', '?')}"
     ann = meta.get("annotations")
-    if isinstance(ann, Mapping) and ann.get(LEGACY_SOURCE_ANNOTATION):
-        label += f" (from {ann[LEGACY_SOURCE_ANNOTATION]})"
-    return label
+    legacy = ann.get(LEGACY_SOURCE_ANNOTATION) if isinstance(ann, Mapping) else None
+    return ObjectRef(
+        kind=str(obj.get("kind", "?")),
+        name=str(meta.get("name", "?")),
+        namespace=str(meta.get("namespace") or ""),
+        legacy=str(legacy) if legacy else None,
+    )
 
 
 def is_metallb_object(obj: Mapping[str, Any]) -> bool:
@@ -78,7 +82,7 @@ def parse_objects(
     """
     problems = Problems()
     by_kind: dict[str, list[Mapping[str, Any]]] = {k: [] for k in KINDS}
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], ObjectRef] = {}
     for obj in objects:
         label = object_label(obj)
         api = str(obj.get("apiVersion", ""))
@@ -241,7 +245,7 @@ _COMMUNITY_FIELDS = frozenset({"communities"})
 def _aliases(objs: list[Mapping[str, Any]], problems: Problems) -> dict[str, str]:
     """Community alias name → value (``a:b`` or ``large:a:b:c``), unique across objects."""
     aliases: dict[str, str] = {}
-    owner: dict[str, str] = {}
+    owner: dict[str, Subject] = {}
     for obj in objs:
         spec = _spec(obj, problems, _COMMUNITY_FIELDS)
         for path, item in spec.items("communities"):

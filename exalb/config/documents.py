@@ -17,7 +17,7 @@ import yaml
 from exalb.config.crd import is_metallb_object, parse_objects
 from exalb.config.legacy import CONFIG_KEY, legacy_text_to_objects, legacy_to_objects
 from exalb.config.model import Config
-from exalb.config.problems import Problems
+from exalb.config.problems import ObjectRef, Problems
 from exalb.config.result import ParseResult
 
 LEGACY_KEYS = frozenset({"peers", "address-pools", "bgp-communities", "bfd-profiles"})
@@ -55,8 +55,8 @@ def parse_documents(
             crd_objects.append(doc)
         elif doc.get("kind") == "ConfigMap":
             meta = doc.get("metadata") or {}
-            label = f"ConfigMap {meta.get('namespace', '')}/{meta.get('name', '')}".replace(
-                " /", " "
+            label = ObjectRef(
+                "ConfigMap", str(meta.get("name", "")), str(meta.get("namespace", ""))
             )
             text = (doc.get("data") or {}).get(CONFIG_KEY)
             if not isinstance(text, str):

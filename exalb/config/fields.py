@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from exalb.config.model import LabelSelector, SelectorRequirement
-from exalb.config.problems import Problems
+from exalb.config.problems import Problems, Subject
 
 _MISSING = object()
 
@@ -22,7 +22,7 @@ class Fields:
     def __init__(
         self,
         data: Any,
-        obj: str,
+        obj: Subject,
         path: str,
         problems: Problems,
         known: frozenset[str] | None = None,
@@ -145,7 +145,7 @@ _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
 def read_selector(
-    data: Any, obj: str, path: str, problems: Problems, *, legacy: bool = False
+    data: Any, obj: Subject, path: str, problems: Problems, *, legacy: bool = False
 ) -> LabelSelector:
     """A label selector; ``legacy`` uses the ConfigMap spelling (``match-labels``)."""
     ml_key, me_key = (

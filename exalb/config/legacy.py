@@ -27,7 +27,7 @@ from exalb.config.crd import (
     parse_objects,
 )
 from exalb.config.fields import Fields
-from exalb.config.problems import Problems
+from exalb.config.problems import Problems, Subject
 from exalb.config.result import ParseResult
 
 CONFIG_KEY = "config"
@@ -66,7 +66,7 @@ _AD_KEYS: dict[str, str] = {
 
 
 def parse_legacy_text(
-    text: str, *, namespace: str = "metallb-system", origin: str = "config"
+    text: str, *, namespace: str = "metallb-system", origin: Subject = "config"
 ) -> ParseResult:
     """Parse the YAML text under the ConfigMap's ``config`` key."""
     objects, problems = legacy_text_to_objects(text, namespace=namespace, origin=origin)
@@ -77,7 +77,7 @@ def parse_legacy_text(
 
 
 def legacy_text_to_objects(
-    text: str, *, namespace: str = "metallb-system", origin: str = "config"
+    text: str, *, namespace: str = "metallb-system", origin: Subject = "config"
 ) -> tuple[list[dict[str, Any]], Problems]:
     problems = Problems()
     try:
@@ -92,7 +92,7 @@ def legacy_to_objects(
     doc: Any,
     *,
     namespace: str = "metallb-system",
-    origin: str = "config",
+    origin: Subject = "config",
     problems: Problems | None = None,
 ) -> tuple[list[dict[str, Any]], Problems]:
     """Convert a legacy config document to ``metallb.io`` objects (dicts, CRD form)."""
@@ -222,7 +222,7 @@ class Renamed:
 
 
 def with_object_names(
-    objects: list[dict[str, Any]], problems: Problems, origin: str = "config"
+    objects: list[dict[str, Any]], problems: Problems, origin: Subject = "config"
 ) -> tuple[list[dict[str, Any]], tuple[Renamed, ...]]:
     """``objects`` (from :func:`legacy_to_objects`) with pool names the API server accepts.
 
@@ -273,7 +273,7 @@ def with_object_names(
     return out, tuple(renames.values())
 
 
-def _selector(data: Any, origin: str, path: str, problems: Problems) -> dict[str, Any]:
+def _selector(data: Any, origin: Subject, path: str, problems: Problems) -> dict[str, Any]:
     f = Fields(data, origin, path, problems, frozenset({"match-labels", "match-expressions"}))
     out: dict[str, Any] = {}
     if f.has("match-labels"):

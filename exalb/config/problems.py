@@ -14,10 +14,36 @@ Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """The config object a problem is about, as fields, so a reader (the controller putting
+    an event on it) never parses the display text back.
+
+    ``legacy``: the object was converted from the legacy ConfigMap, and this is where in its
+    ``config`` document it came from (``peers[0]``): the problem belongs on the ConfigMap.
+    """
+
+    kind: str
+    name: str
+    namespace: str = ""
+    legacy: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "ConfigMap":
+            return f"ConfigMap {self.namespace}/{self.name}".replace(" /", " ")
+        where = f"{self.kind}/{self.name}"
+        return f"{where} (from {self.legacy})" if self.legacy else where
+
+
+#: What a problem is about: a config object, or (a plain label) a document or file as a
+#: whole, e.g. ``"config"`` or ``"file.yaml[2]"``.
+Subject = ObjectRef | str
+
+
+@dataclass(frozen=True)
 class Problem:
     """One finding about one field of one object."""
 
-    obj: str  # "IPAddressPool/prod", "BGPPeer/peer1 (from peers[0])", "config"
+    obj: Subject  # renders "IPAddressPool/prod", "BGPPeer/peer1 (from peers[0])", "config"
     path: str  # "spec.addresses[1]"; empty when the whole object is meant
     message: str
     severity: Severity = "error"
@@ -34,10 +60,10 @@ class Problems:
     def __init__(self) -> None:
         self.items: list[Problem] = []
 
-    def error(self, obj: str, path: str, message: str) -> None:
+    def error(self, obj: Subject, path: str, message: str) -> None:
         self.items.append(Problem(obj, path, message))
 
-    def warn(self, obj: str, path: str, message: str) -> None:
+    def warn(self, obj: Subject, path: str, message: str) -> None:
         self.items.append(Problem(obj, path, message, "warning"))
 
     @property

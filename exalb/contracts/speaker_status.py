@@ -23,10 +23,29 @@ class OnWire(StrEnum):
     UNKNOWN = "unknown"  # ExaBGP was not asked or did not answer
 
 
-#: Decision reasons meaning "not a Service exalb load-balances" rather than "not here".
-NOT_LOAD_BALANCER = "notLoadBalancer"
-OTHER_LOAD_BALANCER_CLASS = "loadBalancerClass"
-NOT_OURS = (NOT_LOAD_BALANCER, OTHER_LOAD_BALANCER_CLASS)
+class Reason(StrEnum):
+    """Why this node does not announce a Service: MetalLB's words where MetalLB has one."""
+
+    NOT_LOAD_BALANCER = "notLoadBalancer"
+    LOAD_BALANCER_CLASS = "loadBalancerClass"  # another loadBalancerClass than the speaker's
+    NO_IP_ALLOCATED = "noIPAllocated"
+    IP_NOT_ALLOWED = "ipNotAllowed"  # no pool holds the Service's IPs
+    NOT_OWNER = "notOwner"
+    NODE_NOT_SELECTED = "nodeNotSelected"  # no L2Advertisement of the pool selects the node
+    NO_MATCHING_ADVERTISEMENT = "noMatchingAdvertisement"
+    CONFLICTING_ADVERTISEMENTS = "conflictingAdvertisements"  # different LOCAL_PREF, one peer
+    NODE_NETWORK_UNAVAILABLE = "nodeNetworkUnavailable"
+    NODE_EXCLUDED = "nodeLabeledExcludeBalancers"
+    NO_SPEAKER = "noSpeaker"
+    NO_LOCAL_ENDPOINTS = "noLocalEndpoints"
+    NO_ENDPOINTS = "noEndpoints"
+    NO_PEERS = "noPeers"
+    NOT_A_CANDIDATE = "notACandidate"  # node unknown to the L2 election
+    SHARED_IP_WITH_SERVICE_SELECTOR = "sharedIPWithServiceSelector"
+
+
+#: Reasons meaning "not a Service exalb load-balances" rather than "not here".
+NOT_OURS = (Reason.NOT_LOAD_BALANCER, Reason.LOAD_BALANCER_CLASS)
 
 
 class RouteAttributes(TypedDict, total=False):

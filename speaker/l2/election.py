@@ -44,18 +44,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exalb.config.model import Config, IPAddress
+from exalb.contracts.speaker_status import Reason
 from exalb.views import EndpointsView, NodeView, ServiceView
 
-NOT_OWNER = "notOwner"
-NODE_NOT_SELECTED = "nodeNotSelected"
-NO_MATCHING_ADVERTISEMENT = "noMatchingAdvertisement"
-NODE_NETWORK_UNAVAILABLE = "nodeNetworkUnavailable"
-NODE_EXCLUDED = "nodeLabeledExcludeBalancers"
-NO_SPEAKER = "noSpeaker"
-NO_LOCAL_ENDPOINTS = "noLocalEndpoints"
-NO_ENDPOINTS = "noEndpoints"
-NOT_A_CANDIDATE = "notACandidate"  # node unknown to this election (e.g. not in the Node list)
-SHARED_IP_WITH_SERVICE_SELECTOR = "sharedIPWithServiceSelector"
+NOT_OWNER = Reason.NOT_OWNER
+NODE_NOT_SELECTED = Reason.NODE_NOT_SELECTED
+NO_MATCHING_ADVERTISEMENT = Reason.NO_MATCHING_ADVERTISEMENT
+NODE_NETWORK_UNAVAILABLE = Reason.NODE_NETWORK_UNAVAILABLE
+NODE_EXCLUDED = Reason.NODE_EXCLUDED
+NO_SPEAKER = Reason.NO_SPEAKER
+NO_LOCAL_ENDPOINTS = Reason.NO_LOCAL_ENDPOINTS
+NO_ENDPOINTS = Reason.NO_ENDPOINTS
+NOT_A_CANDIDATE = Reason.NOT_A_CANDIDATE  # node unknown to this election (not in the Nodes)
+SHARED_IP_WITH_SERVICE_SELECTOR = Reason.SHARED_IP_WITH_SERVICE_SELECTOR
 
 
 def election_key(node: str, ip: IPAddress) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from exalb.config.documents import parse_documents, split_documents
+from exalb.config.problems import ObjectRef
 
 CORPUS: list[dict[str, Any]] = yaml.safe_load(
     (Path(__file__).parent / "data" / "invalid_configs.yaml").read_text()
@@ -49,3 +50,25 @@ spec: {peerAddress: nope}
     assert any("spec.autoAssign" in m for m in messages)
     assert any("BGPPeer/p: spec.myASN" in m for m in messages)
     assert any("BGPPeer/p: spec.peerAddress" in m for m in messages)
+
+
+def test_problems_name_their_object_as_fields_not_only_as_text() -> None:
+    """The controller puts an event on the object a problem names; it reads the fields, so
+    a converted legacy object points at the ConfigMap without parsing "(from ...)"."""
+    crd = {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": "prod", "namespace": "metallb-system"},
+        "spec": {"addresses": ["10.0.0.300/24"]},
+    }
+    legacy = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "config", "namespace": "metallb-system"},
+        "data": {"config": "peers:\n- peer-address: 10.0.0.1\n  peer-asn: 64500\n"},
+    }
+    (problem,) = parse_documents([("a", crd)]).errors
+    assert problem.obj == ObjectRef("IPAddressPool", "prod", "metallb-system")
+    assert str(problem).startswith("IPAddressPool/prod: spec.addresses[0]:")
+    errors = parse_documents([("b", legacy)]).errors
+    ref = next(p.obj for p in errors if isinstance(p.obj, ObjectRef) and p.obj.kind == "BGPPeer")
+    assert ref.legacy == "peers[0]" and str(ref) == "BGPPeer/peer1 (from peers[0])"
