@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     leading = threading.Event()
     server = ObservabilityServer(
-        args.metrics_addr, ready=lambda: leading.is_set() and controller.config_ready.is_set()
+        args.metrics_addr, ready=lambda: leading.is_set() and controller.reconciler.config_ready
     ).start()
     log.info(
         "started",

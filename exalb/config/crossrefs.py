@@ -9,7 +9,7 @@ from __future__ import annotations
 from itertools import combinations
 
 from exalb.config.model import BGPAdvertisement, Config, IPNetwork, Pool
-from exalb.config.problems import Problems
+from exalb.config.problems import ObjectRef, Problems
 
 
 def check_config(config: Config, problems: Problems) -> None:
@@ -35,7 +35,7 @@ def _check_overlaps(config: Config, problems: Problems) -> None:
         if reach is not None and reach[0] == version and first <= reach[2]:
             where = "in the same pool" if reach[3] == name else f"IPAddressPool/{reach[3]}"
             problems.error(
-                f"IPAddressPool/{name}",
+                ObjectRef("IPAddressPool", name),
                 "spec.addresses",
                 f"{cidr} overlaps {reach[4]} ({where}); pools must not overlap",
             )
@@ -67,7 +67,7 @@ def _check_aggregation(config: Config, problems: Problems) -> None:
                         where = f"{widest}, the widest CIDR of range {entry[0].network_address}-"
                         where += f"{entry[-1].broadcast_address}"
                     problems.error(
-                        f"BGPAdvertisement/{ad.name}",
+                        ObjectRef("BGPAdvertisement", ad.name),
                         f"spec.{field}",
                         f"{length} is shorter than {where} of IPAddressPool/{pool.name}: "
                         "the aggregate would cover addresses outside the pool",
@@ -129,7 +129,7 @@ def _check_bgp_ad_conflicts(config: Config, problems: Problems) -> None:
             if pool is None or not local_pref_conflict(a, b, pool, shared_nodes=same_nodes):
                 continue
             problems.error(
-                f"BGPAdvertisement/{b.name}",
+                ObjectRef("BGPAdvertisement", b.name),
                 "spec.localPref",
                 f"{b.local_pref} conflicts with localPref {a.local_pref} of "
                 f"BGPAdvertisement/{a.name} for IPAddressPool/{name}: same aggregation, "
@@ -147,7 +147,7 @@ def _check_peers(config: Config, problems: Problems) -> None:
             and set(a.node_selectors) == set(b.node_selectors)
         ):
             problems.error(
-                f"BGPPeer/{b.name}",
+                ObjectRef("BGPPeer", b.name),
                 "spec.peerAddress",
                 f"duplicates BGPPeer/{a.name} ({a.peer_address} port {a.peer_port} on the "
                 "same nodes)",
@@ -157,7 +157,7 @@ def _check_peers(config: Config, problems: Problems) -> None:
         for i, peer in enumerate(ad.peers):
             if peer not in names:
                 problems.warn(
-                    f"BGPAdvertisement/{ad.name}",
+                    ObjectRef("BGPAdvertisement", ad.name),
                     f"spec.peers[{i}]",
                     f"BGPPeer {peer!r} does not exist; nothing is announced to it",
                 )
@@ -169,7 +169,7 @@ def _check_unadvertised(config: Config, problems: Problems) -> None:
     for pool in config.pools:
         if pool.name not in advertised:
             problems.warn(
-                f"IPAddressPool/{pool.name}",
+                ObjectRef("IPAddressPool", pool.name),
                 "",
                 "no BGPAdvertisement or L2Advertisement selects this pool: its IPs are "
                 "assigned but not announced",
