@@ -121,12 +121,15 @@ class KubeWriter:
         self.namespace = namespace
 
     def patch_service(self, obj: JSON, patches: ServicePatches) -> None:
+        """Metadata (the pool annotation) first, then status: the API keeps them apart (the
+        status subresource ignores metadata, the main resource ignores status), and whoever
+        sees the IP in status must find the annotation already there."""
         meta = obj.get("metadata") or {}
         name, ns = str(meta.get("name")), str(meta.get("namespace"))
-        if patches.status is not None:
-            self.kube.patch(SERVICES, name, patches.status, ns, subresource="status")
         if patches.metadata is not None:
             self.kube.patch(SERVICES, name, patches.metadata, ns)
+        if patches.status is not None:
+            self.kube.patch(SERVICES, name, patches.status, ns, subresource="status")
 
     def patch_pool_status(self, name: str, status: dict[str, int]) -> None:
         self.kube.patch(
