@@ -7,7 +7,7 @@ table:
     ``exalb-speaker`` processes with their ExaBGP; clock from just before the Service's
     ``status.loadBalancer.ingress`` write (what the controller does) until the /32 is in
     r1's kernel FIB, with the first path and with all three paths;
-(b) **10,000 routes** (198.18.0.0/15, /32 each) until all are in r1's kernel FIB:
+(b) **10,000 routes** (198.19.0.0/16, /32 each) until all are in r1's kernel FIB:
     * floor: ExaBGP fed by a bare API script (``exabgp_feeder.py``), clock from its first
       write;
     * speaker: the speaker's own code path (World → decide → render → driver → bridge →
@@ -53,7 +53,8 @@ from tests.lab.speaker_lab import (  # noqa: E402
 from tests.lab.topologies import topology_path  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-FIRST_IP = "198.18.0.1"
+#: Bulk routes come from 198.19.0.0/16: the lab's links use 198.18.0.0/24.
+FIRST_IP = "198.19.0.1"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -206,7 +207,7 @@ def run_speaker(lab: Lab, n: int, round_: int) -> dict[str, float]:
         "namespace": "bench",
         "config_objects": [
             {
-                **pool("bench", ["198.18.0.0/15"]),
+                **pool("bench", ["198.19.0.0/16"]),
                 "metadata": {"name": "bench", "namespace": "bench"},
             },
             {**bgp_peer(node), "metadata": {"name": "r1-n1-v4", "namespace": "bench"}},

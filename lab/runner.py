@@ -12,7 +12,7 @@ Typical test use::
         lab.start_exabgp_static("n1", ["203.0.113.10/32"])
         lab.wait_established("r1")
         lab.wait_route("r1", "203.0.113.10/32", nexthops=1)
-        lab.exec("c", ["ping", "-c1", "192.0.2.2"])
+        lab.exec("c", ["ping", "-c1", "198.18.0.2"])
 
 Teardown (always, also on exceptions and Ctrl-C) is by PID and namespace: see
 ``teardown.py``; state is recorded in ``rundir.py`` so another process can finish it.

@@ -263,7 +263,7 @@ def parse_daemons(text: str) -> tuple[str, ...]:
 
 
 def parse_peers(value: str) -> tuple[BgpPeer, ...]:
-    """``"192.0.2.1@64500 2001:db8::1@64500"`` into peers (ValueError on bad syntax)."""
+    """``"198.18.0.1@64500 2001:db8::1@64500"`` into peers (ValueError on bad syntax)."""
     peers = []
     for item in value.replace(",", " ").split():
         address, sep, asn = item.rpartition("@")

@@ -1,7 +1,7 @@
 """Rules that span several config objects (MetalLB's cross-object validation, and more).
 
 Run after every object parsed on its own, so the messages can name both sides of a
-conflict ("overlaps IPAddressPool/b spec.addresses: 192.0.2.0/28").
+conflict ("overlaps IPAddressPool/b spec.addresses: 198.18.0.0/28").
 """
 
 from __future__ import annotations

@@ -336,11 +336,11 @@ def test_v1beta1_bgppeer_yaml_still_applies(env: Env) -> None:
         "apiVersion": "metallb.io/v1beta1",
         "kind": "BGPPeer",
         "metadata": {"name": "old"},
-        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.1", "holdTime": "90s"},
+        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.18.0.1", "holdTime": "90s"},
     }
     env.kube.request(
         "POST", f"/apis/metallb.io/v1beta1/namespaces/{env.config_ns}/bgppeers", body=body
     )
     got = env.kube.get(BGP_PEERS, "old", env.config_ns)
     assert got is not None and got["apiVersion"] == "metallb.io/v1beta2"
-    assert got["spec"]["peerAddress"] == "192.0.2.1"
+    assert got["spec"]["peerAddress"] == "198.18.0.1"

@@ -7,8 +7,8 @@ documentation addresses only, processes stopped by recorded PID, teardown on fai
 
 Topology::
 
-    n1 192.0.2.2/30  2001:db8:1::2/64 ── r1 192.0.2.1/30  2001:db8:1::1/64   (AS 64500)
-    n1 also 192.0.2.6/30 on a second link (r1 192.0.2.5/30) for a second session
+    n1 198.18.0.2/30  2001:db8:1::2/64 ── r1 198.18.0.1/30  2001:db8:1::1/64   (AS 64500)
+    n1 also 198.18.0.6/30 on a second link (r1 198.18.0.5/30) for a second session
 """
 
 from __future__ import annotations
@@ -89,22 +89,22 @@ FRR_BGPD_CONF = """\
 hostname r1
 log file {d}/bgpd.log
 router bgp 64500
- bgp router-id 192.0.2.1
+ bgp router-id 198.18.0.1
  no bgp ebgp-requires-policy
  no bgp default ipv4-unicast
  bgp bestpath as-path multipath-relax
- neighbor 192.0.2.2 remote-as {n1_as}
- neighbor 192.0.2.2 timers 3 9
+ neighbor 198.18.0.2 remote-as {n1_as}
+ neighbor 198.18.0.2 timers 3 9
 {extra_v4}
- neighbor 192.0.2.6 remote-as {n1_as}
- neighbor 192.0.2.6 timers 3 9
+ neighbor 198.18.0.6 remote-as {n1_as}
+ neighbor 198.18.0.6 timers 3 9
  neighbor 2001:db8:1::2 remote-as {n1_as}
  neighbor 2001:db8:1::2 timers 3 9
  address-family ipv4 unicast
   maximum-paths 8
   maximum-paths ibgp 8
-  neighbor 192.0.2.2 activate
-  neighbor 192.0.2.6 activate
+  neighbor 198.18.0.2 activate
+  neighbor 198.18.0.6 activate
  exit-address-family
  address-family ipv6 unicast
   maximum-paths 8
@@ -136,8 +136,8 @@ class BgpLab:
             _run("ip", "-n", ns, "link", "set", "lo", "up")
         for i, (r_addr, n_addr, r6, n6) in enumerate(
             [
-                ("192.0.2.1/30", "192.0.2.2/30", "2001:db8:1::1/64", "2001:db8:1::2/64"),
-                ("192.0.2.5/30", "192.0.2.6/30", None, None),
+                ("198.18.0.1/30", "198.18.0.2/30", "2001:db8:1::1/64", "2001:db8:1::2/64"),
+                ("198.18.0.5/30", "198.18.0.6/30", None, None),
             ]
         ):
             r_if, n_if = f"r1-n1l{i}", f"n1-r1l{i}"
@@ -158,7 +158,7 @@ class BgpLab:
     def _start_frr(self) -> None:
         d = self.frr_dir
         (d / "run").mkdir(parents=True)
-        extra = f" neighbor 192.0.2.2 password {self.md5}" if self.md5 else ""
+        extra = f" neighbor 198.18.0.2 password {self.md5}" if self.md5 else ""
         (d / "zebra.conf").write_text("hostname r1\nno zebra nexthop kernel enable\n")
         (d / "bgpd.conf").write_text(FRR_BGPD_CONF.format(d=d, n1_as=self.n1_as, extra_v4=extra))
         shutil.chown(self.dir, "frr", "frr")

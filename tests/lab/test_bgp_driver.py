@@ -35,7 +35,7 @@ pytestmark = pytest.mark.lab
 T = TypeVar("T")
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
-NODE = NodeView(name="n1", addresses=(ip("192.0.2.2"),))
+NODE = NodeView(name="n1", addresses=(ip("198.18.0.2"),))
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def start_exabgp(lab: BgpLab, peers: list[Peer]) -> tuple[Path, Path, Any]:
     return sock, conf, rendered
 
 
-PEER_R1 = Peer(name="r1", my_asn=64500, peer_asn=64500, peer_address=ip("192.0.2.1"),
-               source_address=ip("192.0.2.2"), hold_time=9)  # fmt: skip
+PEER_R1 = Peer(name="r1", my_asn=64500, peer_asn=64500, peer_address=ip("198.18.0.1"),
+               source_address=ip("198.18.0.2"), hold_time=9)  # fmt: skip
 PEER_R1_V6 = Peer(name="r1v6", my_asn=64500, peer_asn=64500, peer_address=ip("2001:db8:1::1"),
                   source_address=ip("2001:db8:1::2"), hold_time=9)  # fmt: skip
 
@@ -115,7 +115,7 @@ def test_announce_attributes_withdraw_ipv4_and_ipv6(ibgp_lab: BgpLab) -> None:
     try:
         d.call(asyncio.sleep(0))
         d.loop.call_soon_threadsafe(d.driver.set_neighbors, rendered.neighbors)
-        wait_for(lambda: lab.established("192.0.2.2") and lab.established("2001:db8:1::2"), 15)
+        wait_for(lambda: lab.established("198.18.0.2") and lab.established("2001:db8:1::2"), 15)
         v4 = Route(
             net("203.0.113.10/32"),
             "r1",
@@ -140,7 +140,7 @@ def test_announce_attributes_withdraw_ipv4_and_ipv6(ibgp_lab: BgpLab) -> None:
         assert lab.bgp_route("203.0.113.21/32")["paths"][0]["community"]["list"] == ["64500:9"]  # type: ignore[index]
         # the wire truth as the driver sees it
         rib = d.call(d.driver.show_adj_rib_out())
-        assert rib["192.0.2.1"][net("203.0.113.10/32")].matches(v4)
+        assert rib["198.18.0.1"][net("203.0.113.10/32")].matches(v4)
         assert set(rib["2001:db8:1::1"]) == {net("2001:db8:ffff::10/128")}
         # withdraw two bulk routes (one `withdraw attributes ... nlri` line) and the IPv6 route
         d.set_routes([v4, bulk[0]])
@@ -171,22 +171,22 @@ def _same_session(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
 
 def test_md5_reload_adds_peer_without_resetting_the_first(md5_lab: BgpLab) -> None:
     lab = md5_lab
-    first = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.1"),
-                 source_address=ip("192.0.2.2"), hold_time=9, password="lab-pw")  # fmt: skip
-    second = Peer(name="r1b", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.5"),
-                  source_address=ip("192.0.2.6"), hold_time=9)  # fmt: skip
+    first = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.1"),
+                 source_address=ip("198.18.0.2"), hold_time=9, password="lab-pw")  # fmt: skip
+    second = Peer(name="r1b", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.5"),
+                  source_address=ip("198.18.0.6"), hold_time=9)  # fmt: skip
     sock, conf, rendered = start_exabgp(lab, [first])
     d = DriverThread(
         Driver(unix_connector(sock), config_path=conf, validate=exabgp_validate(EXABGP))
     )
     try:
         d.loop.call_soon_threadsafe(d.driver.set_neighbors, rendered.neighbors)
-        wait_for(lambda: lab.established("192.0.2.2"), 15)  # MD5 session up
+        wait_for(lambda: lab.established("198.18.0.2"), 15)  # MD5 session up
         r10 = Route(net("203.0.113.10/32"), "r1")
         d.set_routes([r10])
         d.converged()
         wait_for(lambda: lab.fib_routes(4) == {"203.0.113.10/32"}, 5)
-        before = _session(lab, "192.0.2.2")
+        before = _session(lab, "198.18.0.2")
         # a new route never touches the session
         d.set_routes([r10, Route(net("203.0.113.11/32"), "r1")])
         d.converged()
@@ -196,13 +196,13 @@ def test_md5_reload_adds_peer_without_resetting_the_first(md5_lab: BgpLab) -> No
         assert d.call(d.driver.apply_config(new))
         d.set_routes([r10, Route(net("203.0.113.11/32"), "r1"),
                       Route(net("203.0.113.12/32"), "r1b")])  # fmt: skip
-        wait_for(lambda: lab.established("192.0.2.6"), 15)
+        wait_for(lambda: lab.established("198.18.0.6"), 15)
         d.converged()
         wait_for(lambda: "203.0.113.12/32" in lab.fib_routes(4), 5)
-        assert lab.bgp_route("203.0.113.12/32")["paths"][0]["peer"]["peerId"] == "192.0.2.6"  # type: ignore[index]
-        after = _session(lab, "192.0.2.2")
+        assert lab.bgp_route("203.0.113.12/32")["paths"][0]["peer"]["peerId"] == "198.18.0.6"  # type: ignore[index]
+        after = _session(lab, "198.18.0.2")
         assert _same_session(after, before), f"first session was reset: {before} -> {after}"
-        assert lab.established("192.0.2.2")
+        assert lab.established("198.18.0.2")
         assert lab.fib_routes(4) == {"203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"}
     finally:
         d.stop()
@@ -231,9 +231,9 @@ def _first_report(proc: subprocess.Popen[str]) -> dict[str, Any]:
 def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: BgpLab) -> None:
     lab = ibgp_lab
     sock, _, rendered = start_exabgp(lab, [PEER_R1])
-    wait_for(lambda: lab.established("192.0.2.2"), 15)
+    wait_for(lambda: lab.established("198.18.0.2"), 15)
     spec = {
-        "neighbors": [["r1", "192.0.2.1", 4, False]],
+        "neighbors": [["r1", "198.18.0.1", 4, False]],
         "routes": [[f"203.0.113.{i}/32", "r1", 200, ["64500:7"]] for i in (10, 11, 12)],
     }
     want = {"203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"}
@@ -243,7 +243,7 @@ def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: Bg
     wait_for(lambda: lab.fib_routes(4) == want, 5)
     # FRR bumps a prefix's table version on every update it receives for it
     version = lab.bgp_route("203.0.113.10/32")["version"]  # type: ignore[index]
-    session = _session(lab, "192.0.2.2")
+    session = _session(lab, "198.18.0.2")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(5)
     # the routes stay: ExaBGP and the bridge do not depend on the speaker
@@ -253,7 +253,7 @@ def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: Bg
         report = _first_report(second)
         assert report == {"converged": True, "announce": 0.0, "withdraw": 0.0, "show": 1.0}
         assert lab.fib_routes(4) == want
-        assert _same_session(_session(lab, "192.0.2.2"), session)
+        assert _same_session(_session(lab, "198.18.0.2"), session)
         assert lab.bgp_route("203.0.113.10/32")["version"] == version  # type: ignore[index]
         # the restarted speaker still converges by diff on a change
         spec["routes"] = spec["routes"][:2]
@@ -268,4 +268,4 @@ def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: Bg
     finally:
         os.kill(third.pid, signal.SIGKILL)
         third.wait(5)
-    assert rendered.neighbors[0].address == "192.0.2.1"
+    assert rendered.neighbors[0].address == "198.18.0.1"

@@ -117,9 +117,9 @@ def test_cluster_local_policy_and_endpoint_withdraw(sl: SpeakerLab) -> None:
     sl.wait_ready()
     web = lab.wait_route("r1", "203.0.113.10/32", nexthops=3, timeout=10)
     print(f"\nspeakers start -> 3 nexthops for web: {time.monotonic() - started:.2f}s")
-    assert web.gateways == {"192.0.2.2", "192.0.2.6", "192.0.2.10"}
+    assert web.gateways == {"198.18.0.2", "198.18.0.6", "198.18.0.10"}
     local = lab.wait_route("r1", "203.0.113.11/32", nexthops=2)
-    assert local.gateways == {"192.0.2.2", "192.0.2.6"}
+    assert local.gateways == {"198.18.0.2", "198.18.0.6"}
     assert lab.route("r1", "203.0.113.12/32") is None
 
     # the why, per Service, from a node that does not announce "local"
@@ -131,14 +131,14 @@ def test_cluster_local_policy_and_endpoint_withdraw(sl: SpeakerLab) -> None:
     assert web_n3["announce"] is True
     assert [r["onWire"] for r in web_n3["routes"]] == ["sent"]  # type: ignore[index]
     assert [s["state"] for s in st["sessions"]] == ["established"]
-    assert "203.0.113.10/32" in {e["prefix"] for e in st["adjRibOut"]["192.0.2.9"]}
+    assert "203.0.113.10/32" in {e["prefix"] for e in st["adjRibOut"]["198.18.0.9"]}
 
     # the endpoint on n2 goes away: n2 withdraws, measured from the API write to r1's FIB
     t = c.endpoints("local", ["n1"])
     took = timed_wait_nexthops(lab, "203.0.113.11/32", 1, t, timeout=5)
     print(f"endpoint removed (API write) -> n2's path gone from r1's FIB: {took * 1000:.0f} ms")
     assert took < 1.0
-    assert lab.route("r1", "203.0.113.11/32").gateways == {"192.0.2.2"}  # type: ignore[union-attr]
+    assert lab.route("r1", "203.0.113.11/32").gateways == {"198.18.0.2"}  # type: ignore[union-attr]
     # ... and comes back
     t = c.endpoints("local", ["n1", "n2"])
     took = timed_wait_nexthops(lab, "203.0.113.11/32", 2, t, timeout=5)
@@ -220,11 +220,11 @@ def test_communities_large_communities_local_pref_arrive_at_frr(sl: SpeakerLab) 
         "r1",
         "configure terminal",
         "router bgp 64500",
-        "no neighbor 192.0.2.2 peer-group NODES4",  # a peer group is all-iBGP or all-eBGP
-        "neighbor 192.0.2.2 remote-as 64500",
-        "neighbor 192.0.2.2 timers 3 9",
+        "no neighbor 198.18.0.2 peer-group NODES4",  # a peer group is all-iBGP or all-eBGP
+        "neighbor 198.18.0.2 remote-as 64500",
+        "neighbor 198.18.0.2 timers 3 9",
         "address-family ipv4 unicast",
-        "neighbor 192.0.2.2 activate",
+        "neighbor 198.18.0.2 activate",
     )
     n1, n2 = NODES["n1"], NODES["n2"]
     c.apply_config(
@@ -244,7 +244,7 @@ def test_communities_large_communities_local_pref_arrive_at_frr(sl: SpeakerLab) 
         lambda: (r := sl.bgp_route("203.0.113.40/32")) and len(r["paths"]) == 2 and r, 10, 0.05
     )
     by_nh = {p["nexthops"][0]["ip"]: p for p in route["paths"]}
-    ibgp, ebgp = by_nh["192.0.2.2"], by_nh["192.0.2.6"]
+    ibgp, ebgp = by_nh["198.18.0.2"], by_nh["198.18.0.6"]
     print(f"\nr1 paths: ibgp={json.dumps(ibgp)}\nebgp={json.dumps(ebgp)}")
     for p in (ibgp, ebgp):
         assert p["community"]["string"] == "64500:100"
@@ -335,7 +335,7 @@ def test_sigkill_keeps_routes_restart_converges_by_diff_sigterm_withdraws(sl: Sp
     rc = sl.wait_speaker_exit("n1")
     print(f"SIGTERM -> n1's path gone from r1's FIB: {took * 1000:.0f} ms (exit code {rc})")
     assert rc == 0
-    assert lab.route("r1", prefix).gateways == {"192.0.2.6", "192.0.2.10"}  # type: ignore[union-attr]
+    assert lab.route("r1", prefix).gateways == {"198.18.0.6", "198.18.0.10"}  # type: ignore[union-attr]
     assert sl.sessions() == sessions
 
 

@@ -2,7 +2,8 @@
 
 CI check for ``containerlab/**/*.clab.yml``: the netns runner (and containerlab) would fail
 on a missing bind file or a dangling link endpoint; a typo in an address would put a
-non-documentation address on an interface. Also the parser's refusals, on small files.
+non-documentation address on an interface. 192.0.2.0/24 is not allowed either: the machines
+that run the lab have their own uplink there. Also the parser's refusals, on small files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ TOPOLOGIES = sorted((ROOT / "containerlab").glob("**/*.clab.yml"))
 ALLOWED = [
     ipaddress.ip_network(n)
     for n in (
-        "192.0.2.0/24",
         "198.51.100.0/24",
         "203.0.113.0/24",
         "198.18.0.0/15",
@@ -130,10 +130,10 @@ def test_static_exabgp_config_validates(path: Path, tmp_path: Path) -> None:
 
 ROUTER_CONF = """\
 interface eth1
- ip address 192.0.2.1/30
+ ip address 198.18.0.1/30
 exit
 router bgp 64500
- neighbor 192.0.2.2 remote-as 64501
+ neighbor 198.18.0.2 remote-as 64501
 """
 
 
@@ -147,7 +147,7 @@ def _write(tmp_path: Path, clab: str, frr_conf: str = ROUTER_CONF) -> Path:
 
 
 def _clab(
-    peers: str = "192.0.2.1@64500", endpoint: str = "n1:eth1", binds: str = "r1/frr.conf"
+    peers: str = "198.18.0.1@64500", endpoint: str = "n1:eth1", binds: str = "r1/frr.conf"
 ) -> str:
     return f"""
 name: t
@@ -162,9 +162,9 @@ topology:
       labels:
         exalb.role: node
         exalb.bgp.asn: "64501"
-        exalb.bgp.router-id: 192.0.2.2
+        exalb.bgp.router-id: 198.18.0.2
         exalb.bgp.peers: {peers}
-      exec: [ip addr add 192.0.2.2/30 dev eth1]
+      exec: [ip addr add 198.18.0.2/30 dev eth1]
   links:
     - endpoints: ["r1:eth1", "{endpoint}"]
 """
@@ -174,7 +174,7 @@ def test_minimal_topology_loads(tmp_path: Path) -> None:
     topo = load_topology(_write(tmp_path, _clab()))
     n1 = topo.node("n1")
     assert n1.bgp is not None
-    assert str(n1.local_address_for(n1.bgp.peers[0].address)) == "192.0.2.2"
+    assert str(n1.local_address_for(n1.bgp.peers[0].address)) == "198.18.0.2"
 
 
 @pytest.mark.parametrize(
@@ -184,9 +184,9 @@ def test_minimal_topology_loads(tmp_path: Path) -> None:
         ({"endpoint": "n9:eth1"}, "no node n9"),
         ({"endpoint": "n1:averyveryverylongname"}, "longer than 15"),
         ({"endpoint": "n1:eth0"}, "reserved"),
-        ({"peers": "192.0.2.1@64999"}, "but r1 is AS 64500"),
-        ({"peers": "192.0.2.5@64500"}, "is no router's address"),
-        ({"peers": "192.0.2.1"}, "not <address>@<asn>"),
+        ({"peers": "198.18.0.1@64999"}, "but r1 is AS 64500"),
+        ({"peers": "198.18.0.5@64500"}, "is no router's address"),
+        ({"peers": "198.18.0.1"}, "not <address>@<asn>"),
     ],
 )
 def test_broken_topologies_are_refused(
@@ -213,7 +213,7 @@ def test_small_parsers() -> None:
         "bgpd",
         "staticd",
     )
-    lines = ["ip -6 addr add 2001:db8::2/64 dev eth1 nodad", "ip route add 192.0.2.0/24 via x"]
+    lines = ["ip -6 addr add 2001:db8::2/64 dev eth1 nodad", "ip route add 198.18.0.0/24 via x"]
     assert [(i, str(a)) for i, a in parse_exec_addresses(lines)] == [("eth1", "2001:db8::2/64")]
     conf = "interface eth2\n ipv6 address 2001:db8::1/64\nexit\nrouter bgp 1\n ip address x\n"
     assert [(i, str(a)) for i, a in parse_frr_addresses(conf)] == [("eth2", "2001:db8::1/64")]
