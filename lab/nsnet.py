@@ -9,7 +9,8 @@ apiserver. TLS passes through untouched, so the admin kubeconfig (server
 ``https://127.0.0.1:<port>``, certificate for 127.0.0.1) works unchanged inside a node.
 
 A socket belongs to the namespace its creating thread was in; ``setns(2)`` moves only the
-calling thread, so :func:`in_netns` switches, creates, and switches back at once.
+calling thread, so :func:`in_netns` switches, creates, and switches back at once (and
+checks that it did: a thread left in a lab namespace would put every later socket there).
 """
 
 from __future__ import annotations
@@ -32,9 +33,18 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
 @contextlib.contextmanager
 def in_netns(namespace: str) -> Iterator[None]:
-    """Run the block's socket creations inside ``namespace`` (this thread only)."""
+    """Run the block's socket creations inside ``namespace`` (this thread only).
+
+    On the way out the thread must be back in its own namespace; if switching back failed,
+    this raises instead of leaving the thread (and every socket it makes later) inside.
+    """
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
     try:
@@ -43,14 +53,25 @@ def in_netns(namespace: str) -> Iterator[None]:
             yield
         finally:
             _setns(own)
+            if current_netns() != _identity(own):
+                raise OSError(f"thread did not return from namespace {namespace}")
     finally:
         os.close(own)
         os.close(target)
 
 
-def socket_in(namespace: str, family: int = socket.AF_INET) -> socket.socket:
+def current_netns() -> tuple[int, int]:
+    """Identity of the calling thread's network namespace."""
+    st = os.stat("/proc/thread-self/ns/net")
+    return (st.st_dev, st.st_ino)
+
+
+def socket_in(
+    namespace: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
+) -> socket.socket:
+    """A socket that belongs to ``namespace`` (use it from any thread)."""
     with in_netns(namespace):
-        return socket.socket(family, socket.SOCK_STREAM)
+        return socket.socket(family, kind, proto)
 
 
 def http_get(
