@@ -38,6 +38,8 @@ sys.path.insert(0, str(REPO))
 from lab import netns, rundir  # noqa: E402
 from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
+from lab.topology import topology_path  # noqa: E402
+from lab.wait import wait_for  # noqa: E402
 from tests.lab.speaker_lab import (  # noqa: E402
     NODES,
     PY,
@@ -48,9 +50,7 @@ from tests.lab.speaker_lab import (  # noqa: E402
     nexthops,
     pool,
     speaker_lab,
-    wait_for,
 )
-from tests.lab.topologies import topology_path  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 #: Bulk routes come from 198.19.0.0/16: the lab's links use 198.18.0.0/24.
@@ -125,7 +125,7 @@ def bench_latency(services: int) -> dict[str, list[float]]:
                 c.node(n)
             sl.start()
             sl.wait_ready()
-            wait_for(lambda: len(lab.peer_states("r1")) and _v4_up(sl), 15, 0.05)
+            wait_for("IPv4 sessions", lambda: len(lab.peer_states("r1")) and _v4_up(sl), 15, 0.05)
             for i in range(services):
                 name, prefix = f"lat{i}", f"203.0.113.{100 + i}/32"
                 c.service(name, [])
@@ -178,7 +178,7 @@ def run_floor(lab: Lab, n: int, round_: int) -> dict[str, float]:
     time.sleep(0.3)  # let the feeder see the "up" event
     trigger.touch()
     t_fib = wait_count(lab, n, 120)
-    res = json.loads(wait_for(lambda: out.exists() and out.read_text(), 30))
+    res = json.loads(wait_for("feeder result", lambda: out.exists() and out.read_text(), 30))
     kids = descendants(proc.pid, lab.ns("n2"))
     rss = rss_mb([proc.pid, *kids])
     lab.stop_exabgp("n2")

@@ -12,7 +12,7 @@ import pytest
 from lab import netns
 from lab.runner import Lab, new_run_name
 from lab.teardown import sweep_stale
-from tests.lab.topologies import topology_path
+from lab.topology import topology_path
 
 pytestmark = pytest.mark.lab
 
