@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from lab import netns, rundir  # noqa: E402
 from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
+from lab.nsnet import forbid_host_dials  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
 from lab.topology import topology_path  # noqa: E402
 from lab.wait import wait_for  # noqa: E402
@@ -285,6 +286,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
+    forbid_host_dials()  # lab addresses are reached from inside the namespaces only
     reason = unavailable_reason()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exalb.config.model import Config, L2Advertisement, Pool
-from lab.nsnet import in_netns
+from lab.nsnet import forbid_host_dials, in_netns
 from lab.runner import unavailable_reason
 from lab.wait import wait_for
 from tests.lab.l2_lab import (
@@ -185,6 +185,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--window", type=float, default=10.0)
     args = ap.parse_args()
+    forbid_host_dials()  # lab addresses are reached from inside the namespaces only
     reason = unavailable_reason(bgp=False)
     if reason:
         print(f"skipped: {reason}")

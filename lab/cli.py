@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab import frr, netns, rundir
+from lab.nsnet import forbid_host_dials
 from lab.runner import Lab
 from lab.teardown import sweep_stale
 from lab.topology import TopologyError, topology_path
@@ -154,6 +155,7 @@ def _demo(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    forbid_host_dials()  # this process reaches lab addresses only from inside namespaces
     ns = parser().parse_args(argv)
     try:
         return int(ns.func(ns))

@@ -3,6 +3,7 @@ and a teardown that leaves no namespace and no process behind."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 
 from lab import netns
+from lab.nsnet import HostDialError, http_get
 from lab.runner import Lab, new_run_name
 from lab.teardown import sweep_stale
 from lab.topology import topology_path
@@ -51,6 +53,19 @@ def test_bgp_ecmp_three_nexthops_and_client_reach(lab_bgp_ecmp: Lab) -> None:
 
     # ExaBGP's CLI pipes work per instance
     assert "203.0.113.10/32" in lab.exabgp("n1").cli("show adj-rib out")
+
+
+def test_lab_traffic_starts_inside_the_lab_never_from_the_host(lab_bgp_ecmp: Lab) -> None:
+    lab = lab_bgp_ecmp
+    lab.start_responder("n1", ["198.18.0.2"], 8080)
+    # a socket made in the client's namespace reaches n1 through r1 ...
+    assert http_get(lab.ns("c"), 8080, "/", host="198.18.0.2") == (200, b"n1\n")
+    # ... the same address from a socket of the host's namespace is refused before any packet
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as host_sock,
+        pytest.raises(HostDialError),
+    ):
+        host_sock.connect(("198.18.0.2", 8080))
 
 
 def test_stopping_one_speaker_withdraws_its_path(lab_bgp_ecmp: Lab) -> None:
