@@ -31,8 +31,7 @@ import pytest
 
 from lab.controlplane import ControlPlane, Tools, free_port
 from lab.wait import wait_for
-
-from .conftest import containers, find, install, manifest, uninstall
+from tests.chart.conftest import containers, find, install, manifest, uninstall
 
 pytestmark = pytest.mark.k8s
 

@@ -13,9 +13,8 @@ from exalb.k8s.client import ApiError
 from exalb.k8s.resources import BGP_ADVERTISEMENTS, BGP_PEERS, IP_ADDRESS_POOLS, LEASES, SERVICES
 from exalbctl.main import main as exalbctl
 from lab.controlplane import ControlPlane
-
-from ..conftest import running_control_plane
-from .controller_env import Env, install_crds, wait_for
+from tests.conftest import running_control_plane
+from tests.k8s.controller_env import Env, install_crds, wait_for
 
 pytestmark = pytest.mark.k8s
 

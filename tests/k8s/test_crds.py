@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from lab.controlplane import ControlPlane, Tools
-
-from .conftest import KINDS, RELEASE, RELEASE_NAMESPACE, REPO, resource_path
+from tests.k8s.conftest import KINDS, RELEASE, RELEASE_NAMESPACE, REPO, resource_path
 
 pytestmark = pytest.mark.k8s
 

@@ -15,8 +15,7 @@ from controller.allocator import (
     Allocator,
 )
 from exalb.config.model import LabelSelector, ServiceAllocation
-
-from .helpers import config, ips, pool, svc
+from tests.unit.helpers import config, ips, pool, svc
 
 V4 = pool("v4", "198.18.0.0/30")
 V6 = pool("v6", "2001:db8::/126")

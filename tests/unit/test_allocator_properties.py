@@ -12,8 +12,7 @@ from controller.addrspace import AddressSpace
 from controller.allocator import Allocator, claim_of
 from controller.freespace import FreeSpace
 from exalb.views import ServiceView
-
-from .helpers import config, pool, svc
+from tests.unit.helpers import config, pool, svc
 
 SMALL_POOLS = st.lists(
     st.sampled_from(
