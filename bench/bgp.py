@@ -7,7 +7,7 @@ table:
     ``exalb-speaker`` processes with their ExaBGP; clock from just before the Service's
     ``status.loadBalancer.ingress`` write (what the controller does) until the /32 is in
     r1's kernel FIB, with the first path and with all three paths;
-(b) **10,000 routes** (198.18.0.0/15, /32 each) until all are in r1's kernel FIB:
+(b) **10,000 routes** (198.19.0.0/16, /32 each) until all are in r1's kernel FIB:
     * floor: ExaBGP fed by a bare API script (``exabgp_feeder.py``), clock from its first
       write;
     * speaker: the speaker's own code path (cluster store → decide → render → driver → bridge →
@@ -37,7 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from lab import netns, rundir  # noqa: E402
 from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
+from lab.nsnet import forbid_host_dials  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
+from lab.topology import topology_path  # noqa: E402
+from lab.wait import wait_for  # noqa: E402
 from tests.lab.speaker_lab import (  # noqa: E402
     NODES,
     PY,
@@ -48,12 +51,11 @@ from tests.lab.speaker_lab import (  # noqa: E402
     nexthops,
     pool,
     speaker_lab,
-    wait_for,
 )
-from tests.lab.topologies import topology_path  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-FIRST_IP = "198.18.0.1"
+#: Bulk routes come from 198.19.0.0/16: the lab's links use 198.18.0.0/24.
+FIRST_IP = "198.19.0.1"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -124,7 +126,7 @@ def bench_latency(services: int) -> dict[str, list[float]]:
                 c.node(n)
             sl.start()
             sl.wait_ready()
-            wait_for(lambda: len(lab.peer_states("r1")) and _v4_up(sl), 15, 0.05)
+            wait_for("IPv4 sessions", lambda: len(lab.peer_states("r1")) and _v4_up(sl), 15, 0.05)
             for i in range(services):
                 name, prefix = f"lat{i}", f"203.0.113.{100 + i}/32"
                 c.service(name, [])
@@ -177,7 +179,7 @@ def run_floor(lab: Lab, n: int, round_: int) -> dict[str, float]:
     time.sleep(0.3)  # let the feeder see the "up" event
     trigger.touch()
     t_fib = wait_count(lab, n, 120)
-    res = json.loads(wait_for(lambda: out.exists() and out.read_text(), 30))
+    res = json.loads(wait_for("feeder result", lambda: out.exists() and out.read_text(), 30))
     kids = descendants(proc.pid, lab.ns("n2"))
     rss = rss_mb([proc.pid, *kids])
     lab.stop_exabgp("n2")
@@ -206,7 +208,7 @@ def run_speaker(lab: Lab, n: int, round_: int) -> dict[str, float]:
         "namespace": "bench",
         "config_objects": [
             {
-                **pool("bench", ["198.18.0.0/15"]),
+                **pool("bench", ["198.19.0.0/16"]),
                 "metadata": {"name": "bench", "namespace": "bench"},
             },
             {**bgp_peer(node), "metadata": {"name": "r1-n1-v4", "namespace": "bench"}},
@@ -284,6 +286,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
+    forbid_host_dials()  # lab addresses are reached from inside the namespaces only
     reason = unavailable_reason()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)

@@ -36,7 +36,7 @@ def assigned(env: Env) -> int:
 def run_size(cp: ControlPlane, logdir: Path, n: int, cold_start: bool) -> dict[str, float]:
     env = Env(cp, logdir)
     try:
-        env.pool("bench", "198.18.0.0/15")
+        env.pool("bench", "198.19.0.0/16")
         ctl = env.start_controller()
         names = [f"s{i:05d}" for i in range(n)]
         start = time.perf_counter()

@@ -1,7 +1,7 @@
 """L2 benchmark: failover time, steady-state packet rate and memory of the garp sidecar.
 
-Runs the lab of ``tests/lab/l2_topology.py`` (three nodes with the real ``exalb-garp``, one
-client, in namespaces; root needed) and prints a table:
+Runs ``containerlab/l2-segment`` through ``tests/lab/l2_lab.py`` (three nodes with the real
+``exalb-garp``, one client, in namespaces; root needed) and prints a table:
 
 * failover time over N kills of the owner, three ways: SIGKILL of its sidecar (detection by
   silence), its link taken down (partition), SIGTERM (graceful hand-over with BYE). Time is
@@ -9,7 +9,7 @@ client, in namespaces; root needed) and prints a table:
   is answered by the standby, i.e. includes detection, the GARP/NA and the client's
   neighbour update; the worse of the IPv4 and IPv6 VIPs counts.
 * frames per second each sidecar's node sends in steady state (no client traffic, bursts
-  over), counted on the bridge ports, with 2 and with 32 L2 IPs, split into liveness probes
+  over), counted on the switch's bridge ports, with 2 and with 32 L2 IPs, split into liveness probes
   (UDP) and ARP/NDP, and per IP;
 * sidecar RSS and CPU in steady state.
 
@@ -29,24 +29,24 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from l2_topology import (
+from exalb.config.model import Config, L2Advertisement, Pool
+from lab.nsnet import forbid_host_dials, in_netns
+from lab.runner import unavailable_reason
+from lab.wait import wait_for
+from tests.lab.l2_lab import (
     NODES,
     PROBE_PORT,
+    SWITCH,
     VIP4,
     VIP6,
     L2Lab,
     l2_lab,
-    lab_skip_reason,
-    netns,
     one_answer_within,
     service,
     traffic_switch,
-    wait_for,
 )
-
-from exalb.config.model import Config, L2Advertisement, Pool
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -63,7 +63,12 @@ def _restore(lab: L2Lab, owner: str) -> None:
     if owner not in lab.sidecars:
         lab.start_sidecar(owner)
     lab.set_link(owner, up=True)
-    wait_for(lambda: traffic_switch(lab, owner, lambda: None).keys() == {VIP4, VIP6}, 10)
+    wait_for(
+        "traffic back at the owner",
+        lambda: traffic_switch(lab, owner, lambda: None).keys() == {VIP4, VIP6},
+        10,
+        0.02,
+    )
     one_answer_within(lab, owner, timeout=5)
 
 
@@ -90,10 +95,10 @@ def _signal(pid: int, sig: int) -> None:
 def count_frames(lab: L2Lab, window: float) -> dict[str, dict[str, int]]:
     """Frames each node sent into the bridge during ``window``, by kind."""
     socks: dict[socket.socket, str] = {}
-    with netns(lab.br):
-        for i, n in enumerate(NODES, start=1):
+    with in_netns(lab.lab.ns(SWITCH)):
+        for n in NODES:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            s.bind((f"p{i}", ETH_P_ALL))
+            s.bind((lab.switch_port(n), ETH_P_ALL))
             socks[s] = n
     counts = {n: {"probe": 0, "arp/ndp": 0, "other": 0} for n in NODES}
     end = time.monotonic() + window
@@ -180,7 +185,8 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--window", type=float, default=10.0)
     args = ap.parse_args()
-    reason = lab_skip_reason()
+    forbid_host_dials()  # lab addresses are reached from inside the namespaces only
+    reason = unavailable_reason(bgp=False)
     if reason:
         print(f"skipped: {reason}")
         return 0

@@ -12,7 +12,7 @@ Protocol (line based, stdin/stdout):
 1. starts with the config objects and this node, renders the ExaBGP config (the launcher
    then starts ExaBGP), prints ``{"ready": ...}`` once the bridge is connected and the
    config applied;
-2. on the line ``go <n>`` it hands ``n`` Services (198.18.0.0/15, one /32 each, Cluster
+2. on the line ``go <n>`` it hands ``n`` Services (198.19.0.0/16, one /32 each, Cluster
    policy, one ready endpoint) and their EndpointSlices to the store at once, prints
    ``{"t0": <monotonic>}`` and notifies the speaker; prints ``{"acked": <monotonic>}`` when
    the driver has every route acked by ExaBGP;

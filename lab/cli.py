@@ -4,7 +4,7 @@ Why a CLI beside the ``Lab`` API: debugging a failing lab test means re-creating
 looking inside (``vtysh``, ``ip route``, ``tcpdump``) without writing Python. Runs started
 here are marked persistent, so test sweepers leave them alone; ``down`` removes them.
 
-    scripts/lab up bgp-ecmp --run dev          # a name under ./containerlab/ or a path
+    scripts/lab up bgp-ecmp --run dev          # a name under containerlab/ or a path
     scripts/lab exabgp --run dev n1 --announce 203.0.113.10/32
     scripts/lab vtysh --run dev r1 -- show bgp summary
     scripts/lab exec --run dev c -- ping -c1 203.0.113.10
@@ -22,17 +22,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab import frr, netns, rundir
+from lab.nsnet import forbid_host_dials
 from lab.runner import Lab
 from lab.teardown import sweep_stale
-from lab.topology import TopologyError
+from lab.topology import TopologyError, topology_path
 
 
 def resolve_topology(spec: str) -> Path:
-    """A path to a clab file, or a topology name under ``./containerlab/<name>/``."""
+    """A path to a clab file, or a topology name under the repository's ``containerlab/``."""
     path = Path(spec)
     if path.is_file():
         return path
-    candidate = Path("containerlab") / spec / f"{spec}.clab.yml"
+    candidate = topology_path(spec)
     if candidate.is_file():
         return candidate
     raise SystemExit(f"lab: no topology file {spec!r} (nor {candidate})")
@@ -154,6 +155,7 @@ def _demo(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    forbid_host_dials()  # this process reaches lab addresses only from inside namespaces
     ns = parser().parse_args(argv)
     try:
         return int(ns.func(ns))

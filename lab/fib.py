@@ -23,6 +23,7 @@ from lab import netns
 
 POLL = 0.002
 RTA_NH_ID = 30  # linux/rtnetlink.h
+RTPROT_BGP = 186  # linux/rtnetlink.h: what zebra marks its BGP routes with
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -87,6 +88,16 @@ class Fib:
         else:
             hops = ()
         return FibRoute(net, hops, has_nhid, msg["proto"])
+
+    def prefixes(self, version: int, protocol: int = RTPROT_BGP) -> set[str]:
+        """Main-table prefixes of one IP version installed by ``protocol`` (default: BGP)."""
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        out = set()
+        for msg in self._ipr.get_routes(family=family, table=254):
+            if msg["proto"] == protocol:
+                dst = msg.get("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
+                out.add(f"{dst}/{msg['dst_len']}")
+        return out
 
     def wait_route(
         self, prefix: str | IPNetwork, nexthops: int | None = None, timeout: float = 5.0

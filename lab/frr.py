@@ -68,6 +68,17 @@ class FrrInstance:
     def vtysh_json(self, command: str) -> Any:
         return json.loads(self.vtysh(command))
 
+    def neighbor(self, address: str) -> dict[str, Any]:
+        """``show bgp neighbors <address> json``'s entry (empty when unknown)."""
+        data = self.vtysh_json(f"show bgp neighbors {address} json")
+        return dict(data.get(address, {})) if isinstance(data, dict) else {}
+
+    def bgp_route(self, prefix: str) -> dict[str, Any] | None:
+        """The BGP table entry for ``prefix`` with its paths, or None when it has none."""
+        afi = "ipv6" if ":" in prefix else "ipv4"
+        data = self.vtysh_json(f"show bgp {afi} unicast {prefix} json")
+        return dict(data) if isinstance(data, dict) and data.get("paths") else None
+
 
 def available() -> bool:
     return (FRR_LIBDIR / "bgpd").is_file() and (FRR_LIBDIR / "zebra").is_file()

@@ -16,6 +16,7 @@ Safety rules (docs/lab.md, "Network safety") enforced here, not left to callers:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -115,6 +116,17 @@ def add_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
     run(["ip", "-n", ns_b, "link", "set", if_b, "up"])
 
 
+def set_link(namespace: str, interface: str, up: bool) -> None:
+    """Take an interface down or up (a cable pulled, a switch port shut)."""
+    run(["ip", "-n", namespace, "link", "set", interface, "up" if up else "down"])
+
+
+def link_mac(namespace: str, interface: str) -> str:
+    """The MAC address of an interface (``aa:bb:...``)."""
+    out = run(["ip", "-j", "-n", namespace, "link", "show", interface]).stdout
+    return str(json.loads(out)[0]["address"])
+
+
 def inode(namespace: str) -> tuple[int, int] | None:
     """(st_dev, st_ino) identifying a namespace, or None when it is gone."""
     try:
@@ -170,15 +182,21 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def stop(pids: Iterable[int], namespaces: Iterable[str], grace: float) -> list[int]:
-    """SIGTERM, wait up to ``grace`` s, then SIGKILL; only PIDs inside ``namespaces``.
+def stop(
+    pids: Iterable[int],
+    namespaces: Iterable[str],
+    grace: float,
+    first: signal.Signals = signal.SIGTERM,
+) -> list[int]:
+    """``first`` (SIGTERM), wait up to ``grace`` s, then SIGKILL; only PIDs in ``namespaces``.
 
     Returns the PIDs that were signalled. Waiting polls ``/proc`` (no fixed sleeps).
+    ``first=SIGKILL`` is how a test kills a program abruptly (a crash, not a shutdown).
     """
     allowed = {i for i in (inode(ns) for ns in namespaces) if i is not None}
     targets = [p for p in dict.fromkeys(pids) if pid_inode(p) in allowed]
     for pid in targets:
-        _signal(pid, signal.SIGTERM)
+        _signal(pid, first)
     if not wait_gone(targets, grace):
         log.warning("lab: pids %s ignored SIGTERM for %.1fs, killing", targets, grace)
         for pid in targets:

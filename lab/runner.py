@@ -2,8 +2,9 @@
 
 Why: exalb's lab and e2e tests need real FRR and ExaBGP, and containerlab (Docker) is not
 always there. The runner reads the same ``*.clab.yml`` and builds it from namespaces and
-veths: one namespace ``exalb-<run>-<node>`` per node, links as veth pairs with the clab
-interface names, each node's ``exec:`` lines run inside its namespace, and FRR started
+veths: one namespace ``exalb-<run>-<node>`` per node with its ``sysctls:`` applied, links
+as veth pairs with the clab interface names, each node's ``exec:`` lines run inside its
+namespace (an ``exalb.role: switch`` node builds its bridge this way), and FRR started
 for every ``exalb.role: router`` node from its bound ``frr.conf``/``daemons``.
 
 Typical test use::
@@ -12,7 +13,7 @@ Typical test use::
         lab.start_exabgp_static("n1", ["203.0.113.10/32"])
         lab.wait_established("r1")
         lab.wait_route("r1", "203.0.113.10/32", nexthops=1)
-        lab.exec("c", ["ping", "-c1", "192.0.2.2"])
+        lab.exec("c", ["ping", "-c1", "198.18.0.2"])
 
 Teardown (always, also on exceptions and Ctrl-C) is by PID and namespace: see
 ``teardown.py``; state is recorded in ``rundir.py`` so another process can finish it.
@@ -26,26 +27,29 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab import exabgp_proc, frr, netns, rundir
+from lab import exabgp_proc, frr, netns, responder, rundir
 from lab.exabgp_static import render_static_config
 from lab.fib import Fib, FibRoute
+from lab.frrconf import parse_daemons
 from lab.teardown import TeardownReport, teardown
 from lab.topology import (
     FRR_CONF_TARGET,
     FRR_DAEMONS_TARGET,
+    IPAddress,
     Node,
     Role,
     Topology,
     check_run_name,
     load_topology,
     namespace_name,
-    parse_daemons,
 )
 
 log = logging.getLogger(__name__)
@@ -55,13 +59,22 @@ class LabError(RuntimeError):
     """The lab could not be brought up or a node was asked for something it cannot do."""
 
 
-def unavailable_reason() -> str | None:
-    """Why lab tests cannot run here (for pytest skips), or None when they can."""
+def needs_bgp(topology: Topology) -> bool:
+    """Whether a topology runs FRR or ExaBGP (an L2 segment needs neither)."""
+    return bool(topology.by_role(Role.ROUTER) or any(n.bgp for n in topology.nodes))
+
+
+def unavailable_reason(bgp: bool = True) -> str | None:
+    """Why lab tests cannot run here (for pytest skips), or None when they can.
+
+    ``bgp=False``: only what every topology needs (root, iproute2, namespaces), not FRR and
+    ExaBGP (see :func:`needs_bgp`).
+    """
     if os.geteuid() != 0:
         return "lab tests need root (network namespaces)"
-    if not frr.available():
+    if bgp and not frr.available():
         return f"FRR daemons missing in {frr.FRR_LIBDIR} (install Debian's frr)"
-    for tool in ("ip", "vtysh", exabgp_proc.exabgp_binary()):
+    for tool in ("ip", *(("vtysh", exabgp_proc.exabgp_binary()) if bgp else ())):
         if shutil.which(tool) is None:
             return f"{tool} not found"
     probe = f"exalb-probe-{os.getpid()}"
@@ -147,6 +160,8 @@ class Lab:
                 raise LabError(f"namespace {name} already exists; see `scripts/lab list`")
             self.state.add_namespace(name)  # recorded before it exists
             netns.add(name)
+            if node.sysctls:  # as a container gets them: before any of its links exists
+                netns.sysctl(name, node.sysctls)
         for link in self.topology.links:
             netns.add_veth(
                 self.ns(link.a.node), link.a.interface, self.ns(link.b.node), link.b.interface
@@ -242,11 +257,47 @@ class Lab:
         self.state.add_process(rundir.ProcessRecord(node, name, popen.pid, rundir.STAGE_APP))
         return popen
 
-    def stop_process(self, node: str, popen: subprocess.Popen[bytes], grace: float = 2.0) -> None:
-        """SIGTERM/SIGKILL one process started by :meth:`popen`, and reap it."""
-        netns.stop([popen.pid], [self.ns(node)], grace)
-        popen.poll()
+    def stop_process(
+        self,
+        node: str,
+        popen: subprocess.Popen[bytes],
+        grace: float = 2.0,
+        first: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        """``first`` (SIGTERM), then SIGKILL after ``grace``, to one process started by
+        :meth:`popen`; reap it. ``first=SIGKILL`` plays a crash."""
+        netns.stop([popen.pid], [self.ns(node)], grace, first)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=1.0)  # reap: no zombie, and returncode is set
         self.state.forget_process(popen.pid)
+
+    def forget_process(self, popen: subprocess.Popen[bytes]) -> None:
+        """A process started by :meth:`popen` exited on its own (and was waited for)."""
+        self.state.forget_process(popen.pid)
+
+    def start_responder(
+        self,
+        node: str,
+        addresses: Iterable[str | IPAddress],
+        port: int,
+        *,
+        udp: bool = False,
+        name: str = "responder",
+        timeout: float = 10.0,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``lab/responder.py`` in a node, answering with the node's name on
+        ``addresses`` (HTTP, or UDP echo); returns once every address is bound."""
+        argv = [sys.executable, responder.__file__, "--port", str(port), "--name", node]
+        for address in addresses:
+            argv += ["--bind", str(address)]
+        popen = self.popen(node, [*argv, *(["--udp"] if udp else [])], name=name)
+        log_file = self.node_dir(node) / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while responder.READY not in log_file.read_text(errors="replace"):
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"{node}: responder not ready: {log_file.read_text()}")
+            time.sleep(0.01)
+        return popen
 
     def pids(self) -> list[int]:
         """Every PID currently inside this run's namespaces."""

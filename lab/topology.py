@@ -3,15 +3,20 @@
 Why: one ``*.clab.yml`` (plus its bound ``frr.conf`` / ``daemons`` files) must serve both
 containerlab and the namespace runner, so the runner reads containerlab's own format
 instead of a private one. Only what the runner needs is modelled: ``kind: linux`` nodes,
-``binds``, ``exec`` and ``labels`` per node, and point-to-point ``links``.
+``binds``, ``sysctls``, ``exec`` and ``labels`` per node, and point-to-point ``links``.
 
 exalb-specific facts live in node labels (containerlab passes unknown labels through):
 
-* ``exalb.role``: ``router`` (FRR from its bound files), ``node`` (a Kubernetes node that
-  runs ExaBGP), ``client`` (traffic source).
-* for ``node``: ``exalb.bgp.asn``, ``exalb.bgp.router-id`` and ``exalb.bgp.peers`` (a
-  space-separated list of ``<peer address>@<peer AS>``). The session's local address is
-  derived from the node's ``ip addr add`` lines: the address whose subnet holds the peer.
+* ``exalb.role``: ``router`` (FRR from its bound files), ``node`` (a Kubernetes node),
+  ``client`` (traffic source), ``switch`` (an L2 segment: a bridge its own ``exec`` lines
+  build from its link interfaces, so it lives inside the node, never in the host).
+* for a ``node`` that speaks BGP: ``exalb.bgp.asn``, ``exalb.bgp.router-id`` and
+  ``exalb.bgp.peers`` (a space-separated list of ``<peer address>@<peer AS>``). The
+  session's local address is derived from the node's ``ip addr add`` lines: the address
+  whose subnet holds the peer. A ``node`` without ``exalb.bgp.*`` labels is L2-only.
+
+``sysctls`` are applied in the node's namespace before its links exist; only per-namespace
+``net.ipv4.*`` / ``net.ipv6.*`` keys are accepted: a topology never changes the host.
 
 Everything here is pure apart from :func:`load_topology`, which reads the files.
 """
@@ -29,8 +34,10 @@ from typing import Any
 
 import yaml
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+from lab import frrconf
+
+IPAddress = frrconf.IPAddress
+IPInterface = frrconf.IPInterface
 
 #: Linux's IFNAMSIZ is 16 including the trailing NUL.
 MAX_IFNAME = 15
@@ -40,6 +47,10 @@ FRR_CONF_TARGET = "/etc/frr/frr.conf"
 FRR_DAEMONS_TARGET = "/etc/frr/daemons"
 #: Node names become part of namespace names and unix socket paths: keep them short.
 MAX_NODE_NAME = 20
+#: The repository's topologies: ``<TOPOLOGIES>/<name>/<name>.clab.yml``.
+TOPOLOGIES = Path(__file__).resolve().parents[1] / "containerlab"
+#: sysctl prefixes that are per network namespace (anything else could reach the host).
+NAMESPACED_SYSCTLS = ("net.ipv4.", "net.ipv6.")
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
@@ -64,6 +75,7 @@ class Role(StrEnum):
     ROUTER = "router"
     NODE = "node"
     CLIENT = "client"
+    SWITCH = "switch"
 
 
 @dataclass(frozen=True)
@@ -127,12 +139,20 @@ class Node:
     exec: tuple[str, ...]
     bgp: BgpIdentity | None = None
     addresses: tuple[tuple[str, IPInterface], ...] = field(default=())
+    sysctls: Mapping[str, str] = field(default_factory=dict)
 
     def bind_source(self, target: str) -> Path | None:
         """The host file bound to ``target`` inside the container, if any."""
         for bind in self.binds:
             if bind.target == target:
                 return bind.source
+        return None
+
+    def address_on(self, interface: str, version: int) -> IPInterface | None:
+        """The node's first address of IP ``version`` on ``interface``, if any."""
+        for iface, address in self.addresses:
+            if iface == interface and address.version == version:
+                return address
         return None
 
     def local_address_for(self, peer: IPAddress) -> IPAddress | None:
@@ -171,6 +191,20 @@ class Topology:
         for link in self.links:
             out.extend(e.interface for e in (link.a, link.b) if e.node == node)
         return tuple(out)
+
+    def peer_of(self, node: str, interface: str) -> Endpoint:
+        """The far end of the link on ``node:interface`` (e.g. a switch port)."""
+        for link in self.links:
+            if link.a == Endpoint(node, interface):
+                return link.b
+            if link.b == Endpoint(node, interface):
+                return link.a
+        raise KeyError(f"topology {self.name}: no link on {node}:{interface}")
+
+
+def topology_path(name: str) -> Path:
+    """``containerlab/<name>/<name>.clab.yml`` of this repository."""
+    return TOPOLOGIES / name / f"{name}.clab.yml"
 
 
 # --- naming -------------------------------------------------------------------------
@@ -215,55 +249,8 @@ def parse_exec_addresses(commands: Iterable[str]) -> tuple[tuple[str, IPInterfac
     return tuple(out)
 
 
-def parse_frr_addresses(text: str) -> tuple[tuple[str, IPInterface], ...]:
-    """(interface, address) from ``interface X`` / ``ip[v6] address A/L`` in frr.conf."""
-    out: list[tuple[str, IPInterface]] = []
-    current: str | None = None
-    for raw in text.splitlines():
-        words = raw.split()
-        if not words or words[0].startswith("!"):
-            continue
-        if not raw[0].isspace():  # a top-level line opens or closes an interface block
-            current = words[1] if words[0] == "interface" and len(words) > 1 else None
-        elif current and words[0] in ("ip", "ipv6") and len(words) >= 3 and words[1] == "address":
-            try:
-                out.append((current, ipaddress.ip_interface(words[2])))
-            except ValueError:
-                continue
-    return tuple(out)
-
-
-def parse_frr_neighbors(text: str) -> dict[IPAddress, int]:
-    """``neighbor <address> remote-as <asn>`` lines of frr.conf."""
-    out: dict[IPAddress, int] = {}
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) == 4 and words[0] == "neighbor" and words[2] == "remote-as":
-            try:
-                out[ipaddress.ip_address(words[1])] = int(words[3])
-            except ValueError:
-                continue
-    return out
-
-
-def parse_frr_asn(text: str) -> int | None:
-    """The AS of ``router bgp <asn>`` in frr.conf (the default VRF's), if any."""
-    match = re.search(r"^router bgp (\d+)\s*$", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def parse_daemons(text: str) -> tuple[str, ...]:
-    """Daemons switched on (``name=yes``) in an FRR ``daemons`` file."""
-    out = []
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and value.strip().strip("\"'") == "yes" and re.fullmatch(r"[a-z0-9]+d", key):
-            out.append(key)
-    return tuple(out)
-
-
 def parse_peers(value: str) -> tuple[BgpPeer, ...]:
-    """``"192.0.2.1@64500 2001:db8::1@64500"`` into peers (ValueError on bad syntax)."""
+    """``"198.18.0.1@64500 2001:db8::1@64500"`` into peers (ValueError on bad syntax)."""
     peers = []
     for item in value.replace(",", " ").split():
         address, sep, asn = item.rpartition("@")
@@ -280,7 +267,10 @@ def _asn(text: str) -> int:
     return value
 
 
-def _parse_bgp(labels: Mapping[str, str]) -> BgpIdentity:
+def _parse_bgp(labels: Mapping[str, str]) -> BgpIdentity | None:
+    """The node's BGP identity; None for an L2-only node (no ``exalb.bgp.*`` label at all)."""
+    if not any(k in labels for k in (LABEL_ASN, LABEL_ROUTER_ID, LABEL_PEERS)):
+        return None
     router_id = ipaddress.ip_address(labels[LABEL_ROUTER_ID])
     if not isinstance(router_id, ipaddress.IPv4Address):
         raise ValueError(f"router-id {router_id} must be IPv4")
@@ -319,7 +309,7 @@ def _parse_node(
     try:
         role = Role(role_text)
     except ValueError:
-        problems.append(f"node {name}: label {LABEL_ROLE} must be one of router/node/client")
+        problems.append(f"node {name}: label {LABEL_ROLE} must be one of router/node/client/switch")
         return None
     binds = []
     for text in _string_list(merged.get("binds"), f"node {name}: binds", problems):
@@ -330,6 +320,7 @@ def _parse_node(
         source = Path(parts[0])
         binds.append(Bind(source if source.is_absolute() else directory / source, parts[1]))
     commands = _string_list(merged.get("exec"), f"node {name}: exec", problems)
+    sysctls = _sysctls(merged.get("sysctls"), name, problems)
     bgp = None
     if role is Role.NODE:
         try:
@@ -348,7 +339,22 @@ def _parse_node(
         exec=commands,
         bgp=bgp,
         addresses=parse_exec_addresses(commands),
+        sysctls=sysctls,
     )
+
+
+def _sysctls(value: Any, node: str, problems: list[str]) -> dict[str, str]:
+    """containerlab's ``sysctls:`` mapping; only keys that live in the node's namespace."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"node {node}: sysctls must be a mapping")
+        return {}
+    out = {str(k): str(v) for k, v in value.items()}
+    for key in out:
+        if not key.startswith(NAMESPACED_SYSCTLS):
+            problems.append(f"node {node}: sysctl {key} is not per-namespace (net.ipv4/net.ipv6)")
+    return out
 
 
 def parse_topology(text: str, path: Path) -> Topology:
@@ -386,7 +392,7 @@ def parse_topology(text: str, path: Path) -> Topology:
 def with_router_addresses(topology: Topology, frr_confs: Mapping[str, str]) -> Topology:
     """Fill routers' addresses from their frr.conf text (node name -> text)."""
     nodes = tuple(
-        replace(n, addresses=n.addresses + parse_frr_addresses(frr_confs[n.name]))
+        replace(n, addresses=n.addresses + frrconf.parse_frr_addresses(frr_confs[n.name]))
         if n.role is Role.ROUTER and n.name in frr_confs
         else n
         for n in topology.nodes
@@ -461,13 +467,13 @@ def _bgp_problems(topology: Topology, frr_confs: Mapping[str, str]) -> list[str]
             if router is None or local is None:
                 continue
             conf = frr_confs.get(router.name, "")
-            router_as = parse_frr_asn(conf)
+            router_as = frrconf.parse_frr_asn(conf)
             if router_as != peer.asn:
                 problems.append(
                     f"node {node.name}: peer {peer.address}@{peer.asn} but {router.name} is "
                     f"AS {router_as}"
                 )
-            if parse_frr_neighbors(conf).get(local) != node.bgp.asn:
+            if frrconf.parse_frr_neighbors(conf).get(local) != node.bgp.asn:
                 problems.append(
                     f"node {node.name}: {router.name}'s frr.conf has no "
                     f"'neighbor {local} remote-as {node.bgp.asn}'"

@@ -28,8 +28,3 @@ def wait_for(
         if time.monotonic() > deadline:
             raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
-
-
-def poll(pred: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02) -> T:
-    """:func:`wait_for` without a description, for terse test helpers."""
-    return wait_for("condition", pred, timeout, interval)

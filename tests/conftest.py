@@ -1,4 +1,4 @@
-"""What every suite that needs the real control plane shares.
+"""What every suite shares: the host-dial guard, and the real control plane.
 
 Missing kube-apiserver/etcd binaries or helm/kubectl fail loudly with the command that
 builds them: a skipped Kubernetes suite would look green while testing nothing. Set
@@ -21,6 +21,11 @@ from lab.controlplane import (
     find_controlplane_binaries,
     find_tools,
 )
+from lab.nsnet import forbid_host_dials
+
+# No test process dials a lab (or any non-loopback) address from the default namespace: lab
+# traffic starts inside the lab's namespaces, the host uses loopback relays only.
+forbid_host_dials()
 
 
 def _skip_if_requested() -> None:

@@ -1,7 +1,7 @@
 """Rules that span several config objects (MetalLB's cross-object validation, and more).
 
 Run after every object parsed on its own, so the messages can name both sides of a
-conflict ("overlaps IPAddressPool/b spec.addresses: 192.0.2.0/28").
+conflict ("overlaps IPAddressPool/b spec.addresses: 198.18.0.0/28").
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _check_aggregation(config: Config, problems: Problems) -> None:
     """MetalLB's rule (``internal/config/config.go``, ``validateBGPAdvPerPool``): for each
     ``spec.addresses`` entry of a pool, the aggregation length must not be shorter than the
     entry's widest CIDR. A CIDR entry is one CIDR; an ``a-b`` range is summarised into
-    several, and only the widest of them counts, so ``192.0.2.1-192.0.2.6`` (/32, /31, /31,
+    several, and only the widest of them counts, so ``198.18.0.1-198.18.0.6`` (/32, /31, /31,
     /32) accepts ``aggregationLength: 31``."""
     for ad in config.bgp_advertisements:
         for pool_name in ad.pools:

@@ -15,7 +15,7 @@ MAX_ASN = 2**32 - 1
 
 
 def parse_addresses(text: str) -> tuple[IPNetwork, ...]:
-    """A CIDR (``192.0.2.0/28``) or a range ``first-last`` summarised into minimal CIDRs.
+    """A CIDR (``198.18.0.0/28``) or a range ``first-last`` summarised into minimal CIDRs.
 
     As in MetalLB, host bits of a CIDR are ignored and spaces around the dash are allowed.
     """

@@ -12,12 +12,12 @@ format is unit-tested against lines captured from a real ExaBGP 5.0.15:
 * ``show adj-rib out extensive`` is the wire truth the driver converges from. Its 5.0.15 form
   (measured) is::
 
-    neighbor 192.0.2.1 local-ip 192.0.2.2 local-as 64501 peer-as 64500 router-id 192.0.2.2
-    family-allowed in-open ipv4 unicast 203.0.113.10/32 next-hop 192.0.2.2 med 5
+    neighbor 198.18.0.1 local-ip 198.18.0.2 local-as 64501 peer-as 64500 router-id 198.18.0.2
+    family-allowed in-open ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2 med 5
     local-preference 200 community [ 64500:1 64500:2 ] large-community 64500:1:2
 
   (one line; a single community is printed without brackets). The non-extensive form is
-  ``192.0.2.1 ipv4 unicast 203.0.113.10/32 next-hop 192.0.2.2``. The ``json`` form of 5.0.15
+  ``198.18.0.1 ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2``. The ``json`` form of 5.0.15
   (show-routes-format v1) carries neither attributes nor next hop, so it is not used.
 """
 
@@ -325,7 +325,7 @@ class NeighborSummary:
 
 
 def parse_neighbor_summary(lines: Iterable[str]) -> list[NeighborSummary]:
-    """Rows look like ``192.0.2.1  64500  0:00:08 established  3  2`` (5.0.15, measured)."""
+    """Rows look like ``198.18.0.1  64500  0:00:08 established  3  2`` (5.0.15, measured)."""
     rows = []
     for line in lines:
         tokens = line.replace("|", " ").split()

@@ -21,8 +21,7 @@ import pytest
 import yaml
 
 from lab.controlplane import ControlPlane, Tools
-
-from ..conftest import running_control_plane, tools_or_fail
+from tests.conftest import running_control_plane, tools_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "exalb"

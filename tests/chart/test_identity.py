@@ -31,8 +31,7 @@ import pytest
 
 from lab.controlplane import ControlPlane, Tools, free_port
 from lab.wait import wait_for
-
-from .conftest import containers, find, install, manifest, uninstall
+from tests.chart.conftest import containers, find, install, manifest, uninstall
 
 pytestmark = pytest.mark.k8s
 
@@ -261,7 +260,7 @@ def _world(cp: ControlPlane, bgp_port: int) -> None:
     resp = cp.api(
         "PATCH",
         f"/api/v1/nodes/{NODE}/status",
-        {"status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.10"}],
+        {"status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.10"}],
                     "conditions": [{"type": "Ready", "status": "True"}]}},
         content_type="application/merge-patch+json",
     )  # fmt: skip

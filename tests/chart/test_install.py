@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from lab.controlplane import ControlPlane, Tools
-
-from .conftest import CHART, VALUES, install, uninstall
+from tests.chart.conftest import CHART, VALUES, install, uninstall
 
 pytestmark = pytest.mark.k8s
 

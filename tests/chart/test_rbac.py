@@ -18,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lab.controlplane import ControlPlane, Tools
-
-from .conftest import install, uninstall
+from tests.chart.conftest import install, uninstall
 
 pytestmark = pytest.mark.k8s
 

@@ -24,8 +24,17 @@ from controller.main import parse_args as controller_args
 from garp.main import parse_args as garp_args
 from lab.controlplane import Tools
 from speaker.main import parse_args as speaker_args
-
-from .conftest import CHART, GOLDEN, NAMESPACE, UPDATE_ENV, VALUES, containers, find, helm, render
+from tests.chart.conftest import (
+    CHART,
+    GOLDEN,
+    NAMESPACE,
+    UPDATE_ENV,
+    VALUES,
+    containers,
+    find,
+    helm,
+    render,
+)
 
 VALUE_SETS = sorted(p.stem for p in VALUES.glob("*.yaml"))
 RUN_DIR = "/run/exalb"

@@ -39,11 +39,11 @@ def test_demo_flow(root_with_frr: None) -> None:
     assert ipaddress.ip_address("203.0.113.10") <= ip <= ipaddress.ip_address("203.0.113.20")
     assert "web    LoadBalancer" in text and result.service_ip in text
     # r1 has one nexthop per node, and the client's requests reach every node.
-    assert result.nexthops_before == ["192.0.2.10", "192.0.2.2", "192.0.2.6"]
+    assert result.nexthops_before == ["198.18.0.10", "198.18.0.2", "198.18.0.6"]
     assert set(result.spread_before) == {"n1", "n2", "n3"}
     assert sum(result.spread_before.values()) == 60
     # n2 fails: its path goes, traffic moves to the others, no request is lost.
-    assert result.nexthops_after == ["192.0.2.10", "192.0.2.2"]
+    assert result.nexthops_after == ["198.18.0.10", "198.18.0.2"]
     assert set(result.spread_after) == {"n1", "n3"}
     assert sum(result.spread_after.values()) == 60
     assert result.failed_requests == 0

@@ -20,9 +20,8 @@ from exalb.k8s.resources import (
 )
 from exalbctl.main import main as exalbctl
 from lab.controlplane import ControlPlane
-
-from ..conftest import running_control_plane
-from .controller_env import Env, install_crds, wait_for
+from tests.conftest import running_control_plane
+from tests.k8s.controller_env import Env, install_crds, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -343,14 +342,14 @@ def test_v1beta1_bgppeer_yaml_still_applies(env: Env) -> None:
         "apiVersion": "metallb.io/v1beta1",
         "kind": "BGPPeer",
         "metadata": {"name": "old"},
-        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.1", "holdTime": "90s"},
+        "spec": {"myASN": 64500, "peerASN": 64501, "peerAddress": "198.18.0.1", "holdTime": "90s"},
     }
     env.kube.request(
         "POST", f"/apis/metallb.io/v1beta1/namespaces/{env.config_ns}/bgppeers", body=body
     )
     got = env.kube.get(BGP_PEERS, "old", env.config_ns)
     assert got is not None and got["apiVersion"] == "metallb.io/v1beta2"
-    assert got["spec"]["peerAddress"] == "192.0.2.1"
+    assert got["spec"]["peerAddress"] == "198.18.0.1"
 
 
 # -- issue 11: MetalLB conformance, as events, conditions and metrics on real objects -------
@@ -459,7 +458,7 @@ def test_selectors_no_longer_matching_and_requests_not_met_are_flagged(env: Env)
     wait_for("metric", lambda: _flag_metric(ctl, "notSelectedByPool") == 2.0)
     # A requested IP in no pool: kept, AllocationFailed, requestNotMet.
     env.kube.patch(
-        SERVICES, "b", {"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "192.0.2.77"}}},
+        SERVICES, "b", {"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "198.18.0.77"}}},
         env.app_ns,
     )  # fmt: skip
     wait_for(

@@ -11,8 +11,7 @@ import urllib.request
 import pytest
 
 from lab.controlplane import ControlPlane, ControlPlaneError, Tools
-
-from .conftest import REPO, resource_path
+from tests.k8s.conftest import REPO, resource_path
 
 pytestmark = pytest.mark.k8s
 

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from lab.controlplane import ControlPlane, Tools
-
-from .conftest import KINDS, RELEASE, RELEASE_NAMESPACE, REPO, resource_path
+from tests.k8s.conftest import KINDS, RELEASE, RELEASE_NAMESPACE, REPO, resource_path
 
 pytestmark = pytest.mark.k8s
 
@@ -121,7 +120,7 @@ def _pool(**spec: Any) -> dict[str, Any]:
 
 
 def _peer(**spec: Any) -> dict[str, Any]:
-    base = {"myASN": 64512, "peerASN": 64500, "peerAddress": "192.0.2.1"}
+    base = {"myASN": 64512, "peerASN": 64500, "peerAddress": "198.18.0.1"}
     return {"kind": "BGPPeer", "spec": {k: v for k, v in {**base, **spec}.items() if v is not None}}
 
 
@@ -144,12 +143,12 @@ INVALID: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("pool-not-an-address", _pool(addresses=["10.0.0.0/8", "pool-a"]), ("spec.addresses[1]",)),
     (
         "pool-range-mixed-families",
-        _pool(addresses=["192.0.2.1-2001:db8::1"]),
+        _pool(addresses=["198.18.0.1-2001:db8::1"]),
         ("spec.addresses[0]",),
     ),
     (
         "pool-range-three-parts",
-        _pool(addresses=["192.0.2.1-192.0.2.5-192.0.2.9"]),
+        _pool(addresses=["198.18.0.1-198.18.0.5-198.18.0.9"]),
         ("spec.addresses[0]",),
     ),
     ("pool-no-addresses", _pool(addresses=[]), ("spec.addresses",)),
@@ -175,7 +174,7 @@ INVALID: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("peer-asn-and-dynamic", _peer(dynamicASN="external"), ("peerASN", "dynamicASN")),
     ("peer-no-asn", _peer(peerASN=None), ("peerASN", "dynamicASN")),
     ("peer-dynamic-asn-enum", _peer(peerASN=None, dynamicASN="sometimes"), ("spec.dynamicASN",)),
-    ("peer-bad-address", _peer(peerAddress="192.0.2.300"), ("spec.peerAddress",)),
+    ("peer-bad-address", _peer(peerAddress="198.18.0.300"), ("spec.peerAddress",)),
     ("peer-address-and-interface", _peer(interface="eth0"), ("peerAddress", "interface")),
     ("peer-no-address", _peer(peerAddress=None), ("peerAddress", "interface")),
     ("peer-hold-1s", _peer(holdTime="1s"), ("spec.holdTime", "3s")),
@@ -271,7 +270,7 @@ def test_graceful_restart_is_immutable(control_plane: ControlPlane, namespace: s
         "apiVersion": "metallb.io/v1beta2",
         "kind": "BGPPeer",
         "metadata": {"name": "gr"},
-        "spec": {"myASN": 64512, "peerASN": 64500, "peerAddress": "192.0.2.1",
+        "spec": {"myASN": 64512, "peerASN": 64500, "peerAddress": "198.18.0.1",
                  "enableGracefulRestart": True},
     }  # fmt: skip
     assert _create(control_plane, namespace, peer).ok

@@ -1,6 +1,7 @@
 """Fixtures for lab tests: running topologies from ``containerlab/`` in namespaces.
 
-Reuse from any lab test::
+Every lab test runs a topology file of the repository with the one runner
+(``lab.runner.Lab``); helpers are imported as ``tests.lab.<module>``. Reuse::
 
     @pytest.mark.lab
     def test_something(lab_bgp_ecmp: Lab) -> None:
@@ -12,8 +13,9 @@ Reuse from any lab test::
 
 Every lab gets a fresh, unique run name (namespaces ``exalb-<run>-<node>``), so tests and
 parallel workers never collide; teardown runs after the test, pass or fail. The first lab
-test of a session skips everything (with the reason) when root, FRR, ExaBGP or namespaces
-are missing, and sweeps runs left by crashed earlier sessions.
+test of a session skips everything (with the reason) when root or namespaces are missing,
+and sweeps runs left by crashed earlier sessions; a topology with routers or BGP nodes also
+skips when FRR or ExaBGP is missing.
 """
 
 from __future__ import annotations
@@ -23,20 +25,27 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lab.controlplane import ControlPlane
-from lab.runner import Lab, new_run_name, unavailable_reason
+from lab.runner import Lab, needs_bgp, new_run_name, unavailable_reason
 from lab.teardown import sweep_stale
+from lab.topology import load_topology, topology_path
 from tests.conftest import running_control_plane, tools_or_fail
 from tests.lab.speaker_lab import install_crds
-from tests.lab.topologies import topology_path
 
 
 @pytest.fixture(scope="session")
 def lab_available() -> None:
-    """Skip when the lab cannot run here; remove stale runs of dead test sessions."""
-    reason = unavailable_reason()
+    """Skip when no lab can run here; remove stale runs of dead test sessions."""
+    reason = unavailable_reason(bgp=False)
     if reason is not None:
         pytest.skip(reason)
     sweep_stale()
+
+
+def skip_unless_runnable(name: str) -> None:
+    """Skip when the topology needs FRR/ExaBGP and they are missing."""
+    reason = unavailable_reason(bgp=needs_bgp(load_topology(topology_path(name))))
+    if reason is not None:
+        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -45,6 +54,7 @@ def lab_factory(lab_available: None) -> Iterator[Callable[[str], Lab]]:
     labs: list[Lab] = []
 
     def start(name: str) -> Lab:
+        skip_unless_runnable(name)
         lab = Lab.start(topology_path(name), new_run_name())
         labs.append(lab)
         return lab

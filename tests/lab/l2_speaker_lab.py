@@ -1,12 +1,13 @@
 """Real speakers in L2 mode on the L2 lab, against a real kube-apiserver.
 
-The namespace topology is :mod:`tests.lab.l2_topology`'s (a bridge, nodes n1..n3 at
-198.51.100.11-13 and 2001:db8:50::11-13, a client at .20); per node namespace two processes
-run, as two containers of a speaker pod would:
+The namespaces are ``containerlab/l2-segment/``'s, run by the one runner (see
+:mod:`tests.lab.l2_lab`: a bridge in the switch node, nodes n1..n3 at 198.51.100.11-13 and
+2001:db8:50::11-13, a client at .20); per node namespace two processes run, as two
+containers of a speaker pod would:
 
-* ``exalb-speaker --l2-state <dir>/<node>-state.json`` (no ExaBGP: L2 must not depend on
+* ``exalb-speaker --l2-state <node dir>/l2-state.json`` (no ExaBGP: L2 must not depend on
   it; ``--no-validate`` so nothing calls ``exabgp``), reaching the apiserver through
-  :class:`~tests.lab.nsnet.ApiRelay`, HTTP on 127.0.0.1:7474 inside the namespace;
+  :class:`~lab.nsnet.ApiRelay`, HTTP on 127.0.0.1:7474 inside the namespace;
 * ``exalb-garp --state <the same file>`` (the lab's own sidecar launcher).
 
 Kubernetes objects: an IPAddressPool 198.51.100.48/28 + 2001:db8:50::50/124, an
@@ -23,7 +24,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -31,9 +31,11 @@ from typing import Any
 
 from lab.controlplane import ControlPlane
 from lab.nsnet import ApiRelay, http_get
-
-from .l2_topology import NODE_IP4, NODE_IP6, NODES, L2Lab, wait_for
-from .speaker_lab import SPEAKER, Cluster, NodeNet, pool
+from lab.runner import Lab, new_run_name
+from lab.topology import topology_path
+from lab.wait import wait_for
+from tests.lab.l2_lab import NODE_IP4, NODE_IP6, NODES, TOPOLOGY_NAME, L2Lab, open_l2
+from tests.lab.speaker_lab import SPEAKER, Cluster, NodeNet, pool
 
 SPEAKER_PORT = 7474  # the sidecar's metrics listen on 7473 (0.0.0.0) in the same namespace
 L2_LABEL = "exalb.test/l2"
@@ -60,33 +62,33 @@ def l2_advertisement(name: str, pools: list[str]) -> dict[str, Any]:
 
 
 class L2SpeakerLab:
-    def __init__(self, lab: L2Lab, cp: ControlPlane, cluster: Cluster) -> None:
-        self.lab = lab
+    def __init__(self, l2: L2Lab, cp: ControlPlane, cluster: Cluster) -> None:
+        self.lab = l2
         self.cp = cp
         self.cluster = cluster
-        self.relay = ApiRelay(cp.apiserver_port, [lab.ns[n] for n in NODES])
+        self.relay = ApiRelay(cp.apiserver_port, [l2.lab.ns(n) for n in NODES])
         self.speakers: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- processes ------------------------------------------------------------------------
     def start_speaker(self, n: str) -> None:
+        node_dir = self.lab.lab.node_dir(n)
         argv = [
             SPEAKER,
             "--node-name", n,
             "--kubeconfig", str(self.cp.kubeconfig),
             "--namespace", self.cluster.config_ns,
-            "--exabgp-socket", str(self.lab.dir / f"{n}-exabgp.sock"),
-            "--exabgp-config", str(self.lab.dir / f"{n}-exabgp.conf"),
+            "--exabgp-socket", str(node_dir / "exabgp.sock"),
+            "--exabgp-config", str(node_dir / "exabgp.conf"),
             "--no-validate",
             "--metrics-addr", f"127.0.0.1:{SPEAKER_PORT}",
             "--l2-state", str(self.lab.state_path(n)),
         ]  # fmt: skip
-        self.speakers[n] = self.lab._spawn(self.lab.ns[n], argv, self.lab.dir / f"{n}-speaker.log")
+        self.speakers[n] = self.lab.lab.popen(n, argv, name="speaker")
 
     def kill_speakers(self) -> None:
-        for proc in self.speakers.values():
+        for n, proc in self.speakers.items():
             if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
+                self.lab.lab.stop_process(n, proc, first=signal.SIGKILL)
 
     # -- Kubernetes -------------------------------------------------------------------------
     def patch_node(self, n: str, patch: dict[str, Any], status: bool = False) -> None:
@@ -114,7 +116,7 @@ class L2SpeakerLab:
 
     # -- observation ------------------------------------------------------------------------
     def status(self, n: str) -> dict[str, Any]:
-        code, body = http_get(self.lab.ns[n], SPEAKER_PORT, "/status")
+        code, body = http_get(self.lab.lab.ns(n), SPEAKER_PORT, "/status")
         assert code == 200, body
         return dict(json.loads(body))
 
@@ -135,7 +137,7 @@ class L2SpeakerLab:
         return next((x for x in st["l2"]["ips"] if x["ip"] == ip), None)
 
     def metric(self, n: str, name: str, **labels: str) -> float | None:
-        _, body = http_get(self.lab.ns[n], SPEAKER_PORT, "/metrics")
+        _, body = http_get(self.lab.lab.ns(n), SPEAKER_PORT, "/metrics")
         for line in body.decode().splitlines():
             head, _, value = line.rpartition(" ")
             metric, _, labelstr = head.partition("{")
@@ -146,7 +148,7 @@ class L2SpeakerLab:
     def logs(self, n: str, tail: int = 30) -> str:
         out = []
         for what in ("speaker", "garp"):
-            path = self.lab.dir / f"{n}-{what}.log"
+            path = self.lab.lab.node_dir(n) / f"{what}.log"
             if path.exists():
                 text = path.read_text(errors="replace").splitlines()
                 # no ExaBGP here on purpose: its reconnect attempts are noise
@@ -164,30 +166,29 @@ class L2SpeakerLab:
 @contextlib.contextmanager
 def l2_speaker_lab(cp: ControlPlane) -> Iterator[L2SpeakerLab]:
     """Namespaces, config, Nodes, three sidecars and three speakers; all removed on exit."""
-    lab = L2Lab()
-    cluster: Cluster | None = None
-    env: L2SpeakerLab | None = None
-    try:
-        lab.up()
-        cluster = Cluster(cp)
-        cluster.apply_config(pool("l2", [POOL4, POOL6]), l2_advertisement("l2", ["l2"]))
-        for n in NODES:
-            net = NodeNet(n, 0, str(NODE_IP4[n]), "", str(NODE_IP6[n]), "")
-            cluster.node(net, labels={L2_LABEL: "on"})
-        env = L2SpeakerLab(lab, cp, cluster)
-        for n in NODES:
-            lab.start_sidecar(n)
-            env.start_speaker(n)
-        try:  # every speaker synced and wrote its (empty) first state
+    with Lab.up(topology_path(TOPOLOGY_NAME), new_run_name()) as lab:
+        cluster: Cluster | None = None
+        env: L2SpeakerLab | None = None
+        try:
+            l2 = open_l2(lab, start=False)
+            cluster = Cluster(cp)
+            cluster.apply_config(pool("l2", [POOL4, POOL6]), l2_advertisement("l2", ["l2"]))
             for n in NODES:
-                wait_for(functools.partial(env.l2_generation, n), 30)
-        except TimeoutError:
-            raise AssertionError(f"speakers did not start:\n{env.all_logs()}") from None
-        yield env
-    finally:
-        if env is not None:
-            env.kill_speakers()  # first: they must not react to the cleanup
-            env.close()
-        if cluster is not None:
-            cluster.cleanup()
-        lab.down()
+                net = NodeNet(n, 0, str(NODE_IP4[n]), "", str(NODE_IP6[n]), "")
+                cluster.node(net, labels={L2_LABEL: "on"})
+            env = L2SpeakerLab(l2, cp, cluster)
+            for n in NODES:
+                l2.start_sidecar(n)
+                env.start_speaker(n)
+            try:  # every speaker synced and wrote its (empty) first state
+                for n in NODES:
+                    wait_for(f"{n} first L2 state", functools.partial(env.l2_generation, n), 30)
+            except TimeoutError:
+                raise AssertionError(f"speakers did not start:\n{env.all_logs()}") from None
+            yield env
+        finally:
+            if env is not None:
+                env.kill_speakers()  # first: they must not react to the cleanup
+                env.close()
+            if cluster is not None:
+                cluster.cleanup()

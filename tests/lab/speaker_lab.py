@@ -6,21 +6,21 @@ Per node namespace (n1..n3) two processes run, as the two containers of a speake
   the speaker renders and then ``exec``s ``exabgp server`` (so its PID is ExaBGP's), with the
   bridge as ExaBGP's API process;
 * ``exalb-speaker`` with the admin kubeconfig; the apiserver is reached through
-  :class:`~tests.lab.nsnet.ApiRelay` (127.0.0.1:<port> inside the namespace), its HTTP
-  endpoints listen on 127.0.0.1:7473 inside the namespace.
+  :class:`~lab.nsnet.ApiRelay` (127.0.0.1:<port> inside the namespace), its HTTP endpoints
+  listen on 127.0.0.1:7473 inside the namespace.
 
-Kubernetes objects (metallb.io config, Nodes n1..n3, Services with
-``status.loadBalancer.ingress`` set directly since the controller is a separate program,
-EndpointSlices) are created through the API and deleted again by :meth:`Cluster.cleanup`.
-Every process is started with ``Lab.popen`` and therefore recorded and stopped by PID at
-teardown, also on failure.
+The nodes' addresses, AS numbers and routers come from ``containerlab/bgp-ecmp/`` (the file
+the runner builds the namespaces from). Kubernetes objects (metallb.io config, Nodes n1..n3,
+Services with ``status.loadBalancer.ingress`` set directly since the controller is a
+separate program, EndpointSlices) are created through the API and deleted again by
+:meth:`Cluster.cleanup`. Every process is started with ``Lab.popen`` and therefore recorded
+and stopped by PID at teardown, also on failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,7 +34,8 @@ from typing import Any
 from lab.controlplane import ControlPlane, find_tools
 from lab.nsnet import ApiRelay, http_get
 from lab.runner import Lab
-from lab.wait import poll as wait_for
+from lab.topology import Node, Role, load_topology, topology_path
+from lab.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "charts" / "exalb" / "crds"
@@ -42,24 +43,40 @@ PY = sys.executable
 SPEAKER = str(Path(PY).with_name("exalb-speaker"))
 METRICS_PORT = 7473
 LB_CLASS = None
+ROUTER = "r1"
 
 
 @dataclass(frozen=True)
 class NodeNet:
+    """A node's addresses and the router it peers with, per address family."""
+
     name: str
     asn: int
     ipv4: str
     router4: str
     ipv6: str
     router6: str
+    router_asn: int = 0
 
 
-NODES: dict[str, NodeNet] = {
-    "n1": NodeNet("n1", 64501, "192.0.2.2", "192.0.2.1", "2001:db8:0:1::2", "2001:db8:0:1::1"),
-    "n2": NodeNet("n2", 64502, "192.0.2.6", "192.0.2.5", "2001:db8:0:2::2", "2001:db8:0:2::1"),
-    "n3": NodeNet("n3", 64503, "192.0.2.10", "192.0.2.9", "2001:db8:0:3::2", "2001:db8:0:3::1"),
-}
-ROUTER_ASN = 64500
+def node_net(node: Node) -> NodeNet:
+    """A BGP node of the topology as the speaker tests use it (one router per family)."""
+    assert node.bgp is not None, f"{node.name} has no exalb.bgp.* labels"
+    (v4,) = (p for p in node.bgp.peers if p.address.version == 4)
+    (v6,) = (p for p in node.bgp.peers if p.address.version == 6)
+    return NodeNet(
+        node.name,
+        node.bgp.asn,
+        str(node.local_address_for(v4.address)),
+        str(v4.address),
+        str(node.local_address_for(v6.address)),
+        str(v6.address),
+        v4.asn,
+    )
+
+
+TOPOLOGY = load_topology(topology_path("bgp-ecmp"))
+NODES: dict[str, NodeNet] = {n.name: node_net(n) for n in TOPOLOGY.by_role(Role.NODE)}
 
 
 # -- Kubernetes objects ---------------------------------------------------------------------
@@ -76,7 +93,7 @@ def install_crds(cp: ControlPlane) -> None:
         "/apis/metallb.io/v1beta1/communities",
         "/apis/metallb.io/v1beta1/l2advertisements",
     ):
-        wait_for(lambda p=path: cp.api("GET", p).status == 200, 30, 0.1)
+        wait_for(f"{path} served", lambda p=path: cp.api("GET", p).status == 200, 30, 0.1)
 
 
 def pool(name: str, addresses: list[str]) -> dict[str, Any]:
@@ -93,10 +110,10 @@ def bgp_peer(node: NodeNet, family: int = 4, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "metallb.io/v1beta2",
         "kind": "BGPPeer",
-        "metadata": {"name": f"r1-{node.name}-v{family}"},
+        "metadata": {"name": f"{ROUTER}-{node.name}-v{family}"},
         "spec": {
             "myASN": node.asn,
-            "peerASN": ROUTER_ASN,
+            "peerASN": node.router_asn,
             "peerAddress": node.router4 if family == 4 else node.router6,
             "holdTime": "9s",
             "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": node.name}}],
@@ -353,7 +370,7 @@ class SpeakerLab:
         proc = self.procs[node].speaker
         assert proc is not None
         rc = proc.wait(timeout)
-        self.lab.state.forget_process(proc.pid)
+        self.lab.forget_process(proc)
         self.procs[node].speaker = None
         return rc
 
@@ -396,7 +413,7 @@ class SpeakerLab:
     def wait_ready(self, nodes: list[str] | None = None, timeout: float = 30.0) -> None:
         for node in nodes or list(NODES):
             try:
-                wait_for(lambda n=node: self.ready(n), timeout, 0.05)
+                wait_for(f"{node} /readyz", lambda n=node: self.ready(n), timeout, 0.05)
             except TimeoutError:
                 raise AssertionError(f"{node} speaker not ready:\n{self.logs(node)}") from None
 
@@ -407,16 +424,12 @@ class SpeakerLab:
             out.append(f"--- {f.name}\n" + "\n".join(lines))
         return "\n".join(out)
 
-    def frr_neighbor(self, address: str) -> dict[str, Any]:
-        data = self.lab.vtysh_json("r1", f"show bgp neighbors {address} json")
-        return dict(data.get(address, {}))
-
     def sessions(self) -> dict[str, tuple[int, int]]:
         """Router's view: peer → (established transitions, dropped count)."""
         out = {}
         for n in NODES.values():
             for addr in (n.ipv4, n.ipv6):
-                nb = self.frr_neighbor(addr)
+                nb = self.lab.frr(ROUTER).neighbor(addr)
                 if nb:
                     out[addr] = (
                         int(nb.get("connectionsEstablished", 0)),
@@ -425,16 +438,14 @@ class SpeakerLab:
         return out
 
     def bgp_route(self, prefix: str) -> dict[str, Any] | None:
-        afi = "ipv6" if ":" in prefix else "ipv4"
-        data = self.lab.vtysh_json("r1", f"show bgp {afi} unicast {prefix} json")
-        return dict(data) if data and data.get("paths") else None
+        return self.lab.frr(ROUTER).bgp_route(prefix)
 
     def close(self) -> None:
         self.relay.close()
 
 
 def nexthops(lab: Lab, prefix: str) -> int:
-    route = lab.route("r1", prefix)
+    route = lab.route(ROUTER, prefix)
     return len(route.nexthops) if route else 0
 
 
@@ -465,11 +476,6 @@ def speaker_lab(lab: Lab, cp: ControlPlane) -> Iterator[SpeakerLab]:
             for node in NODES:  # stop speakers first: they must not react to the cleanup
                 proc = sl.procs[node].speaker
                 if proc is not None and proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGKILL)
+                    lab.stop_process(node, proc, first=signal.SIGKILL)
             sl.close()
         cluster.cleanup()
-
-
-SIGKILL = signal.SIGKILL
-SIGTERM = signal.SIGTERM

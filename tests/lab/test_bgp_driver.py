@@ -1,9 +1,10 @@
 """The ExaBGP driver with real ExaBGP 5.0.15 and real FRR 8.4 in network namespaces.
 
-Uses the self-contained fixture of ``bgp_netns.py`` (one router, one node with two links,
-MD5 and iBGP/eBGP configurable), because these tests need per-test FRR settings.
-Everything the driver sends goes through the real bridge that ExaBGP runs from the real
-rendered config; truth is read from FRR (``vtysh ... json``) and r1's kernel FIB.
+Runs ``containerlab/bgp-ecmp``'s sibling ``containerlab/bgp-driver`` (one router r1, one
+node n1 with two links: two IPv4 sessions and one IPv6 session, iBGP) with the one runner;
+a test that needs eBGP with a TCP MD5 password reconfigures r1 through vtysh before ExaBGP
+starts. Everything the driver sends goes through the real bridge that ExaBGP runs from the
+real rendered config; truth is read from FRR (``vtysh ... json``) and r1's kernel FIB.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,43 +25,57 @@ import pytest
 
 from exalb.config.model import Peer
 from exalb.views import NodeView
+from lab.runner import Lab
+from lab.wait import wait_for
 from speaker.decisions import Route
 from speaker.exabgp.connection import unix_connector
 from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.exabgp.render import render_config
 
-from .bgp_netns import BRIDGE, EXABGP, BgpLab, lab_skip_reason, wait_for
-
 pytestmark = pytest.mark.lab
 T = TypeVar("T")
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
-NODE = NodeView(name="n1", addresses=(ip("192.0.2.2"),))
-
-
-@pytest.fixture(scope="module")
-def lab_ok() -> None:
-    reason = lab_skip_reason()
-    if reason:
-        pytest.skip(reason)
-
-
-def make_lab(**kw: Any) -> Iterator[BgpLab]:
-    lab = BgpLab(**kw)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+EXABGP = str(VENV_BIN / "exabgp")
+BRIDGE = str(VENV_BIN / "exalb-exabgp-bridge")
+DRIVER_PROC = str(Path(__file__).with_name("driver_proc.py"))
+#: The driver tests' ExaBGP neither offers its CLI nor listens: the bridge is its only API.
+EXABGP_ENV = {"exabgp.api.cli": "false", "exabgp.tcp.bind": ""}
+NODE = NodeView(name="n1", addresses=(ip("198.18.0.2"),))
+ROUTER = "r1"
 
 
 @pytest.fixture
-def ibgp_lab(lab_ok: None) -> Iterator[BgpLab]:
-    yield from make_lab(n1_as=64500)
+def ibgp_lab(lab_factory: Callable[[str], Lab]) -> Lab:
+    """The topology as it is: n1 is iBGP (AS 64500) on all three sessions."""
+    return lab_factory("bgp-driver")
 
 
 @pytest.fixture
-def md5_lab(lab_ok: None) -> Iterator[BgpLab]:
-    yield from make_lab(n1_as=64501, md5="lab-pw")
+def md5_lab(lab_factory: Callable[[str], Lab]) -> Lab:
+    """n1 as eBGP (AS 64501) with a TCP MD5 password on the first IPv4 session."""
+    lab = lab_factory("bgp-driver")
+    lab.vtysh(
+        ROUTER,
+        "configure terminal",
+        "router bgp 64500",
+        "neighbor 198.18.0.2 remote-as 64501",
+        "neighbor 198.18.0.2 password lab-pw",
+        "neighbor 198.18.0.6 remote-as 64501",
+        "neighbor 2001:db8:1::2 remote-as 64501",
+    )
+    return lab
+
+
+def established(lab: Lab, address: str) -> bool:
+    return lab.frr(ROUTER).neighbor(address).get("bgpState") == "Established"
+
+
+def fib_routes(lab: Lab, version: int = 4) -> set[str]:
+    """Prefixes installed by bgpd in r1's kernel FIB (the real forwarding truth)."""
+    return lab.fib(ROUTER).prefixes(version)
 
 
 class DriverThread:
@@ -92,31 +106,36 @@ class DriverThread:
             self.thread.join(5)
 
 
-def start_exabgp(lab: BgpLab, peers: list[Peer]) -> tuple[Path, Path, Any]:
-    sock = lab.dir / "bridge.sock"
-    conf = lab.dir / "exabgp.conf"
+def start_exabgp(lab: Lab, peers: list[Peer]) -> tuple[Path, Path, Any]:
+    """ExaBGP in n1 from the product's rendered config; returns the bridge socket, the
+    config file ExaBGP reads (and reloads), and the rendering."""
+    sock = lab.node_dir("n1") / "bridge.sock"
     rendered = render_config(peers, NODE, [BRIDGE, "--socket", str(sock)])
     assert not rendered.errors
-    conf.write_text(rendered.text)
-    lab.start_exabgp(conf)
-    wait_for(sock.exists, 10)
-    return sock, conf, rendered
+    proc = lab.start_exabgp("n1", rendered.text, env=EXABGP_ENV)
+    wait_for("the bridge's socket", sock.exists, 10, 0.02)
+    return sock, proc.config_path, rendered
 
 
-PEER_R1 = Peer(name="r1", my_asn=64500, peer_asn=64500, peer_address=ip("192.0.2.1"),
-               source_address=ip("192.0.2.2"), hold_time=9)  # fmt: skip
+PEER_R1 = Peer(name="r1", my_asn=64500, peer_asn=64500, peer_address=ip("198.18.0.1"),
+               source_address=ip("198.18.0.2"), hold_time=9)  # fmt: skip
 PEER_R1_V6 = Peer(name="r1v6", my_asn=64500, peer_asn=64500, peer_address=ip("2001:db8:1::1"),
                   source_address=ip("2001:db8:1::2"), hold_time=9)  # fmt: skip
 
 
-def test_announce_attributes_withdraw_ipv4_and_ipv6(ibgp_lab: BgpLab) -> None:
+def test_announce_attributes_withdraw_ipv4_and_ipv6(ibgp_lab: Lab) -> None:
     lab = ibgp_lab
     sock, _, rendered = start_exabgp(lab, [PEER_R1, PEER_R1_V6])
     d = DriverThread(Driver(unix_connector(sock)))
     try:
         d.call(asyncio.sleep(0))
         d.loop.call_soon_threadsafe(d.driver.set_neighbors, rendered.neighbors)
-        wait_for(lambda: lab.established("192.0.2.2") and lab.established("2001:db8:1::2"), 15)
+        wait_for(
+            "both sessions",
+            lambda: established(lab, "198.18.0.2") and established(lab, "2001:db8:1::2"),
+            15,
+            0.02,
+        )
         v4 = Route(
             net("203.0.113.10/32"),
             "r1",
@@ -131,37 +150,48 @@ def test_announce_attributes_withdraw_ipv4_and_ipv6(ibgp_lab: BgpLab) -> None:
         d.set_routes([v4, *bulk, v6])
         d.converged()
         want4 = {"203.0.113.10/32", "203.0.113.20/32", "203.0.113.21/32", "203.0.113.22/32"}
-        wait_for(lambda: lab.fib_routes(4) == want4, 5)
-        wait_for(lambda: lab.fib_routes(6) == {"2001:db8:ffff::10/128"}, 5)
-        path = lab.bgp_route("203.0.113.10/32")["paths"][0]  # type: ignore[index]
+        wait_for("IPv4 routes in the FIB", lambda: fib_routes(lab, 4) == want4, 5, 0.02)
+        wait_for(
+            "IPv6 route in the FIB",
+            lambda: fib_routes(lab, 6) == {"2001:db8:ffff::10/128"},
+            5,
+            0.02,
+        )
+        path = lab.frr(ROUTER).bgp_route("203.0.113.10/32")["paths"][0]  # type: ignore[index]
         assert path["locPrf"] == 250  # iBGP: LOCAL_PREF honoured
         assert path["metric"] == 7
         assert path["community"]["list"] == ["64500:1", "64500:2"]
         assert path["largeCommunity"]["list"] == ["64500:1:2"]
-        assert lab.bgp_route("203.0.113.21/32")["paths"][0]["community"]["list"] == ["64500:9"]  # type: ignore[index]
+        bulk_path = lab.frr(ROUTER).bgp_route("203.0.113.21/32")["paths"][0]  # type: ignore[index]
+        assert bulk_path["community"]["list"] == ["64500:9"]
         # the wire truth as the driver sees it
         rib = d.call(d.driver.show_adj_rib_out())
-        assert rib["192.0.2.1"][net("203.0.113.10/32")].matches(v4)
+        assert rib["198.18.0.1"][net("203.0.113.10/32")].matches(v4)
         assert set(rib["2001:db8:1::1"]) == {net("2001:db8:ffff::10/128")}
         # withdraw two bulk routes (one `withdraw attributes ... nlri` line) and the IPv6 route
         d.set_routes([v4, bulk[0]])
         d.converged()
-        wait_for(lambda: lab.fib_routes(4) == {"203.0.113.10/32", "203.0.113.20/32"}, 5)
-        wait_for(lambda: lab.fib_routes(6) == set(), 5)
+        wait_for(
+            "two IPv4 routes left",
+            lambda: fib_routes(lab, 4) == {"203.0.113.10/32", "203.0.113.20/32"},
+            5,
+            0.02,
+        )
+        wait_for("IPv6 route withdrawn", lambda: fib_routes(lab, 6) == set(), 5, 0.02)
         # graceful withdraw-all (SIGTERM path)
         d.call(d.driver.shutdown(withdraw=True))
-        wait_for(lambda: lab.fib_routes(4) == set(), 5)
+        wait_for("every route withdrawn", lambda: fib_routes(lab, 4) == set(), 5, 0.02)
     finally:
         d.stop()
 
 
-def _session(lab: BgpLab, addr: str) -> tuple[int, int, int]:
+def _session(lab: Lab, addr: str) -> tuple[int, int, int]:
     """(established epoch, connections established, connections dropped) as FRR counts them.
 
     FRR derives the epoch from "now - uptime", so it may jitter by one second between reads;
     compare with :func:`_same_session`.
     """
-    n = lab.neighbor(addr)
+    n = lab.frr(ROUTER).neighbor(addr)
     return (int(n["bgpTimerUpEstablishedEpoch"]), int(n["connectionsEstablished"]),
             int(n["connectionsDropped"]))  # fmt: skip
 
@@ -170,103 +200,110 @@ def _same_session(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
     return abs(a[0] - b[0]) <= 1 and a[1:] == b[1:]
 
 
-def test_md5_reload_adds_peer_without_resetting_the_first(md5_lab: BgpLab) -> None:
+def test_md5_reload_adds_peer_without_resetting_the_first(md5_lab: Lab) -> None:
     lab = md5_lab
-    first = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.1"),
-                 source_address=ip("192.0.2.2"), hold_time=9, password="lab-pw")  # fmt: skip
-    second = Peer(name="r1b", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.5"),
-                  source_address=ip("192.0.2.6"), hold_time=9)  # fmt: skip
+    first = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.1"),
+                 source_address=ip("198.18.0.2"), hold_time=9, password="lab-pw")  # fmt: skip
+    second = Peer(name="r1b", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.5"),
+                  source_address=ip("198.18.0.6"), hold_time=9)  # fmt: skip
     sock, conf, rendered = start_exabgp(lab, [first])
     d = DriverThread(
         Driver(unix_connector(sock), config_path=conf, validate=exabgp_validate(EXABGP))
     )
     try:
         d.loop.call_soon_threadsafe(d.driver.set_neighbors, rendered.neighbors)
-        wait_for(lambda: lab.established("192.0.2.2"), 15)  # MD5 session up
+        wait_for("MD5 session up", lambda: established(lab, "198.18.0.2"), 15, 0.02)
         r10 = Route(net("203.0.113.10/32"), "r1")
         d.set_routes([r10])
         d.converged()
-        wait_for(lambda: lab.fib_routes(4) == {"203.0.113.10/32"}, 5)
-        before = _session(lab, "192.0.2.2")
+        wait_for("route in the FIB", lambda: fib_routes(lab, 4) == {"203.0.113.10/32"}, 5, 0.02)
+        before = _session(lab, "198.18.0.2")
         # a new route never touches the session
         d.set_routes([r10, Route(net("203.0.113.11/32"), "r1")])
         d.converged()
-        wait_for(lambda: "203.0.113.11/32" in lab.fib_routes(4), 5)
+        wait_for("new route", lambda: "203.0.113.11/32" in fib_routes(lab, 4), 5, 0.02)
         # a second peer: re-render, validate, reload
         new = render_config([first, second], NODE, [BRIDGE, "--socket", str(sock)])
         assert d.call(d.driver.apply_config(new))
         d.set_routes([r10, Route(net("203.0.113.11/32"), "r1"),
                       Route(net("203.0.113.12/32"), "r1b")])  # fmt: skip
-        wait_for(lambda: lab.established("192.0.2.6"), 15)
+        wait_for("second session up", lambda: established(lab, "198.18.0.6"), 15, 0.02)
         d.converged()
-        wait_for(lambda: "203.0.113.12/32" in lab.fib_routes(4), 5)
-        assert lab.bgp_route("203.0.113.12/32")["paths"][0]["peer"]["peerId"] == "192.0.2.6"  # type: ignore[index]
-        after = _session(lab, "192.0.2.2")
+        wait_for("route via r1b", lambda: "203.0.113.12/32" in fib_routes(lab, 4), 5, 0.02)
+        r1b_path = lab.frr(ROUTER).bgp_route("203.0.113.12/32")["paths"][0]  # type: ignore[index]
+        assert r1b_path["peer"]["peerId"] == "198.18.0.6"
+        after = _session(lab, "198.18.0.2")
         assert _same_session(after, before), f"first session was reset: {before} -> {after}"
-        assert lab.established("192.0.2.2")
-        assert lab.fib_routes(4) == {"203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"}
+        assert established(lab, "198.18.0.2")
+        assert fib_routes(lab, 4) == {"203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"}
     finally:
         d.stop()
 
 
-def _driver_proc(lab: BgpLab, sock: Path, spec: dict[str, Any]) -> subprocess.Popen[str]:
-    spec_path = lab.dir / "spec.json"
+def _driver_proc(lab: Lab, sock: Path, spec: dict[str, Any], name: str) -> subprocess.Popen[bytes]:
+    """driver_proc.py in n1 (where the speaker would run), recorded and stopped by the lab."""
+    spec_path = lab.node_dir("n1") / f"{name}.json"
     spec_path.write_text(json.dumps(spec))
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("driver_proc.py")), str(sock),
-         str(spec_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+    return lab.popen(
+        "n1", [sys.executable, DRIVER_PROC, str(sock), str(spec_path)], name=name,
+        env={"PYTHONPATH": str(REPO)},
     )  # fmt: skip
-    lab.pids.append(proc.pid)
-    return proc
 
 
-def _first_report(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line, "driver process exited without converging"
-    return dict(json.loads(line))
+def _first_report(lab: Lab, proc: subprocess.Popen[bytes], name: str) -> dict[str, Any]:
+    """The first JSON report the driver process printed (its log also holds its logs)."""
+    log = lab.node_dir("n1") / f"{name}.log"
+
+    def report() -> dict[str, Any] | None:
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith('{"converged"'):
+                return dict(json.loads(line))
+        assert proc.poll() is None, "driver process exited without converging"
+        return None
+
+    return wait_for(f"{name} converged", report, 60, 0.02)
 
 
-def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: BgpLab) -> None:
+def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: Lab) -> None:
     lab = ibgp_lab
     sock, _, rendered = start_exabgp(lab, [PEER_R1])
-    wait_for(lambda: lab.established("192.0.2.2"), 15)
+    wait_for("session up", lambda: established(lab, "198.18.0.2"), 15, 0.02)
     spec = {
-        "neighbors": [["r1", "192.0.2.1", 4, False]],
+        "neighbors": [["r1", "198.18.0.1", 4, False]],
         "routes": [[f"203.0.113.{i}/32", "r1", 200, ["64500:7"]] for i in (10, 11, 12)],
     }
     want = {"203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"}
-    first = _driver_proc(lab, sock, spec)
-    report = _first_report(first)
+    first = _driver_proc(lab, sock, spec, "driver-1")
+    report = _first_report(lab, first, "driver-1")
     assert report["announce"] >= 1
-    wait_for(lambda: lab.fib_routes(4) == want, 5)
+    wait_for("routes in the FIB", lambda: fib_routes(lab, 4) == want, 5, 0.02)
     # FRR bumps a prefix's table version on every update it receives for it
-    version = lab.bgp_route("203.0.113.10/32")["version"]  # type: ignore[index]
-    session = _session(lab, "192.0.2.2")
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(5)
+    version = lab.frr(ROUTER).bgp_route("203.0.113.10/32")["version"]  # type: ignore[index]
+    session = _session(lab, "198.18.0.2")
+    lab.stop_process("n1", first, first=signal.SIGKILL)
     # the routes stay: ExaBGP and the bridge do not depend on the speaker
-    wait_for(lambda: lab.fib_routes(4) == want, 1)
-    second = _driver_proc(lab, sock, spec)
+    wait_for("routes still in the FIB", lambda: fib_routes(lab, 4) == want, 1, 0.02)
+    second = _driver_proc(lab, sock, spec, "driver-2")
     try:
-        report = _first_report(second)
+        report = _first_report(lab, second, "driver-2")
         assert report == {"converged": True, "announce": 0.0, "withdraw": 0.0, "show": 1.0}
-        assert lab.fib_routes(4) == want
-        assert _same_session(_session(lab, "192.0.2.2"), session)
-        assert lab.bgp_route("203.0.113.10/32")["version"] == version  # type: ignore[index]
+        assert fib_routes(lab, 4) == want
+        assert _same_session(_session(lab, "198.18.0.2"), session)
+        assert lab.frr(ROUTER).bgp_route("203.0.113.10/32")["version"] == version  # type: ignore[index]
         # the restarted speaker still converges by diff on a change
         spec["routes"] = spec["routes"][:2]
     finally:
-        os.kill(second.pid, signal.SIGKILL)
-        second.wait(5)
-    third = _driver_proc(lab, sock, spec)
+        lab.stop_process("n1", second, first=signal.SIGKILL)
+    third = _driver_proc(lab, sock, spec, "driver-3")
     try:
-        report = _first_report(third)
+        report = _first_report(lab, third, "driver-3")
         assert report["withdraw"] == 1.0 and report["announce"] == 0.0
-        wait_for(lambda: lab.fib_routes(4) == want - {"203.0.113.12/32"}, 5)
+        wait_for(
+            "one route withdrawn",
+            lambda: fib_routes(lab, 4) == want - {"203.0.113.12/32"},
+            5,
+            0.02,
+        )
     finally:
-        os.kill(third.pid, signal.SIGKILL)
-        third.wait(5)
-    assert rendered.neighbors[0].address == "192.0.2.1"
+        lab.stop_process("n1", third, first=signal.SIGKILL)
+    assert rendered.neighbors[0].address == "198.18.0.1"

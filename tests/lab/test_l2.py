@@ -1,4 +1,4 @@
-"""L2 lab: the real ``exalb-garp`` sidecar in namespaces, seen from a client namespace.
+"""L2 lab: the real ``exalb-garp`` sidecar on ``containerlab/l2-segment``, seen from its client.
 
 Timing asserts are only the product contract "failover under one second" (design target
 ≈0.35-0.45 s: 100 ms probes, 350 ms dead time, GARP at once), so the 1 s bound leaves
@@ -11,42 +11,35 @@ from __future__ import annotations
 import os
 import signal
 import statistics
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from l2_topology import (
+from lab.runner import Lab
+from lab.wait import wait_for
+from tests.lab.l2_lab import (
     NODES,
     PING4,
     PING6,
     VIP4,
     VIP6,
     L2Lab,
-    l2_lab,
-    lab_skip_reason,
     one_answer_within,
+    open_l2,
     service,
     traffic_switch,
-    wait_for,
 )
 
 pytestmark = pytest.mark.lab
-
-_skip = lab_skip_reason()
-if _skip:
-    pytest.skip(_skip, allow_module_level=True)
 
 CONTRACT = 1.0  # seconds: failover and partition-heal bound
 
 
 @pytest.fixture
-def lab() -> Iterator[L2Lab]:
-    with l2_lab() as lab:
-        yield lab
+def lab(lab_factory: Callable[[str], Lab]) -> L2Lab:
+    """``containerlab/l2-segment`` running, states applied, the three sidecars answering."""
+    return open_l2(lab_factory("l2-segment"))
 
 
 def _warm(lab: L2Lab, owner: str) -> None:
@@ -80,15 +73,20 @@ def test_ownership_follows_local_endpoints(lab: L2Lab) -> None:
     lab.apply(service(endpoints_on=(target,), policy="Local"))
     assert lab.ranking() == (target,)
     one_answer_within(lab, target)
-    wait_for(lambda: lab.node_of(lab.neigh(VIP4)) == target, timeout=2)
-    wait_for(lambda: lab.node_of(lab.neigh(VIP6)) == target, timeout=2)
+    wait_for("client neighbour entry", lambda: lab.node_of(lab.neigh(VIP4)) == target, 2, 0.02)
+    wait_for("client neighbour entry", lambda: lab.node_of(lab.neigh(VIP6)) == target, 2, 0.02)
     assert set(traffic_switch(lab, target, lambda: None)) == {VIP4, VIP6}
     # endpoints move to two other nodes: the better-ranked of them takes over
     lab.apply(service(endpoints_on=ranking[:2], policy="Local"))
     one_answer_within(lab, ranking[0])
     # no serving endpoint anywhere: nobody answers
     lab.apply(service(endpoints_on=()))
-    wait_for(lambda: lab.who_answers(VIP4) == [] and lab.who_answers(VIP6) == [], timeout=2)
+    wait_for(
+        "nobody answering",
+        lambda: lab.who_answers(VIP4) == [] and lab.who_answers(VIP6) == [],
+        2,
+        0.02,
+    )
 
 
 def test_sigkill_owner_fails_over_and_comes_back(lab: L2Lab) -> None:
@@ -161,7 +159,7 @@ def test_sidecar_keeps_last_state_when_the_speaker_is_gone(lab: L2Lab) -> None:
     owner = lab.ranking()[0]
     path = lab.state_path(owner)
     path.write_bytes(b"{not json")  # a broken writer: rejected, previous state kept
-    wait_for(lambda: "desired state rejected" in lab.log(owner), timeout=2)
+    wait_for("rejection logged", lambda: "desired state rejected" in lab.log(owner), 2, 0.02)
     assert lab.who_answers(VIP4) == [owner]
     path.unlink()  # the speaker and its file are gone: keep serving
     time.sleep(0.3)  # several poll intervals; nothing must change
@@ -176,6 +174,6 @@ def test_ping_is_opt_in_and_answered_by_the_owner(lab: L2Lab) -> None:
     one_answer_within(lab, echo_owner, ips=(PING4, PING6))
     assert not lab.ping(PING4)  # off by default: the VIP is on no interface
     lab.apply(*svcs, ping=True)
-    wait_for(lambda: lab.ping(PING4), timeout=3)
-    wait_for(lambda: lab.ping(PING6), timeout=3)
+    wait_for("ping answered", lambda: lab.ping(PING4), 3, 0.02)
+    wait_for("ping answered", lambda: lab.ping(PING6), 3, 0.02)
     assert lab.node_of(lab.neigh(PING4)) == echo_owner

@@ -1,7 +1,8 @@
 """``kubectl exalb`` end to end: real apiserver, real speakers, ExaBGP and FRR.
 
-The ``bgp-ecmp`` lab of ``speaker_lab.py``: three node namespaces, each with a speaker that
-also serves its endpoints on ``--status-socket`` (a unix socket in the lab's run directory).
+The ``bgp-ecmp`` lab of ``tests/lab/speaker_lab.py``: three node namespaces, each with a
+speaker that also serves its endpoints on ``--status-socket`` (a unix socket in the lab's run
+directory).
 ``exalbctl`` runs in the test process (the host's default namespace) with ``--speaker
 nX=unix://...`` and the admin kubeconfig, so it reads the speakers in their namespaces
 without any network between them, and the Services, conditions and events from the API.
@@ -28,8 +29,8 @@ import pytest
 from exalbctl.main import main as exalbctl
 from lab.controlplane import ControlPlane, find_tools
 from lab.runner import Lab
-
-from .speaker_lab import NODES, SpeakerLab, advertisement, bgp_peer, pool, speaker_lab, wait_for
+from lab.wait import wait_for
+from tests.lab.speaker_lab import NODES, SpeakerLab, advertisement, bgp_peer, pool, speaker_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 
@@ -177,7 +178,12 @@ def test_plugin_answers_from_speakers_and_api(sl: SpeakerLab) -> None:
     n1_web = next(r for r in n1_peer["routes"] if r["prefix"] == f"{WEB}/32")
     assert n1_web["communities"] == [COMMUNITY] and n1_web["onWire"] is True
     assert n1_web["services"] == [f"{c.app_ns}/web"]
-    frr = wait_for(lambda: (r := sl.bgp_route(f"{WEB}/32")) and len(r["paths"]) == 3 and r, 10)
+    frr = wait_for(
+        "three paths at r1",
+        lambda: (r := sl.bgp_route(f"{WEB}/32")) and len(r["paths"]) == 3 and r,
+        10,
+        0.02,
+    )
     assert {p["community"]["string"] for p in frr["paths"]} == {COMMUNITY}
     code, text = run(sl, "routes", "--node", "n3")
     assert code == 0 and f"{WEB}/32" in text and f"{LOCAL}/32" not in text

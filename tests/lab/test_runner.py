@@ -3,6 +3,7 @@ and a teardown that leaves no namespace and no process behind."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -10,9 +11,10 @@ import time
 import pytest
 
 from lab import netns
+from lab.nsnet import HostDialError, http_get
 from lab.runner import Lab, new_run_name
 from lab.teardown import sweep_stale
-from tests.lab.topologies import topology_path
+from lab.topology import topology_path
 
 pytestmark = pytest.mark.lab
 
@@ -37,12 +39,12 @@ def test_bgp_ecmp_three_nexthops_and_client_reach(lab_bgp_ecmp: Lab) -> None:
     assert len(states) == 6 and set(states.values()) == {"Established"}
 
     route = lab.wait_route("r1", VIP4, nexthops=3)
-    assert route.gateways == {"192.0.2.2", "192.0.2.6", "192.0.2.10"}
+    assert route.gateways == {"198.18.0.2", "198.18.0.6", "198.18.0.10"}
     route6 = lab.wait_route("r1", VIP6, nexthops=3)
     assert route6.gateways == {"2001:db8:0:1::2", "2001:db8:0:2::2", "2001:db8:0:3::2"}
 
     # the client reaches a node through r1, over both families
-    lab.exec("c", ["ping", "-c1", "-W2", "192.0.2.2"])
+    lab.exec("c", ["ping", "-c1", "-W2", "198.18.0.2"])
     lab.exec("c", ["ping", "-6", "-c1", "-W2", "2001:db8:0:3::2"])
     # and the Service IP itself once it is local on a node
     for node in nodes:
@@ -51,6 +53,19 @@ def test_bgp_ecmp_three_nexthops_and_client_reach(lab_bgp_ecmp: Lab) -> None:
 
     # ExaBGP's CLI pipes work per instance
     assert "203.0.113.10/32" in lab.exabgp("n1").cli("show adj-rib out")
+
+
+def test_lab_traffic_starts_inside_the_lab_never_from_the_host(lab_bgp_ecmp: Lab) -> None:
+    lab = lab_bgp_ecmp
+    lab.start_responder("n1", ["198.18.0.2"], 8080)
+    # a socket made in the client's namespace reaches n1 through r1 ...
+    assert http_get(lab.ns("c"), 8080, "/", host="198.18.0.2") == (200, b"n1\n")
+    # ... the same address from a socket of the host's namespace is refused before any packet
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as host_sock,
+        pytest.raises(HostDialError),
+    ):
+        host_sock.connect(("198.18.0.2", 8080))
 
 
 def test_stopping_one_speaker_withdraws_its_path(lab_bgp_ecmp: Lab) -> None:
@@ -64,7 +79,7 @@ def test_stopping_one_speaker_withdraws_its_path(lab_bgp_ecmp: Lab) -> None:
     started = time.monotonic()
     lab.stop_exabgp("n1")
     route = lab.wait_route("r1", VIP4, nexthops=1, timeout=3)
-    assert route.gateways == {"192.0.2.6"}
+    assert route.gateways == {"198.18.0.6"}
     assert time.monotonic() - started < 3
     assert not [p for p in in_n1 if netns.alive(p)], "ExaBGP or its children survived"
 
@@ -79,7 +94,7 @@ def test_two_leaf_ecmp_on_both_leaves(lab_two_leaf: Lab) -> None:
         assert len(states) == 4
         assert len(lab.wait_route(leaf, VIP4, nexthops=2).nexthops) == 2
         assert len(lab.wait_route(leaf, VIP6, nexthops=2).nexthops) == 2
-    for address in ("192.0.2.2", "192.0.2.18", "2001:db8:1:2::2", "2001:db8:2:2::2", VIP4_ADDR):
+    for address in ("198.18.0.2", "198.18.0.18", "2001:db8:1:2::2", "2001:db8:2:2::2", VIP4_ADDR):
         lab.exec("c", ["ping", "-c1", "-W2", address])
 
 
@@ -128,7 +143,7 @@ def test_cli_up_vtysh_down(lab_available: None) -> None:
         assert exa.returncode == 0, exa.stderr
         lab.wait_route("r1", VIP4, nexthops=1, timeout=15)
         pids = lab.pids()
-        ping = cli("exec", "--run", run, "c", "--", "ping", "-c1", "-W2", "192.0.2.6")
+        ping = cli("exec", "--run", run, "c", "--", "ping", "-c1", "-W2", "198.18.0.6")
         assert ping.returncode == 0, ping.stdout + ping.stderr
     finally:
         down = cli("down", "--run", run)
@@ -172,20 +187,20 @@ def test_fib_reads_multipath_and_nexthop_object_routes(lab_bgp_ecmp: Lab) -> Non
     lab = lab_bgp_ecmp
     ip = ["ip", "-n", lab.ns("r1")]
     for args in (
-        ["nexthop", "add", "id", "1", "via", "192.0.2.2", "dev", "eth1"],
-        ["nexthop", "add", "id", "2", "via", "192.0.2.6", "dev", "eth2"],
+        ["nexthop", "add", "id", "1", "via", "198.18.0.2", "dev", "eth1"],
+        ["nexthop", "add", "id", "2", "via", "198.18.0.6", "dev", "eth2"],
         ["nexthop", "add", "id", "10", "group", "1/2"],
         ["route", "add", "203.0.113.20/32", "nhid", "10"],
-        ["route", "add", "203.0.113.21/32", "nexthop", "via", "192.0.2.2", "nexthop", "via",
-         "192.0.2.10"],
+        ["route", "add", "203.0.113.21/32", "nexthop", "via", "198.18.0.2", "nexthop", "via",
+         "198.18.0.10"],
     ):  # fmt: skip
         netns.run([*ip, *args])
-    both = {"192.0.2.2", "192.0.2.6"}
+    both = {"198.18.0.2", "198.18.0.6"}
     for compat in ("1", "0"):  # 0: the kernel reports only the nexthop id
         lab.exec("r1", ["sysctl", "-qw", f"net.ipv4.nexthop_compat_mode={compat}"])
         grouped = lab.wait_route("r1", "203.0.113.20/32", nexthops=2, timeout=1)
         assert grouped.nexthop_object and grouped.gateways == both
         classic = lab.wait_route("r1", "203.0.113.21/32", nexthops=2, timeout=1)
-        assert not classic.nexthop_object and classic.gateways == {"192.0.2.2", "192.0.2.10"}
+        assert not classic.nexthop_object and classic.gateways == {"198.18.0.2", "198.18.0.10"}
     netns.run([*ip, "route", "del", "203.0.113.21/32"])
     lab.wait_no_route("r1", "203.0.113.21/32", timeout=1)

@@ -11,28 +11,23 @@ counters, and the speaker's own ``/status`` and ``/metrics``. Timings are printe
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
+import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from lab.controlplane import (
-    ControlPlane,
-)
+from lab import netns
+from lab.controlplane import ControlPlane
 from lab.fib import Fib
 from lab.runner import Lab
-
-from .speaker_lab import (
+from lab.wait import wait_for
+from tests.lab.speaker_lab import (
     NODES,
     PY,
-    SIGKILL,
-    SIGTERM,
     SpeakerLab,
     advertisement,
     bgp_peer,
@@ -40,7 +35,6 @@ from .speaker_lab import (
     pool,
     speaker_lab,
     timed_wait_nexthops,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
@@ -117,9 +111,9 @@ def test_cluster_local_policy_and_endpoint_withdraw(sl: SpeakerLab) -> None:
     sl.wait_ready()
     web = lab.wait_route("r1", "203.0.113.10/32", nexthops=3, timeout=10)
     print(f"\nspeakers start -> 3 nexthops for web: {time.monotonic() - started:.2f}s")
-    assert web.gateways == {"192.0.2.2", "192.0.2.6", "192.0.2.10"}
+    assert web.gateways == {"198.18.0.2", "198.18.0.6", "198.18.0.10"}
     local = lab.wait_route("r1", "203.0.113.11/32", nexthops=2)
-    assert local.gateways == {"192.0.2.2", "192.0.2.6"}
+    assert local.gateways == {"198.18.0.2", "198.18.0.6"}
     assert lab.route("r1", "203.0.113.12/32") is None
 
     # the why, per Service, from a node that does not announce "local"
@@ -131,14 +125,14 @@ def test_cluster_local_policy_and_endpoint_withdraw(sl: SpeakerLab) -> None:
     assert web_n3["announce"] is True
     assert [r["onWire"] for r in web_n3["routes"]] == ["sent"]  # type: ignore[index]
     assert [s["state"] for s in st["sessions"]] == ["established"]
-    assert "203.0.113.10/32" in {e["prefix"] for e in st["adjRibOut"]["192.0.2.9"]}
+    assert "203.0.113.10/32" in {e["prefix"] for e in st["adjRibOut"]["198.18.0.9"]}
 
     # the endpoint on n2 goes away: n2 withdraws, measured from the API write to r1's FIB
     t = c.endpoints("local", ["n1"])
     took = timed_wait_nexthops(lab, "203.0.113.11/32", 1, t, timeout=5)
     print(f"endpoint removed (API write) -> n2's path gone from r1's FIB: {took * 1000:.0f} ms")
     assert took < 1.0
-    assert lab.route("r1", "203.0.113.11/32").gateways == {"192.0.2.2"}  # type: ignore[union-attr]
+    assert lab.route("r1", "203.0.113.11/32").gateways == {"198.18.0.2"}  # type: ignore[union-attr]
     # ... and comes back
     t = c.endpoints("local", ["n1", "n2"])
     took = timed_wait_nexthops(lab, "203.0.113.11/32", 2, t, timeout=5)
@@ -146,24 +140,14 @@ def test_cluster_local_policy_and_endpoint_withdraw(sl: SpeakerLab) -> None:
 
     # metrics
     assert sl.metric("n1", "exalb_speaker_announced_prefixes", peer="r1-n1-v4") == 2
-    wait_for(lambda: sl.metric("n1", "exalb_exabgp_peer_up", peer="r1-n1-v4") == 1, 5, 0.1)
+    wait_for(
+        "peer up metric",
+        lambda: sl.metric("n1", "exalb_exabgp_peer_up", peer="r1-n1-v4") == 1,
+        5,
+        0.1,
+    )
     assert sl.metric("n1", "exalb_speaker_config_stale_bool") == 0
 
-
-RESPONDER = """
-import http.server, sys
-node, vip = sys.argv[1], sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = node.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((vip, 8080), H).serve_forever()
-"""
 
 CLIENT = """
 import collections, json, socket, sys, time
@@ -182,7 +166,7 @@ while sum(seen.values()) < n and time.monotonic() < deadline:
     while chunk := s.recv(4096):
         data += chunk
     s.close()
-    seen[data.split(b"\\r\\n\\r\\n", 1)[1].decode()] += 1
+    seen[data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip()] += 1
 print(json.dumps({"seen": seen, "ports": len(ports)}))
 """
 
@@ -197,7 +181,7 @@ def test_client_reaches_vip_and_connections_spread_over_nodes(sl: SpeakerLab) ->
     lab.exec("r1", ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
     for node in NODES:
         lab.exec(node, ["ip", "addr", "add", f"{vip}/32", "dev", "lo"])
-        lab.popen(node, [PY, "-c", RESPONDER, node, vip], name="responder")
+        lab.start_responder(node, [vip], 8080)  # the Service's "pod": answers its node name
     sl.start()
     sl.wait_ready()
     lab.wait_route("r1", f"{vip}/32", nexthops=3, timeout=10)
@@ -220,11 +204,11 @@ def test_communities_large_communities_local_pref_arrive_at_frr(sl: SpeakerLab) 
         "r1",
         "configure terminal",
         "router bgp 64500",
-        "no neighbor 192.0.2.2 peer-group NODES4",  # a peer group is all-iBGP or all-eBGP
-        "neighbor 192.0.2.2 remote-as 64500",
-        "neighbor 192.0.2.2 timers 3 9",
+        "no neighbor 198.18.0.2 peer-group NODES4",  # a peer group is all-iBGP or all-eBGP
+        "neighbor 198.18.0.2 remote-as 64500",
+        "neighbor 198.18.0.2 timers 3 9",
         "address-family ipv4 unicast",
-        "neighbor 192.0.2.2 activate",
+        "neighbor 198.18.0.2 activate",
     )
     n1, n2 = NODES["n1"], NODES["n2"]
     c.apply_config(
@@ -241,10 +225,13 @@ def test_communities_large_communities_local_pref_arrive_at_frr(sl: SpeakerLab) 
     sl.wait_ready(["n1", "n2"])
     lab.wait_route("r1", "203.0.113.40/32", timeout=10)
     route = wait_for(
-        lambda: (r := sl.bgp_route("203.0.113.40/32")) and len(r["paths"]) == 2 and r, 10, 0.05
+        "two paths at r1",
+        lambda: (r := sl.bgp_route("203.0.113.40/32")) and len(r["paths"]) == 2 and r,
+        10,
+        0.05,
     )
     by_nh = {p["nexthops"][0]["ip"]: p for p in route["paths"]}
-    ibgp, ebgp = by_nh["192.0.2.2"], by_nh["192.0.2.6"]
+    ibgp, ebgp = by_nh["198.18.0.2"], by_nh["198.18.0.6"]
     print(f"\nr1 paths: ibgp={json.dumps(ibgp)}\nebgp={json.dumps(ebgp)}")
     for p in (ibgp, ebgp):
         assert p["community"]["string"] == "64500:100"
@@ -309,7 +296,7 @@ def test_sigkill_keeps_routes_restart_converges_by_diff_sigterm_withdraws(sl: Sp
 
     # SIGKILL: nothing is withdrawn, ExaBGP keeps announcing
     watch = MinNexthops(lab, prefix)
-    sl.signal_speaker("n1", SIGKILL)
+    sl.signal_speaker("n1", signal.SIGKILL)
     sl.wait_speaker_exit("n1")
     time.sleep(1.0)  # give a (wrong) withdraw every chance to show up in the FIB
     assert nexthops(lab, prefix) == 3
@@ -330,12 +317,12 @@ def test_sigkill_keeps_routes_restart_converges_by_diff_sigterm_withdraws(sl: Sp
     assert sl.sessions() == sessions
 
     # SIGTERM: the speaker withdraws its routes and exits 0; the session stays up
-    t = sl.signal_speaker("n1", SIGTERM)
+    t = sl.signal_speaker("n1", signal.SIGTERM)
     took = timed_wait_nexthops(lab, prefix, 2, t, timeout=5)
     rc = sl.wait_speaker_exit("n1")
     print(f"SIGTERM -> n1's path gone from r1's FIB: {took * 1000:.0f} ms (exit code {rc})")
     assert rc == 0
-    assert lab.route("r1", prefix).gateways == {"192.0.2.6", "192.0.2.10"}  # type: ignore[union-attr]
+    assert lab.route("r1", prefix).gateways == {"198.18.0.6", "198.18.0.10"}  # type: ignore[union-attr]
     assert sl.sessions() == sessions
 
 
@@ -350,7 +337,7 @@ def test_invalid_config_keeps_the_last_good_one(sl: SpeakerLab) -> None:
     # an overlapping pool: admitted by the apiserver (a cross-object rule), refused by exalb
     bad = pool("overlap", ["203.0.113.0/25"])
     c.apply_config(bad)
-    wait_for(lambda: sl.metric("n1", "exalb_speaker_config_stale_bool") == 1, 5, 0.05)
+    wait_for("stale", lambda: sl.metric("n1", "exalb_speaker_config_stale_bool") == 1, 5, 0.05)
     st = sl.status("n1")
     assert st["config"]["stale"] is True
     print("\nproblems reported:", [p for p in st["config"]["problems"] if "overlap" in p])
@@ -362,7 +349,7 @@ def test_invalid_config_keeps_the_last_good_one(sl: SpeakerLab) -> None:
     lab.wait_route("r1", "203.0.113.71/32", nexthops=2, timeout=5)
     # fixed: fresh again
     c.delete(c.config_path(bad))
-    wait_for(lambda: sl.metric("n1", "exalb_speaker_config_stale_bool") == 0, 5, 0.05)
+    wait_for("fresh", lambda: sl.metric("n1", "exalb_speaker_config_stale_bool") == 0, 5, 0.05)
     assert sl.status("n1")["config"]["stale"] is False
 
 
@@ -389,34 +376,23 @@ def test_graceful_restart_keeps_routes_while_exabgp_restarts(sl: SpeakerLab) -> 
     watch = MinNexthops(lab, prefix)
     exabgp = sl.procs["n1"].exabgp
     assert exabgp is not None
-    kids = [p for p in sl.lab.pids() if p != exabgp.pid and _parent(p) == exabgp.pid]
+    kids = netns.children(exabgp.pid, sl.lab.pids())
     t = time.monotonic()
-    exabgp.kill()
-    exabgp.wait(5)
-    sl.lab.state.forget_process(exabgp.pid)
+    sl.lab.stop_process("n1", exabgp, first=signal.SIGKILL)
     # bridge and CLI process would linger 1.5-2 s (docs/exabgp.md, "Processes and signals")
-    for k in kids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(k, SIGKILL)
-    stale = wait_for(lambda: _stale_paths(sl, prefix), 5, 0.02)
+    netns.stop(kids, [sl.lab.ns("n1")], 1.0, first=signal.SIGKILL)
+    stale = wait_for("n1's path stale at r1", lambda: _stale_paths(sl, prefix), 5, 0.02)
     print(
         f"\nExaBGP SIGKILL -> r1 marks n1's path stale after {time.monotonic() - t:.2f}s: {stale}"
     )
     assert nexthops(lab, prefix) == 3
     t = time.monotonic()
     sl.start_exabgp("n1")
-    wait_for(lambda: not _stale_paths(sl, prefix), 15, 0.02)
+    wait_for("stale flag gone", lambda: not _stale_paths(sl, prefix), 15, 0.02)
     print(f"ExaBGP restarted -> route re-announced + End-of-RIB, stale flag gone: "
           f"{time.monotonic() - t:.2f}s")  # fmt: skip
     assert watch.stop() == 3, "r1 dropped n1's path during the ExaBGP restart"
     assert sl.status("n1")["speaker"]["driverConnections"] == 2
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
 
 
 def _stale_paths(sl: SpeakerLab, prefix: str) -> list[str]:

@@ -1,8 +1,9 @@
 """exalb-speaker in L2 mode end to end: real apiserver, real speakers, real garp sidecars.
 
-Three node namespaces on one bridge each run ``exalb-speaker --l2-state`` and ``exalb-garp``
-on the same file (see ``l2_speaker_lab.py``); a client namespace on the bridge asks who has
-each Service IP (ARP / NDP) and sends it traffic. The expected owner is computed here with
+Three node namespaces on one segment (``containerlab/l2-segment``) each run ``exalb-speaker
+--l2-state`` and ``exalb-garp`` on the same file (see ``tests/lab/l2_speaker_lab.py``); a
+client namespace on the segment asks who has each Service IP (ARP / NDP) and sends it
+traffic. The expected owner is computed here with
 MetalLB's hash, independently of the product. Asserted: exactly that node answers; ETP
 Local, Node labels and conditions move ownership; a SIGKILLed owner sidecar is replaced on
 the wire within a second (the product contract); every speaker's ``/status`` says who owns
@@ -23,25 +24,9 @@ from typing import Any
 import pytest
 
 from lab.controlplane import ControlPlane
-
-from .l2_topology import (
-    NODES,
-    VIP4,
-    VIP6,
-    L2Lab,
-    lab_skip_reason,
-    one_answer_within,
-    traffic_switch,
-    wait_for,
-)
-
-pytestmark = [pytest.mark.lab, pytest.mark.k8s]
-
-_skip = lab_skip_reason()
-if _skip:
-    pytest.skip(_skip, allow_module_level=True)
-
-from .l2_speaker_lab import (  # noqa: E402  (after the skip: needs root to be useful)
+from lab.wait import wait_for
+from tests.lab.l2_lab import NODES, VIP4, VIP6, L2Lab, one_answer_within, traffic_switch
+from tests.lab.l2_speaker_lab import (
     EXCLUDE_LABEL,
     L2_LABEL,
     L2SpeakerLab,
@@ -49,12 +34,14 @@ from .l2_speaker_lab import (  # noqa: E402  (after the skip: needs root to be u
     metallb_ranking,
 )
 
+pytestmark = [pytest.mark.lab, pytest.mark.k8s]
+
 CONTRACT = 1.0  # seconds: data-path failover bound (design target ≈0.35-0.45 s)
 NODE_ASSIGNED = "nodeAssigned"
 
 
 @pytest.fixture(scope="module")
-def env(speaker_control_plane: ControlPlane) -> Iterator[L2SpeakerLab]:
+def env(lab_available: None, speaker_control_plane: ControlPlane) -> Iterator[L2SpeakerLab]:
     with l2_speaker_lab(speaker_control_plane) as e:
         yield e
 
@@ -74,7 +61,7 @@ def answered_by(env: L2SpeakerLab, node: str, *ips: str, timeout: float = 10.0) 
 
 def eventually(env: L2SpeakerLab, pred: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
     try:
-        return wait_for(pred, timeout, 0.05)
+        return wait_for(what, pred, timeout, 0.05)
     except TimeoutError:
         raise AssertionError(f"{what} not seen within {timeout}s\n{env.all_logs()}") from None
 

@@ -15,23 +15,22 @@ from controller.allocator import (
     Allocator,
 )
 from exalb.config.model import LabelSelector, ServiceAllocation
+from tests.unit.helpers import config, ips, pool, svc
 
-from .helpers import config, ips, pool, svc
-
-V4 = pool("v4", "192.0.2.0/30")
+V4 = pool("v4", "198.18.0.0/30")
 V6 = pool("v6", "2001:db8::/126")
 DUAL = pool("dual", "198.51.100.0/31", "2001:db8:1::/127")
 
 
 def test_first_free_in_cidr_order_and_network_address_is_allocatable() -> None:
-    al = Allocator(config(pool("p", "198.51.100.8/31", "192.0.2.0/31")))
+    al = Allocator(config(pool("p", "198.51.100.8/31", "198.18.0.0/31")))
     got = [al.assign(svc(f"s{i}")).ips for i in range(4)]
-    assert got == [ips("198.51.100.8"), ips("198.51.100.9"), ips("192.0.2.0"), ips("192.0.2.1")]
+    assert got == [ips("198.51.100.8"), ips("198.51.100.9"), ips("198.18.0.0"), ips("198.18.0.1")]
     assert al.assign(svc("s4")).reason == ALLOCATION_FAILED
 
 
 def test_avoid_buggy_ips_skips_dot0_and_dot255() -> None:
-    al = Allocator(config(pool("p", "192.0.2.255/32", "198.51.100.0/31", avoid_buggy_ips=True)))
+    al = Allocator(config(pool("p", "198.18.0.255/32", "198.51.100.0/31", avoid_buggy_ips=True)))
     assert al.assign(svc("a")).ips == ips("198.51.100.1")
     assert al.assign(svc("b")).pending
     d = al.assign(svc("c", requested_ips=["198.51.100.0"]))
@@ -43,7 +42,7 @@ def test_released_ip_is_reused_first() -> None:
     for i in range(3):
         al.assign(svc(f"s{i}"))
     al.release("default/s0")
-    assert al.assign(svc("new")).ips == ips("192.0.2.0")
+    assert al.assign(svc("new")).ips == ips("198.18.0.0")
 
 
 SHARE_CASES = [
@@ -116,9 +115,9 @@ SHARE_CASES = [
 @pytest.mark.parametrize(("first", "second", "shareable"), SHARE_CASES)
 def test_sharing_rules_for_requested_ip(first: dict, second: dict, shareable: bool) -> None:
     al = Allocator(config(V4))
-    assert al.assign(svc("a", requested_ips=["192.0.2.1"], **first)).ips == ips("192.0.2.1")
-    d = al.assign(svc("b", requested_ips=["192.0.2.1"], **second))
-    assert (d.ips == ips("192.0.2.1")) is shareable
+    assert al.assign(svc("a", requested_ips=["198.18.0.1"], **first)).ips == ips("198.18.0.1")
+    d = al.assign(svc("b", requested_ips=["198.18.0.1"], **second))
+    assert (d.ips == ips("198.18.0.1")) is shareable
     if not shareable:
         assert d.reason == ALLOCATION_FAILED and "in use by default/a" in d.message
 
@@ -151,15 +150,15 @@ def test_sharing_break_on_a_shared_ip_keeps_the_ip_and_flags_it() -> None:
 def test_pool_order_pinned_priority_then_name_then_unpinned() -> None:
     p_low = pool(
         "z-prio1",
-        "192.0.2.0/32",
+        "198.18.0.0/32",
         service_allocation=ServiceAllocation(priority=1, namespaces=("prod",)),
     )
     p_zero = pool(
-        "a-prio0", "192.0.2.1/32", service_allocation=ServiceAllocation(namespaces=("prod",))
+        "a-prio0", "198.18.0.1/32", service_allocation=ServiceAllocation(namespaces=("prod",))
     )
     p_two = pool(
         "b-prio2",
-        "192.0.2.2/32",
+        "198.18.0.2/32",
         service_allocation=ServiceAllocation(priority=2, namespaces=("prod",)),
     )
     p_free_b = pool("free-b", "198.51.100.0/32")
@@ -178,7 +177,7 @@ def test_service_allocation_selectors() -> None:
     ns_sel = LabelSelector(match_labels=(("team", "a"),))
     p = pool(
         "pinned",
-        "192.0.2.0/32",
+        "198.18.0.0/32",
         service_allocation=ServiceAllocation(
             namespace_selectors=(ns_sel,), service_selectors=(sel,)
         ),
@@ -191,21 +190,21 @@ def test_service_allocation_selectors() -> None:
 
 
 def test_auto_assign_false_only_by_name_or_request() -> None:
-    manual = pool("manual", "192.0.2.0/31", auto_assign=False)
+    manual = pool("manual", "198.18.0.0/31", auto_assign=False)
     al = Allocator(config(manual))
     assert al.assign(svc("auto")).reason == ALLOCATION_FAILED
-    assert al.assign(svc("named", requested_pool="manual")).ips == ips("192.0.2.0")
-    assert al.assign(svc("req", requested_ips=["192.0.2.1"])).ips == ips("192.0.2.1")
+    assert al.assign(svc("named", requested_pool="manual")).ips == ips("198.18.0.0")
+    assert al.assign(svc("req", requested_ips=["198.18.0.1"])).ips == ips("198.18.0.1")
 
 
 def test_requested_ip_must_match_pool_annotation_and_selectors() -> None:
     pinned = pool(
-        "pinned", "192.0.2.0/31", service_allocation=ServiceAllocation(namespaces=("prod",))
+        "pinned", "198.18.0.0/31", service_allocation=ServiceAllocation(namespaces=("prod",))
     )
     al = Allocator(config(pinned, V6))
-    d = al.assign(svc("a", ns="dev", requested_ips=["192.0.2.0"]))
+    d = al.assign(svc("a", ns="dev", requested_ips=["198.18.0.0"]))
     assert d.reason == ALLOCATION_FAILED and "serviceAllocation" in d.message
-    d = al.assign(svc("b", ns="prod", requested_ips=["192.0.2.0"], requested_pool="v6"))
+    d = al.assign(svc("b", ns="prod", requested_ips=["198.18.0.0"], requested_pool="v6"))
     assert "not in the annotated pool v6" in d.message
     d = al.assign(svc("c", requested_ips=["203.0.113.1"]))
     assert "not in any IPAddressPool" in d.message
@@ -250,7 +249,7 @@ def test_require_dual_stack_needs_two_cluster_ips_and_one_pool() -> None:
 def test_prefer_dual_stack_falls_back_to_primary_then_other() -> None:
     al = Allocator(config(V4))
     d = al.assign(svc("a", family_policy="PreferDualStack", cluster_ip_families=(4, 6)))
-    assert d.ips == ips("192.0.2.0")
+    assert d.ips == ips("198.18.0.0")
     al6 = Allocator(config(V6))
     d = al6.assign(svc("a", family_policy="PreferDualStack", cluster_ip_families=(4, 6)))
     assert d.ips == ips("2001:db8::")
@@ -279,27 +278,27 @@ def test_restore_keeps_status_ips_even_outside_pools() -> None:
     al = Allocator(config(V4))
     ds = al.restore_all(
         [
-            svc("b", assigned_ips=["192.0.2.3"], creation_timestamp="2026-01-02T00:00:00Z"),
+            svc("b", assigned_ips=["198.18.0.3"], creation_timestamp="2026-01-02T00:00:00Z"),
             svc("a", assigned_ips=["203.0.113.5"], creation_timestamp="2026-01-01T00:00:00Z"),
         ]
     )
-    assert ds["default/b"].ips == ips("192.0.2.3") and ds["default/b"].reason == ""
+    assert ds["default/b"].ips == ips("198.18.0.3") and ds["default/b"].reason == ""
     assert ds["default/a"].reason == IP_OUT_OF_POOL
-    assert al.assign(svc("new")).ips == ips("192.0.2.0")
+    assert al.assign(svc("new")).ips == ips("198.18.0.0")
 
 
 def test_restore_conflict_older_service_wins_and_newer_is_flagged_not_moved() -> None:
     al = Allocator(config(V4))
     ds = al.restore_all(
         [
-            svc("young", assigned_ips=["192.0.2.1"], creation_timestamp="2026-05-01T00:00:00Z"),
-            svc("old", assigned_ips=["192.0.2.1"], creation_timestamp="2026-01-01T00:00:00Z"),
+            svc("young", assigned_ips=["198.18.0.1"], creation_timestamp="2026-05-01T00:00:00Z"),
+            svc("old", assigned_ips=["198.18.0.1"], creation_timestamp="2026-01-01T00:00:00Z"),
         ]
     )
     assert ds["default/old"].reason == ""
     assert ds["default/young"].reason == IP_CONFLICT
-    assert ds["default/young"].ips == ips("192.0.2.1")
-    assert al.holders(ips("192.0.2.1")[0]) == ("default/old",)
+    assert ds["default/young"].ips == ips("198.18.0.1")
+    assert al.holders(ips("198.18.0.1")[0]) == ("default/old",)
 
 
 def test_pool_deleted_keeps_ip_and_flags_until_migrated() -> None:
@@ -328,13 +327,13 @@ def test_no_pools_at_all_keeps_everything() -> None:
 
 def test_changing_requested_ip_moves_only_when_new_ip_is_available() -> None:
     al = Allocator(config(V4))
-    al.assign(svc("other", requested_ips=["192.0.2.2"]))
-    a = al.assign(svc("a", requested_ips=["192.0.2.1"]))
-    d = al.assign(svc("a", requested_ips=["192.0.2.2"], assigned_ips=["192.0.2.1"]))
+    al.assign(svc("other", requested_ips=["198.18.0.2"]))
+    a = al.assign(svc("a", requested_ips=["198.18.0.1"]))
+    d = al.assign(svc("a", requested_ips=["198.18.0.2"], assigned_ips=["198.18.0.1"]))
     assert d.ips == a.ips and d.reason == ALLOCATION_FAILED and "kept" in d.message
-    d = al.assign(svc("a", requested_ips=["192.0.2.3"], assigned_ips=["192.0.2.1"]))
-    assert d.ips == ips("192.0.2.3") and d.changed
-    assert al.holders(ips("192.0.2.1")[0]) == ()
+    d = al.assign(svc("a", requested_ips=["198.18.0.3"], assigned_ips=["198.18.0.1"]))
+    assert d.ips == ips("198.18.0.3") and d.changed
+    assert al.holders(ips("198.18.0.1")[0]) == ()
 
 
 def test_usage_counts_are_exact_for_huge_pools() -> None:

@@ -12,14 +12,13 @@ from controller.addrspace import AddressSpace
 from controller.allocator import Allocator, claim_of, families_of
 from controller.freespace import FreeSpace
 from exalb.views import ServiceView
-
-from .helpers import config, pool, svc
+from tests.unit.helpers import config, pool, svc
 
 SMALL_POOLS = st.lists(
     st.sampled_from(
         [
-            ("a", ("192.0.2.0/30",), False),
-            ("b", ("192.0.2.252/30", "198.51.100.0/31"), True),
+            ("a", ("198.18.0.0/30",), False),
+            ("b", ("198.18.0.252/30", "198.51.100.0/31"), True),
             ("c", ("2001:db8::/126",), False),
             ("d", ("198.51.100.128/31", "2001:db8:1::/127"), False),
             ("e", ("203.0.113.0/29",), True),
@@ -157,12 +156,12 @@ def test_capacity_and_usage_equal_the_truth(cfg, ops) -> None:  # type: ignore[n
     st.lists(
         st.sampled_from(
             [
-                "192.0.2.0/24",
+                "198.18.0.0/24",
                 "198.51.100.250/31",
                 "203.0.113.255/32",
                 "198.51.100.0/25",
                 "2001:db8::/125",
-                "192.0.2.0/23",
+                "198.18.0.0/23",
             ]
         ),
         min_size=1,

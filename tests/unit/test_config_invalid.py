@@ -35,7 +35,7 @@ def test_all_errors_are_reported_at_once() -> None:
 apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata: {name: a}
-spec: {addresses: [bad, 192.0.2.0/24], autoAssign: 3}
+spec: {addresses: [bad, 198.18.0.0/24], autoAssign: 3}
 ---
 apiVersion: metallb.io/v1beta2
 kind: BGPPeer

@@ -24,8 +24,8 @@ def test_issue_legacy_examples_are_accepted(path: Path) -> None:
 def test_legacy_conversion_names_follow_metallb() -> None:
     result = parse_legacy_text("""
 peers:
-- {peer-address: 192.0.2.1, peer-asn: 64501, my-asn: 64500, hold-time: 1m30s}
-- {peer-address: 192.0.2.5, peer-asn: 64501, my-asn: 64500,
+- {peer-address: 198.18.0.1, peer-asn: 64501, my-asn: 64500, hold-time: 1m30s}
+- {peer-address: 198.18.0.5, peer-asn: 64501, my-asn: 64500,
    node-selectors: [{match-labels: {rack: a}}]}
 bgp-communities: {gold: "64500:100"}
 address-pools:
@@ -93,7 +93,7 @@ metadata: {name: r1, namespace: metallb-system}
 spec:
   myASN: 64501
   peerASN: 64500
-  peerAddress: 192.0.2.1
+  peerAddress: 198.18.0.1
   passwordSecret: {name: bgp-pw}
   holdTime: 9s
   enableGracefulRestart: true
@@ -120,10 +120,13 @@ spec:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("192.0.2.0/30", ["192.0.2.0/30"]),
-        ("192.0.2.5/30", ["192.0.2.4/30"]),
-        ("192.0.2.1-192.0.2.6", ["192.0.2.1/32", "192.0.2.2/31", "192.0.2.4/31", "192.0.2.6/32"]),
-        ("192.0.2.1 - 192.0.2.1", ["192.0.2.1/32"]),
+        ("198.18.0.0/30", ["198.18.0.0/30"]),
+        ("198.18.0.5/30", ["198.18.0.4/30"]),
+        (
+            "198.18.0.1-198.18.0.6",
+            ["198.18.0.1/32", "198.18.0.2/31", "198.18.0.4/31", "198.18.0.6/32"],
+        ),
+        ("198.18.0.1 - 198.18.0.1", ["198.18.0.1/32"]),
         ("2001:db8::-2001:db8::3", ["2001:db8::/126"]),
     ],
 )
@@ -152,7 +155,7 @@ def test_other_namespace_objects_are_ignored_with_warning() -> None:
 apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata: {name: p, namespace: elsewhere}
-spec: {addresses: [192.0.2.0/24]}
+spec: {addresses: [198.18.0.0/24]}
 """,
         "t",
     )

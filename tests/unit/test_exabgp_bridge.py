@@ -96,11 +96,11 @@ def test_relays_both_ways(bridge: BridgeProc) -> None:
     c.sendall(b"announce route 203.0.113.1/32 next-hop self\nshow adj-rib out\n")
     assert bridge.exabgp_reads(2) == ["announce route 203.0.113.1/32 next-hop self",
                                       "show adj-rib out"]  # fmt: skip
-    bridge.exabgp_writes("done\n192.0.2.1 ipv4 unicast 203.0.113.1/32 next-hop 192.0.2.2\n")
+    bridge.exabgp_writes("done\n198.18.0.1 ipv4 unicast 203.0.113.1/32 next-hop 198.18.0.2\n")
     bridge.exabgp_writes(EVENT + "\ndone\n")
     assert recv_lines(c, 4) == [
         "done",
-        "192.0.2.1 ipv4 unicast 203.0.113.1/32 next-hop 192.0.2.2",
+        "198.18.0.1 ipv4 unicast 203.0.113.1/32 next-hop 198.18.0.2",
         EVENT,
         "done",
     ]
@@ -128,7 +128,7 @@ def test_new_client_never_sees_answers_for_the_old_one(bridge: BridgeProc) -> No
     assert bridge.exabgp_reads(1) == ["version"]
     time.sleep(0.05)
     # ExaBGP answers in order: the two old commands, then the new one.
-    bridge.exabgp_writes("192.0.2.1 ipv4 unicast 203.0.113.1/32 next-hop self\ndone\n")
+    bridge.exabgp_writes("198.18.0.1 ipv4 unicast 203.0.113.1/32 next-hop self\ndone\n")
     bridge.exabgp_writes(EVENT + "\nerror\nexabgp 5.0.15\ndone\n")
     assert recv_lines(new, 3) == [EVENT, "exabgp 5.0.15", "done"]
 

@@ -20,8 +20,8 @@ from speaker.exabgp.driver import ConfigRefusedError, Driver
 from speaker.exabgp.render import Neighbor, Rendered
 
 net = ipaddress.ip_network
-N1 = Neighbor("r1", "192.0.2.1", 4, False, "")
-N2 = Neighbor("r2", "192.0.2.5", 4, True, "")
+N1 = Neighbor("r1", "198.18.0.1", 4, False, "")
+N2 = Neighbor("r2", "198.18.0.5", 4, True, "")
 N6 = Neighbor("r1v6", "2001:db8:1::1", 6, False, "")
 
 
@@ -65,7 +65,7 @@ class FakeExaBGP:
         ev = {
             "exabgp": "5.0.0",
             "type": "state",
-            "neighbor": {"address": {"local": "192.0.2.2", "peer": peer}, "state": state},
+            "neighbor": {"address": {"local": "198.18.0.2", "peer": peer}, "state": state},
         }
         for w in self.writers:
             w.write((json.dumps(ev) + "\n").encode())
@@ -74,9 +74,9 @@ class FakeExaBGP:
         words = cmd.split()
         if cmd == "show adj-rib out extensive":
             return [
-                f"neighbor {n} local-ip 192.0.2.2 local-as 64501 peer-as 64500 router-id "
-                f"192.0.2.2 family-allowed in-open ipv{6 if ':' in n else 4} unicast {p} "
-                f"next-hop 192.0.2.2{(' ' + a) if a else ''}"
+                f"neighbor {n} local-ip 198.18.0.2 local-as 64501 peer-as 64500 router-id "
+                f"198.18.0.2 family-allowed in-open ipv{6 if ':' in n else 4} unicast {p} "
+                f"next-hop 198.18.0.2{(' ' + a) if a else ''}"
                 for n, rib in self.rib.items()
                 for p, a in rib.items()
             ] + ["done"]
@@ -129,7 +129,7 @@ def with_fake(
     @functools.wraps(fn)
     def test(tmp_path: Path) -> None:
         async def main() -> None:
-            f = FakeExaBGP(tmp_path / "bridge.sock", ["192.0.2.1", "192.0.2.5", "2001:db8:1::1"])
+            f = FakeExaBGP(tmp_path / "bridge.sock", ["198.18.0.1", "198.18.0.5", "2001:db8:1::1"])
             await f.start()
             try:
                 await asyncio.wait_for(fn(f, tmp_path), 30)
@@ -175,14 +175,14 @@ async def test_converges_by_diff(fake: FakeExaBGP, tmp_path: Path) -> None:
     )
     async with running(d):
         await d.wait_converged(5)
-        assert fake.routes("192.0.2.1") == {
+        assert fake.routes("198.18.0.1") == {
             "203.0.113.10/32": "local-preference 200 community [ 64500:1 ]",
             "203.0.113.11/32": "",
             "203.0.113.12/32": "",
         }
         assert fake.routes("2001:db8:1::1") == {"2001:db8:ffff::10/128": ""}
         # IPv6 only ever goes to the IPv6 neighbor, bulk where attributes are equal
-        assert all("2001:db8:ffff" not in c for c in fake.received if "192.0.2" in c.split()[1])
+        assert all("2001:db8:ffff" not in c for c in fake.received if "198.18.0" in c.split()[1])
         assert any("announce attributes" in c for c in fake.received)
         before = len(fake.received)
         d.set_routes([R("203.0.113.10/32", local_pref=200, communities=("64500:1",)),
@@ -190,8 +190,8 @@ async def test_converges_by_diff(fake: FakeExaBGP, tmp_path: Path) -> None:
         await d.wait_converged(5)
         new = fake.received[before:]
         assert new == [
-            "neighbor 192.0.2.1 withdraw route 203.0.113.12/32",
-            "neighbor 192.0.2.1 announce route 203.0.113.11/32 next-hop self med 7",
+            "neighbor 198.18.0.1 withdraw route 203.0.113.12/32",
+            "neighbor 198.18.0.1 announce route 203.0.113.11/32 next-hop self med 7",
         ]
 
 
@@ -199,17 +199,17 @@ async def test_converges_by_diff(fake: FakeExaBGP, tmp_path: Path) -> None:
 async def test_restarted_driver_resends_nothing_and_removes_stale(
     fake: FakeExaBGP, tmp_path: Path
 ) -> None:
-    fake.rib["192.0.2.1"] = {"203.0.113.10/32": "", "203.0.113.99/32": "community [ 1:1 ]"}
+    fake.rib["198.18.0.1"] = {"203.0.113.10/32": "", "203.0.113.99/32": "community [ 1:1 ]"}
     d = new_driver(fake)
     d.set_routes([R("203.0.113.10/32")])
     async with running(d):
         await d.wait_converged(5)
     assert fake.received == [
         "show adj-rib out extensive",
-        "neighbor 192.0.2.1 withdraw route 203.0.113.99/32",
-        "neighbor 192.0.2.5 announce eor ipv4 unicast",  # r2 has graceful restart
+        "neighbor 198.18.0.1 withdraw route 203.0.113.99/32",
+        "neighbor 198.18.0.5 announce eor ipv4 unicast",  # r2 has graceful restart
     ]
-    assert fake.routes("192.0.2.1") == {"203.0.113.10/32": ""}
+    assert fake.routes("198.18.0.1") == {"203.0.113.10/32": ""}
 
 
 @with_fake
@@ -225,7 +225,7 @@ async def test_reconnect_rereads_adj_rib_out(fake: FakeExaBGP, tmp_path: Path) -
         await asyncio.sleep(0.3)
         await d.wait_converged(5)
         assert d.connections == 2
-        assert fake.routes("192.0.2.1") == {"203.0.113.10/32": ""}
+        assert fake.routes("198.18.0.1") == {"203.0.113.10/32": ""}
         assert fake.received.count("show adj-rib out extensive") == 2
 
 
@@ -239,10 +239,10 @@ async def test_error_counts_and_resyncs(fake: FakeExaBGP, tmp_path: Path) -> Non
         await asyncio.sleep(0.3)
         assert drv.COMMAND_ERRORS.labels("announce")._value.get() > errors_before
         assert fake.received.count("show adj-rib out extensive") >= 2  # re-read after error
-        assert fake.routes("192.0.2.1") == {"203.0.113.10/32": ""}
+        assert fake.routes("198.18.0.1") == {"203.0.113.10/32": ""}
         fake.fail_prefixes = set()
         await d.wait_converged(5)
-        assert fake.routes("192.0.2.1")["203.0.113.66/32"] == "local-preference 9"
+        assert fake.routes("198.18.0.1")["203.0.113.66/32"] == "local-preference 9"
 
 
 @with_fake
@@ -253,15 +253,15 @@ async def test_up_event_resyncs_and_sends_eor_for_gr_peers(
     d.set_routes([R("203.0.113.10/32", "r2")])
     async with running(d):
         await d.wait_converged(5)
-        assert fake.received[-1] == "neighbor 192.0.2.5 announce eor ipv4 unicast"
-        assert "neighbor 192.0.2.1 announce eor ipv4 unicast" not in fake.received  # no GR
+        assert fake.received[-1] == "neighbor 198.18.0.5 announce eor ipv4 unicast"
+        assert "neighbor 198.18.0.1 announce eor ipv4 unicast" not in fake.received  # no GR
         n = len(fake.received)
-        fake.event("192.0.2.5", "up")
+        fake.event("198.18.0.5", "up")
         await asyncio.sleep(0.2)
         await d.wait_converged(5)
         assert fake.received[n:] == [
             "show adj-rib out extensive",
-            "neighbor 192.0.2.5 announce eor ipv4 unicast",
+            "neighbor 198.18.0.5 announce eor ipv4 unicast",
         ]
 
 
@@ -277,32 +277,32 @@ async def test_eor_is_owed_to_neighbors_learned_after_connect(
         d.set_neighbors([N1, N2, N6])
         d.set_routes([R("203.0.113.10/32", "r2")])
         await d.wait_converged(5)
-        assert fake.received[-1] == "neighbor 192.0.2.5 announce eor ipv4 unicast"
-        assert fake.routes("192.0.2.5") == {"203.0.113.10/32": ""}
+        assert fake.received[-1] == "neighbor 198.18.0.5 announce eor ipv4 unicast"
+        assert fake.routes("198.18.0.5") == {"203.0.113.10/32": ""}
         # a peer added later (reload) is owed one too, once
         n2b = Neighbor("r2b", "2001:db8:1::1", 6, True, "")
         d.set_neighbors([N1, N2, n2b])
         await d.wait_converged(5)
         assert fake.received[-1] == "neighbor 2001:db8:1::1 announce eor ipv6 unicast"
-        assert fake.received.count("neighbor 192.0.2.5 announce eor ipv4 unicast") == 1
+        assert fake.received.count("neighbor 198.18.0.5 announce eor ipv4 unicast") == 1
 
 
 @with_fake
 async def test_eor_for_a_session_that_is_down_waits_for_its_up_event(
     fake: FakeExaBGP, tmp_path: Path
 ) -> None:
-    fake.down = {"192.0.2.5"}
+    fake.down = {"198.18.0.5"}
     errors_before = drv.COMMAND_ERRORS.labels("announce")._value.get()
     d = new_driver(fake)
     d.set_routes([R("203.0.113.10/32", "r2")])
     async with running(d):
         await d.wait_converged(5)
         await asyncio.sleep(0.2)  # no retry loop on the refusal
-        eor = "neighbor 192.0.2.5 announce eor ipv4 unicast"
+        eor = "neighbor 198.18.0.5 announce eor ipv4 unicast"
         assert fake.received.count(eor) == 1
         assert drv.COMMAND_ERRORS.labels("announce")._value.get() == errors_before
         fake.down = set()
-        fake.event("192.0.2.5", "up")
+        fake.event("198.18.0.5", "up")
         await asyncio.sleep(0.2)
         await d.wait_converged(5)
         assert fake.received.count(eor) == 2 and fake.received[-1] == eor
@@ -316,7 +316,7 @@ async def test_shutdown_withdraws_everything(fake: FakeExaBGP, tmp_path: Path) -
     await d.wait_converged(5)
     await d.shutdown(withdraw=True)
     await asyncio.wait_for(task, 5)
-    assert fake.routes("192.0.2.1") == {} and fake.routes("2001:db8:1::1") == {}
+    assert fake.routes("198.18.0.1") == {} and fake.routes("2001:db8:1::1") == {}
 
 
 @with_fake
@@ -327,7 +327,7 @@ async def test_shutdown_without_withdraw_leaves_routes(fake: FakeExaBGP, tmp_pat
     await d.wait_converged(5)
     await d.shutdown(withdraw=False)
     await asyncio.wait_for(task, 5)
-    assert fake.routes("192.0.2.1") == {"203.0.113.10/32": ""}
+    assert fake.routes("198.18.0.1") == {"203.0.113.10/32": ""}
 
 
 @with_fake
@@ -347,9 +347,9 @@ async def test_apply_config_validates_writes_and_reloads(fake: FakeExaBGP, tmp_p
     d.set_routes([R("203.0.113.10/32"), R("203.0.113.20/32", "r3")])
     async with running(d):
         await d.wait_converged(5)
-        assert fake.routes("192.0.2.1") == {"203.0.113.10/32": ""}
+        assert fake.routes("198.18.0.1") == {"203.0.113.10/32": ""}
         n3 = Neighbor("r3", "198.51.100.1", 4, False, "")
-        fake.pending_neighbors = ["192.0.2.1", "198.51.100.1"]
+        fake.pending_neighbors = ["198.18.0.1", "198.51.100.1"]
         assert await d.apply_config(Rendered("new\n", (N1, n3), ()))
         assert conf.read_text() == "new\n" and validated == ["new\n"]
         await d.wait_converged(5)

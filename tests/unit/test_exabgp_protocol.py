@@ -17,34 +17,34 @@ ip = ipaddress.ip_address
 
 # Captured from ExaBGP 5.0.15 (namespace lab, FRR 8.4 peer), verbatim.
 ADJ_EXTENSIVE = [
-    "neighbor 192.0.2.1 local-ip 192.0.2.2 local-as 64501 peer-as 64500 router-id 192.0.2.2 "
-    "family-allowed in-open ipv4 unicast 203.0.113.10/32 next-hop 192.0.2.2 med 5 "
+    "neighbor 198.18.0.1 local-ip 198.18.0.2 local-as 64501 peer-as 64500 router-id 198.18.0.2 "
+    "family-allowed in-open ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2 med 5 "
     "local-preference 200 community [ 64500:1 64500:2 ] large-community 64500:1:2",
-    "neighbor 192.0.2.1 local-ip 192.0.2.2 local-as 64501 peer-as 64500 router-id 192.0.2.2 "
-    "family-allowed in-open ipv4 unicast 203.0.113.11/32 next-hop 192.0.2.2 community 64500:3",
+    "neighbor 198.18.0.1 local-ip 198.18.0.2 local-as 64501 peer-as 64500 router-id 198.18.0.2 "
+    "family-allowed in-open ipv4 unicast 203.0.113.11/32 next-hop 198.18.0.2 community 64500:3",
     "neighbor 2001:db8:1::1 local-ip 2001:db8:1::2 local-as 64501 peer-as 64500 router-id "
-    "192.0.2.2 family-allowed in-open ipv6 unicast 2001:db8:ffff::10/128 next-hop 2001:db8:1::2",
+    "198.18.0.2 family-allowed in-open ipv6 unicast 2001:db8:ffff::10/128 next-hop 2001:db8:1::2",
 ]
 ADJ_PLAIN = [
-    "192.0.2.1 ipv4 unicast 203.0.113.10/32 next-hop 192.0.2.2",
+    "198.18.0.1 ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2",
     "2001:db8:1::1 ipv6 unicast 2001:db8:ffff::10/128 next-hop 2001:db8:1::2",
 ]
 SUMMARY = [
     "Peer            AS        up/down state       |     #sent     #recvd",
-    "192.0.2.1       64500     0:00:08 established           3          2",
+    "198.18.0.1       64500     0:00:08 established           3          2",
     "2001:db8:1::1   64500     0:00:07 established           2          1",
-    "192.0.2.5       64500     down    connect               0          0",
+    "198.18.0.5       64500     down    connect               0          0",
 ]
 EVENT_UP = (
     '{ "exabgp": "5.0.0", "time": 1795702223.654362, "host" : "vm", "pid" : 9830, "ppid" : 9787,'
     ' "counter": 8, "type": "state", "neighbor": { "address": { "local": "2001:db8:1::2", "peer":'
-    ' "2001:db8:1::1" }, "asn": { "local": 64501, "peer": 64500 }, "router-id": "192.0.2.2" ,'
+    ' "2001:db8:1::1" }, "asn": { "local": 64501, "peer": 64500 }, "router-id": "198.18.0.2" ,'
     ' "state": "up" } }'
 )
 EVENT_DOWN = (
     '{ "exabgp": "5.0.0", "time": 1795702218.8841512, "host" : "vm", "pid" : 9276, "ppid" : 9245,'
-    ' "counter": 3, "type": "state", "neighbor": { "address": { "local": "192.0.2.2", "peer":'
-    ' "192.0.2.1" }, "asn": { "local": 64501, "peer": 64500 }, "router-id": "192.0.2.2" ,'
+    ' "counter": 3, "type": "state", "neighbor": { "address": { "local": "198.18.0.2", "peer":'
+    ' "198.18.0.1" }, "asn": { "local": 64501, "peer": 64500 }, "router-id": "198.18.0.2" ,'
     ' "state": "down", "reason": "stop, message [shutting down]" } }'
 )
 EVENT_SHUTDOWN = (
@@ -54,9 +54,9 @@ EVENT_SHUTDOWN = (
 NEIGHBOR_JSON = (
     '[{"state": "up", "duration": 9, "fsm": "ESTABLISHED", "local": {"capabilities": {"asn4": '
     'true, "graceful-restart": false}, "families": {"ipv4 unicast": true}, "address": '
-    '"192.0.2.2", "as": 64501, "id": "192.0.2.2", "hold": 90}, "peer": {"capabilities": '
+    '"198.18.0.2", "as": 64501, "id": "198.18.0.2", "hold": 90}, "peer": {"capabilities": '
     '{"asn4": true, "graceful-restart": true}, "families": {"ipv4 unicast": true}, "address": '
-    '"192.0.2.1", "as": 64500, "id": "192.0.2.1", "hold": 9}, "messages": {}, "capabilities": '
+    '"198.18.0.1", "as": 64500, "id": "198.18.0.1", "hold": 9}, "messages": {}, "capabilities": '
     '["asn4"], "families": ["ipv4 unicast"], "add-path": {"ipv4 unicast": "disabled"}}]'
 )
 
@@ -68,30 +68,30 @@ def R(prefix: str, peer: str = "r1", **kw: object) -> Route:
 def test_encode_announce_and_withdraw() -> None:
     route = R("203.0.113.10/32", local_pref=200, med=5, communities=("64500:1", "64500:2"),
               large_communities=("64500:1:2",))  # fmt: skip
-    assert p.announce(route, "192.0.2.1") == (
-        "neighbor 192.0.2.1 announce route 203.0.113.10/32 next-hop self local-preference 200 "
+    assert p.announce(route, "198.18.0.1") == (
+        "neighbor 198.18.0.1 announce route 203.0.113.10/32 next-hop self local-preference 200 "
         "med 5 community [ 64500:1 64500:2 ] large-community [ 64500:1:2 ]"
     )
     assert p.announce(R("2001:db8::1/128"), ip("2001:db8:1::1")) == (
         "neighbor 2001:db8:1::1 announce route 2001:db8::1/128 next-hop self"
     )
-    assert p.withdraw(net("203.0.113.10/32"), "192.0.2.1") == (
-        "neighbor 192.0.2.1 withdraw route 203.0.113.10/32"
+    assert p.withdraw(net("203.0.113.10/32"), "198.18.0.1") == (
+        "neighbor 198.18.0.1 withdraw route 203.0.113.10/32"
     )
-    assert p.end_of_rib("192.0.2.1", 4) == "neighbor 192.0.2.1 announce eor ipv4 unicast"
+    assert p.end_of_rib("198.18.0.1", 4) == "neighbor 198.18.0.1 announce eor ipv4 unicast"
 
 
 def test_bulk_groups_equal_attributes() -> None:
     routes = [R("203.0.113.1/32"), R("203.0.113.2/32"), R("203.0.113.3/32", local_pref=5)]
-    lines = p.announce_bulk(routes, "192.0.2.1")
+    lines = p.announce_bulk(routes, "198.18.0.1")
     assert lines == [
-        "neighbor 192.0.2.1 announce attributes next-hop self nlri 203.0.113.1/32 203.0.113.2/32",
-        "neighbor 192.0.2.1 announce route 203.0.113.3/32 next-hop self local-preference 5",
+        "neighbor 198.18.0.1 announce attributes next-hop self nlri 203.0.113.1/32 203.0.113.2/32",
+        "neighbor 198.18.0.1 announce route 203.0.113.3/32 next-hop self local-preference 5",
     ]
     many = [R(f"198.51.100.{i}/32") for i in range(10)]
-    assert len(p.announce_bulk(many, "192.0.2.1", per_line=4)) == 3
-    assert p.withdraw_bulk([net("203.0.113.2/32"), net("203.0.113.1/32")], "192.0.2.1") == [
-        "neighbor 192.0.2.1 withdraw attributes next-hop self nlri 203.0.113.1/32 203.0.113.2/32"
+    assert len(p.announce_bulk(many, "198.18.0.1", per_line=4)) == 3
+    assert p.withdraw_bulk([net("203.0.113.2/32"), net("203.0.113.1/32")], "198.18.0.1") == [
+        "neighbor 198.18.0.1 withdraw attributes next-hop self nlri 203.0.113.1/32 203.0.113.2/32"
     ]
 
 
@@ -107,8 +107,8 @@ def test_parse_acks_events_and_output() -> None:
     assert down.reason == "stop, message [shutting down]"
     assert p.parse_line("reload in progress") == p.Output("reload in progress")
     assert p.parse_line(NEIGHBOR_JSON) == p.Output(NEIGHBOR_JSON)  # an answer, not an event
-    assert p.parse_line('{"192.0.2.1": {"routes": []}}') == p.Output(
-        '{"192.0.2.1": {"routes": []}}'
+    assert p.parse_line('{"198.18.0.1": {"routes": []}}') == p.Output(
+        '{"198.18.0.1": {"routes": []}}'
     )
     other = p.parse_line('{"exabgp": "5.0.0", "type": "update", "neighbor": {}}')
     assert isinstance(other, p.OtherEvent) and other.type == "update"
@@ -116,14 +116,14 @@ def test_parse_acks_events_and_output() -> None:
 
 def test_parse_adj_rib_out_extensive() -> None:
     rib = p.parse_adj_rib_out([*ADJ_EXTENSIVE, "done-ish garbage", ""])
-    assert set(rib) == {"192.0.2.1", "2001:db8:1::1"}
-    e = rib["192.0.2.1"][net("203.0.113.10/32")]
+    assert set(rib) == {"198.18.0.1", "2001:db8:1::1"}
+    e = rib["198.18.0.1"][net("203.0.113.10/32")]
     assert e == p.AdjRibEntry(
-        peer=ip("192.0.2.1"), prefix=net("203.0.113.10/32"), next_hop="192.0.2.2",
+        peer=ip("198.18.0.1"), prefix=net("203.0.113.10/32"), next_hop="198.18.0.2",
         local_pref=200, med=5, communities=("64500:1", "64500:2"),
         large_communities=("64500:1:2",),
     )  # fmt: skip
-    assert rib["192.0.2.1"][net("203.0.113.11/32")].communities == ("64500:3",)
+    assert rib["198.18.0.1"][net("203.0.113.11/32")].communities == ("64500:3",)
     assert e.matches(
         R(
             "203.0.113.10/32",
@@ -140,28 +140,28 @@ def test_parse_adj_rib_out_extensive() -> None:
 
 def test_parse_adj_rib_out_plain() -> None:
     rib = p.parse_adj_rib_out(ADJ_PLAIN)
-    assert rib["192.0.2.1"][net("203.0.113.10/32")].next_hop == "192.0.2.2"
+    assert rib["198.18.0.1"][net("203.0.113.10/32")].next_hop == "198.18.0.2"
     assert net("2001:db8:ffff::10/128") in rib["2001:db8:1::1"]
 
 
 def test_parse_neighbor_summary_and_json() -> None:
     rows = p.parse_neighbor_summary(SUMMARY)
     assert [(str(r.peer), r.state, r.sent, r.received) for r in rows] == [
-        ("192.0.2.1", "established", 3, 2),
+        ("198.18.0.1", "established", 3, 2),
         ("2001:db8:1::1", "established", 2, 1),
-        ("192.0.2.5", "connect", 0, 0),
+        ("198.18.0.5", "connect", 0, 0),
     ]
     assert rows[0].established and rows[0].asn == 64500
     (st_,) = p.parse_neighbor_json([NEIGHBOR_JSON])
-    assert st_.peer == ip("192.0.2.1") and st_.state == "up" and st_.hold_time == 9
-    assert st_.local_address == ip("192.0.2.2") and st_.peer_asn == 64500
+    assert st_.peer == ip("198.18.0.1") and st_.state == "up" and st_.hold_time == 9
+    assert st_.local_address == ip("198.18.0.2") and st_.peer_asn == 64500
     assert st_.families == ("ipv4 unicast",) and not st_.graceful_restart
 
 
 def test_plan_orders_withdraws_first_and_skips_unchanged() -> None:
     have = p.parse_adj_rib_out(ADJ_EXTENSIVE)
     want = {
-        "192.0.2.1": {
+        "198.18.0.1": {
             net("203.0.113.10/32"): R(
                 "203.0.113.10/32", local_pref=200, med=5, communities=("64500:1", "64500:2"),
                 large_communities=("64500:1:2",),
@@ -174,7 +174,8 @@ def test_plan_orders_withdraws_first_and_skips_unchanged() -> None:
     cmds = p.plan(want, have)
     assert [c.line for c in cmds] == [
         "neighbor 2001:db8:1::1 withdraw route 2001:db8:ffff::10/128",
-        "neighbor 192.0.2.1 announce attributes next-hop self nlri 203.0.113.11/32 203.0.113.12/32",
+        "neighbor 198.18.0.1 announce attributes next-hop self nlri "
+        "203.0.113.11/32 203.0.113.12/32",
     ]
     assert p.plan(want, want) == []
 
@@ -193,7 +194,7 @@ routes = st.builds(
     local_pref=st.one_of(st.none(), st.integers(1, 300)),
     communities=st.sampled_from([(), ("64500:1",), ("64500:1", "64500:2")]),
 )
-ribs = st.dictionaries(st.sampled_from(["192.0.2.1", "192.0.2.5"]),
+ribs = st.dictionaries(st.sampled_from(["198.18.0.1", "198.18.0.5"]),
                        st.lists(routes, max_size=12))  # fmt: skip
 
 
@@ -236,10 +237,10 @@ def test_plan_converges_and_is_minimal(
 @given(routes)
 def test_announce_parses_back_from_adj_rib_form(route: Route) -> None:
     """What ExaBGP prints for an announced route matches the Route it came from."""
-    attrs = p.announce(route, "192.0.2.1").split(" next-hop self", 1)[1]
+    attrs = p.announce(route, "198.18.0.1").split(" next-hop self", 1)[1]
     line = (
-        "neighbor 192.0.2.1 local-ip 192.0.2.2 local-as 1 peer-as 2 router-id 192.0.2.2 "
-        f"family-allowed in-open ipv4 unicast {route.prefix} next-hop 192.0.2.2{attrs}"
+        "neighbor 198.18.0.1 local-ip 198.18.0.2 local-as 1 peer-as 2 router-id 198.18.0.2 "
+        f"family-allowed in-open ipv4 unicast {route.prefix} next-hop 198.18.0.2{attrs}"
     )
     entry = p.parse_adj_rib_line(line)
     assert entry is not None and entry.matches(route)

@@ -31,8 +31,8 @@ EXABGP = Path(sys.executable).parent / "exabgp"
 BRIDGE = ("/usr/bin/env", "exalb-exabgp-bridge", "--socket", "/run/exalb/exabgp-bridge.sock")
 ip = ipaddress.ip_address
 
-NODE = NodeView(name="node-1", addresses=(ip("2001:db8:1::2"), ip("192.0.2.2")))
-EBGP = Peer(name="tor", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.1"))
+NODE = NodeView(name="node-1", addresses=(ip("2001:db8:1::2"), ip("198.18.0.2")))
+EBGP = Peer(name="tor", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.1"))
 FULL_V4 = Peer(
     name="tor-a",
     my_asn=64501,
@@ -40,7 +40,7 @@ FULL_V4 = Peer(
     peer_address=ip("198.51.100.1"),
     peer_port=1790,
     source_address=ip("198.51.100.2"),
-    router_id=ipaddress.IPv4Address("192.0.2.99"),
+    router_id=ipaddress.IPv4Address("198.18.0.99"),
     hold_time=3,
     keepalive_time=2,
     ebgp_multihop=True,
@@ -112,7 +112,7 @@ def test_every_golden_file_is_valid_for_exabgp(tmp_path: Path) -> None:
 def test_validation_catches_a_broken_config(tmp_path: Path) -> None:
     """Guard against a validator that accepts anything (e.g. a wrong invocation)."""
     bad = tmp_path / "bad.conf"
-    bad.write_text(config_head(BRIDGE, "n1") + "neighbor 192.0.2.1 { local-as 1; }\n")
+    bad.write_text(config_head(BRIDGE, "n1") + "neighbor 198.18.0.1 { local-as 1; }\n")
     assert _validate(bad).returncode != 0
 
 
@@ -122,19 +122,19 @@ def test_mixed_mapping_details() -> None:
     full = by_name["tor-a"].block
     assert "connect 1790;" in full and "outgoing-ttl 255;" in full
     assert "manual-eor true;" in full and "graceful-restart 120;" in full
-    assert "router-id 192.0.2.99;" in full and "local-address 198.51.100.2;" in full
+    assert "router-id 198.18.0.99;" in full and "local-address 198.51.100.2;" in full
     assert 'md5-password "czNjcmV0IHBhc3M7d2l0aCJxdW90ZXM=";' in full
     assert "md5-base64 true;" in full
     assert "hold-time 3;" in full
     v6 = by_name["rr-v6"].block
     assert "family { ipv6 unicast; }" in v6 and "outgoing-ttl" not in v6
-    assert "router-id 192.0.2.2;" in v6  # node's IPv4 address, not its first address
+    assert "router-id 198.18.0.2;" in v6  # node's IPv4 address, not its first address
     assert "peer-as auto;" in by_name["dyn"].block
     ebgp = by_name["tor"].block
     assert "hold-time 90;" in ebgp and "outgoing-ttl" not in ebgp
     assert "local-address" not in ebgp  # ExaBGP picks it (auto)
     assert [n.address for n in rendered.neighbors] == [
-        "192.0.2.1", "198.51.100.1", "203.0.113.1", "2001:db8:1::1"
+        "198.18.0.1", "198.51.100.1", "203.0.113.1", "2001:db8:1::1"
     ]  # fmt: skip
     assert {(p.peer, p.field) for p in rendered.problems} == {
         ("tor-a", "spec.keepaliveTime"),
@@ -154,16 +154,16 @@ class _PeerWithUnsupported(Peer):
 
 def test_problems_are_reported_not_dropped() -> None:
     unsupported = _PeerWithUnsupported(
-        name="u", my_asn=1, peer_asn=2, peer_address=ip("192.0.2.1"),
+        name="u", my_asn=1, peer_asn=2, peer_address=ip("198.18.0.1"),
         connect_time=5, bfd_profile="fast", vrf="red",
     )  # fmt: skip
     no_rid = Peer(name="v6only", my_asn=1, peer_asn=2, peer_address=ip("2001:db8::1"))
-    dup = Peer(name="dup", my_asn=1, peer_asn=3, peer_address=ip("192.0.2.1"))
+    dup = Peer(name="dup", my_asn=1, peer_asn=3, peer_address=ip("198.18.0.1"))
     secret = Peer(
-        name="sec", my_asn=1, peer_asn=2, peer_address=ip("192.0.2.9"),
+        name="sec", my_asn=1, peer_asn=2, peer_address=ip("198.18.0.9"),
         password_secret=SecretRef("s", "ns"),
     )  # fmt: skip
-    long_pw = Peer(name="long", my_asn=1, peer_asn=2, peer_address=ip("192.0.2.13"),
+    long_pw = Peer(name="long", my_asn=1, peer_asn=2, peer_address=ip("198.18.0.13"),
                    password="x" * 81)  # fmt: skip
     v6_node = NodeView(name="v6-node", addresses=(ip("2001:db8::2"),))
     rendered = render_config([unsupported, dup, secret, long_pw], NODE, BRIDGE)
@@ -184,7 +184,7 @@ def test_problems_are_reported_not_dropped() -> None:
 
 
 def test_hold_time_derivation() -> None:
-    only_keepalive = Peer(name="k", my_asn=1, peer_asn=2, peer_address=ip("192.0.2.1"),
+    only_keepalive = Peer(name="k", my_asn=1, peer_asn=2, peer_address=ip("198.18.0.1"),
                           keepalive_time=10)  # fmt: skip
     rendered = render_config([only_keepalive], NODE, BRIDGE)
     assert "hold-time 30;" in rendered.text and not rendered.problems

@@ -41,7 +41,7 @@ from speaker.status import ConfigState, WireView, status_document
 from tests.unit.test_speaker_core import config_of, loaded_world
 
 NS = "app"
-ROUTERS = {"n1": "192.0.2.1", "n2": "192.0.2.5", "n3": "192.0.2.9"}
+ROUTERS = {"n1": "198.18.0.1", "n2": "198.18.0.5", "n3": "198.18.0.9"}
 
 
 # -- canned documents -----------------------------------------------------------------------
@@ -133,7 +133,7 @@ def speaker_doc(
                 "state": session,
                 "fsm": session.upper(),
                 "upSeconds": 3725,
-                "localAddress": "192.0.2.2",
+                "localAddress": "198.18.0.2",
                 "peerASN": 64500,
                 "holdTime": 9,
                 "families": ["ipv4 unicast"],
@@ -149,7 +149,7 @@ def speaker_doc(
 
 
 def wire(prefix: str, **attrs: Any) -> dict[str, Any]:
-    return {"prefix": prefix, "nextHop": "192.0.2.2", **attrs}
+    return {"prefix": prefix, "nextHop": "198.18.0.2", **attrs}
 
 
 WEB = "203.0.113.10"
@@ -325,7 +325,7 @@ def test_routes_show_the_wire_and_what_is_missing_or_unwanted() -> None:
     rows = {r["prefix"]: r for r in peer["routes"]}
     assert rows[f"{WEB}/32"]["state"] == "sent" and rows[f"{WEB}/32"]["onWire"] is True
     assert rows[f"{WEB}/32"]["localPref"] == 200 and rows[f"{WEB}/32"]["services"] == ["app/web"]
-    assert rows[f"{WEB}/32"]["nextHop"] == "192.0.2.2"  # the wire's, not "self"
+    assert rows[f"{WEB}/32"]["nextHop"] == "198.18.0.2"  # the wire's, not "self"
     assert rows[f"{EMPTY}/32"]["state"] == "missing" and rows[f"{EMPTY}/32"]["onWire"] is False
     assert rows[f"{LOCAL}/32"]["state"] == "differs"
     assert rows[f"{LOCAL}/32"]["wanted"]["localPref"] == 300
@@ -381,7 +381,7 @@ def test_peers() -> None:
     text = render.render_peers(doc)
     line = next(line for line in text.splitlines() if line.startswith("n1"))
     assert line.split() == [
-        "n1", "r1-n1", "192.0.2.1", "64501->64500", "established", "1h2m5s", "9", "yes",
+        "n1", "r1-n1", "198.18.0.1", "64501->64500", "established", "1h2m5s", "9", "yes",
         "ipv4", "unicast", "2",
     ]  # fmt: skip
     assert "speaker n3 (unix:///run/n3.sock): unreachable: connection refused" in text
@@ -436,7 +436,7 @@ def test_why_local_policy() -> None:
     n3 = next(line for line in text.splitlines() if line.startswith("n3"))
     assert n3.split() == ["n3", "BGP", "no", "noLocalEndpoints"]
     n1 = next(line for line in text.splitlines() if line.startswith("n1"))
-    assert f"{LOCAL}/32" in n1 and "r1-n1 (192.0.2.1) established" in n1 and "sent" in n1
+    assert f"{LOCAL}/32" in n1 and "r1-n1 (198.18.0.1) established" in n1 and "sent" in n1
     assert "announced by BGP from: n1,n2; L2 from: -" in text
 
 
@@ -655,7 +655,7 @@ def test_parse_speakers() -> None:
 
 
 def pod(
-    name: str, node: str, phase: str = "Running", ip: str | None = "192.0.2.2", port: int = 7472
+    name: str, node: str, phase: str = "Running", ip: str | None = "198.18.0.2", port: int = 7472
 ) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": "metallb-system"},

@@ -26,11 +26,11 @@ from speaker.l2.election import (
 )
 
 ip = ipaddress.ip_address
-V4 = ip("192.0.2.10")
+V4 = ip("198.18.0.37")  # MetalLB hash order: node-d, node-c, node-b, node-a
 V6 = ip("2001:db8::10")
 NAMES = ("node-a", "node-b", "node-c", "node-d")
 POOL = Pool(
-    "p", cidrs=(ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/64"))
+    "p", cidrs=(ipaddress.ip_network("198.18.0.0/24"), ipaddress.ip_network("2001:db8::/64"))
 )
 BGP_POOL = Pool("bgp", cidrs=(ipaddress.ip_network("203.0.113.0/24"),))
 ZONE_A = LabelSelector(match_labels=(("zone", "a"),))

@@ -152,23 +152,23 @@ def test_p2_one_ip_per_family_first_usable_in_status_order_rest_released() -> No
     family; convergeBalancer then clears them all and allocates anew. exalb keeps one IP per
     family the Service has (the first in status order that a pool may assign) and releases
     the rest with a Warning ExtraIPsReleased; the released IPs are free for others."""
-    al = Allocator(config(pool("p", "192.0.2.0/29", "2001:db8::/126")))
-    status = ["203.0.113.9", "192.0.2.5", "2001:db8::1", "192.0.2.6"]
+    al = Allocator(config(pool("p", "198.18.0.0/29", "2001:db8::/126")))
+    status = ["203.0.113.9", "198.18.0.5", "2001:db8::1", "198.18.0.6"]
     restored = al.restore(svc("a", assigned_ips=status))
-    assert restored.ips == ips("192.0.2.5")
+    assert restored.ips == ips("198.18.0.5")
     d = al.assign(svc("a", assigned_ips=status))
-    assert d.ips == ips("192.0.2.5") and d.changed
+    assert d.ips == ips("198.18.0.5") and d.changed
     assert d.reason == EXTRA_IPS_RELEASED and d.warning
-    assert "released 203.0.113.9, 2001:db8::1, 192.0.2.6" in d.message
-    assert al.holders(ips("192.0.2.6")[0]) == ()
-    assert al.assign(svc("b", requested_ips=["192.0.2.6"])).ips == ips("192.0.2.6")
+    assert "released 203.0.113.9, 2001:db8::1, 198.18.0.6" in d.message
+    assert al.holders(ips("198.18.0.6")[0]) == ()
+    assert al.assign(svc("b", requested_ips=["198.18.0.6"])).ips == ips("198.18.0.6")
 
 
 def test_p2_dual_stack_keeps_one_of_each_family() -> None:
-    al = Allocator(config(pool("p", "192.0.2.0/29", "2001:db8::/126")))
-    status = ["192.0.2.1", "192.0.2.2", "2001:db8::3"]
+    al = Allocator(config(pool("p", "198.18.0.0/29", "2001:db8::/126")))
+    status = ["198.18.0.1", "198.18.0.2", "2001:db8::3"]
     d = al.assign(svc("a", family_policy="RequireDualStack", assigned_ips=status, **DUAL_STACK))
-    assert d.ips == ips("192.0.2.1", "2001:db8::3") and d.reason == EXTRA_IPS_RELEASED
+    assert d.ips == ips("198.18.0.1", "2001:db8::3") and d.reason == EXTRA_IPS_RELEASED
 
 
 def test_p2_a_dual_stack_service_made_single_stack_keeps_its_own_family() -> None:
@@ -191,19 +191,19 @@ def test_p3_avoid_buggy_ips_turned_on_keeps_the_dot0_ip_and_flags_it_out_of_pool
     re-allocates (ClearAssignment). exalb keeps it and flags it like any IP that left its
     pool (IPOutOfPool, exalb.io/OutOfPool, the out-of-pool metric), never hands it to
     another Service, and moves it only on exalb.io/migrate."""
-    plain = pool("p", "192.0.2.0/30")
+    plain = pool("p", "198.18.0.0/30")
     al = Allocator(config(plain))
-    assert al.assign(svc("a")).ips == ips("192.0.2.0")
-    changed = al.set_config(config(pool("p", "192.0.2.0/30", avoid_buggy_ips=True)))
+    assert al.assign(svc("a")).ips == ips("198.18.0.0")
+    changed = al.set_config(config(pool("p", "198.18.0.0/30", avoid_buggy_ips=True)))
     assert changed == ("default/a",)
-    d = al.assign(svc("a", assigned_ips=["192.0.2.0"]))
-    assert d.ips == ips("192.0.2.0") and d.reason == IP_OUT_OF_POOL and d.warning
-    assert d.out_of_pool == ips("192.0.2.0")
+    d = al.assign(svc("a", assigned_ips=["198.18.0.0"]))
+    assert d.ips == ips("198.18.0.0") and d.reason == IP_OUT_OF_POOL and d.warning
+    assert d.out_of_pool == ips("198.18.0.0")
     assert "excluded by avoidBuggyIPs of IPAddressPool p" in d.message
-    assert al.out_of_pool() == {"default/a": ips("192.0.2.0")}
-    assert al.assign(svc("b", requested_ips=["192.0.2.0"])).pending
-    d = al.assign(svc("a", assigned_ips=["192.0.2.0"], migrate=True))
-    assert d.reason == IP_MIGRATED and d.ips == ips("192.0.2.1")
+    assert al.out_of_pool() == {"default/a": ips("198.18.0.0")}
+    assert al.assign(svc("b", requested_ips=["198.18.0.0"])).pending
+    d = al.assign(svc("a", assigned_ips=["198.18.0.0"], migrate=True))
+    assert d.reason == IP_MIGRATED and d.ips == ips("198.18.0.1")
 
 
 # -- 4. aggregation length over a range ---------------------------------------------------
@@ -212,13 +212,16 @@ def test_p3_avoid_buggy_ips_turned_on_keeps_the_dot0_ip_and_flags_it_out_of_pool
 def test_p4_aggregation_is_checked_against_the_widest_cidr_of_a_range() -> None:
     """MetalLB (internal/config/config.go, validateBGPAdvPerPool + lowestMask): a range is
     summarised into CIDRs and the aggregation length must not be shorter than the widest of
-    them; the narrower ones do not count. 192.0.2.1-192.0.2.6 is /32 /31 /31 /32."""
-    cfg = accepted(POOL_YAML % '"192.0.2.1-192.0.2.6"' + ad_yaml("ad", "{aggregationLength: 31}"))
+    them; the narrower ones do not count. 198.18.0.1-198.18.0.6 is /32 /31 /31 /32."""
+    pool = POOL_YAML % '"198.18.0.1-198.18.0.6"'
+    cfg = accepted(pool + ad_yaml("ad", "{aggregationLength: 31}"))
     assert cfg.bgp_advertisements[0].aggregation_length == 31
-    errors = refused(POOL_YAML % '"192.0.2.1-192.0.2.6"' + ad_yaml("ad", "{aggregationLength: 30}"))
-    assert any("the widest CIDR of range 192.0.2.1-192.0.2.6" in e for e in errors), errors
+    errors = refused(
+        POOL_YAML % '"198.18.0.1-198.18.0.6"' + ad_yaml("ad", "{aggregationLength: 30}")
+    )
+    assert any("the widest CIDR of range 198.18.0.1-198.18.0.6" in e for e in errors), errors
     # a plain CIDR is its own widest CIDR
-    refused(POOL_YAML % "192.0.2.0/28" + ad_yaml("ad", "{aggregationLength: 27}"))
+    refused(POOL_YAML % "198.18.0.0/28" + ad_yaml("ad", "{aggregationLength: 27}"))
 
 
 # -- 5. LOCAL_PREF conflicts and duplicate advertisements ---------------------------------
@@ -230,7 +233,7 @@ def test_p5_local_pref_conflict_with_service_selectors_is_left_to_the_speaker() 
     Services that both match (speaker/bgp_controller.go, checkBGPAdvConflicts, reason
     conflictingAdvertisements) and announces the rest."""
     text = (
-        POOL_YAML % "192.0.2.0/28"
+        POOL_YAML % "198.18.0.0/28"
         + ad_yaml("a", "{localPref: 100}")
         + ad_yaml("b", "{localPref: 200, serviceSelectors: [{matchLabels: {tier: gold}}]}")
     )
@@ -243,7 +246,7 @@ def test_p5_local_pref_conflict_with_service_selectors_is_left_to_the_speaker() 
     eps = EndpointsView("default", "x")
 
     def decide(labels: tuple[tuple[str, str], ...]) -> Any:
-        service = ServiceView("default", "x", labels=labels, assigned_ips=ips("192.0.2.1"))
+        service = ServiceView("default", "x", labels=labels, assigned_ips=ips("198.18.0.1"))
         return decide_service(cfg, node, service, EndpointsView("default", "x", eps.endpoints))
 
     gold = decide((("tier", "gold"),))
@@ -255,7 +258,7 @@ def test_p5_local_pref_conflict_with_service_selectors_is_left_to_the_speaker() 
 def test_p5_two_advertisements_identical_but_for_their_names_are_accepted() -> None:
     """MetalLB (internal/config/config.go, validateDuplicateBGPAdvertisements) compares
     whole objects, names included, so two objects never duplicate each other."""
-    text = POOL_YAML % "192.0.2.0/28" + ad_yaml("a", "{localPref: 100}")
+    text = POOL_YAML % "198.18.0.0/28" + ad_yaml("a", "{localPref: 100}")
     cfg = accepted(text + ad_yaml("b", "{localPref: 100}"))
     assert [a.name for a in cfg.bgp_advertisements] == ["a", "b"]
 
@@ -268,16 +271,16 @@ def test_p5_same_community_by_alias_and_by_value_is_one_community() -> None:
         "spec: {communities: [{name: gold, value: '64500:1'}]}\n"
     )
     cfg = accepted(
-        POOL_YAML % "192.0.2.0/28" + alias + ad_yaml("a", "{communities: [gold, '64500:1']}")
+        POOL_YAML % "198.18.0.0/28" + alias + ad_yaml("a", "{communities: [gold, '64500:1']}")
     )
     assert cfg.bgp_advertisements[0].communities == ("64500:1",)
-    refused(POOL_YAML % "192.0.2.0/28" + ad_yaml("a", "{communities: ['64500:1', '64500:1']}"))
+    refused(POOL_YAML % "198.18.0.0/28" + ad_yaml("a", "{communities: ['64500:1', '64500:1']}"))
 
 
 def test_p5_local_pref_conflict_without_selectors_is_still_refused() -> None:
     """Without serviceSelectors MetalLB refuses the config when two advertisements of a
     pool have different LOCAL_PREF, the same aggregation, a shared peer and shared nodes."""
-    text = POOL_YAML % "192.0.2.0/28" + ad_yaml("a", "{localPref: 100}")
+    text = POOL_YAML % "198.18.0.0/28" + ad_yaml("a", "{localPref: 100}")
     errors = refused(text + ad_yaml("b", "{localPref: 200}"))
     assert any("BGPAdvertisement/b: spec.localPref: 200 conflicts" in e for e in errors)
     # An empty peers list is every peer, so it shares a peer with any list ...
@@ -314,7 +317,7 @@ def test_p5_local_pref_conflict_without_selectors_is_still_refused() -> None:
         ),
         (
             "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\n"
-            "spec: {addresses: [192.0.2.0/28], serviceAllocation: {serviceSelectors: "
+            "spec: {addresses: [198.18.0.0/28], serviceAllocation: {serviceSelectors: "
             "[{matchLabels: {app: x}}, {matchLabels: {app: x}}]}}\n",
             "IPAddressPool/p: spec.serviceAllocation.serviceSelectors[1]: duplicates "
             "serviceSelectors[0]",
@@ -335,7 +338,7 @@ def test_p6_duplicate_selectors_and_values_are_refused_naming_the_field(
 def test_p6_same_values_in_another_order_is_a_duplicate_but_other_expressions_are_not() -> None:
     base = (
         "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: p}\nspec:\n"
-        "  {myASN: 1, peerASN: 2, peerAddress: 192.0.2.1, nodeSelectors: [%s]}\n"
+        "  {myASN: 1, peerASN: 2, peerAddress: 198.18.0.1, nodeSelectors: [%s]}\n"
     )
     refused(base % "{matchExpressions: [{key: a, operator: In, values: [x, y]}]}, "
                    "{matchExpressions: [{key: a, operator: In, values: [y, x]}]}")  # fmt: skip
@@ -352,7 +355,7 @@ metadata: {name: config, namespace: metallb-system}
 data:
   config: |
     peers:
-    - {peer-address: 192.0.2.1, peer-asn: 64501, my-asn: 64500}
+    - {peer-address: 198.18.0.1, peer-asn: 64501, my-asn: 64500}
     address-pools:
     - name: 01-numbered-addresspool
       protocol: bgp
@@ -411,9 +414,9 @@ def test_p7_names_that_cannot_be_made_valid_or_that_collide_are_refused(tmp_path
     src = tmp_path / "c.yaml"
     src.write_text(
         "address-pools:\n"
-        "- {name: Web, protocol: layer2, addresses: [192.0.2.0/28]}\n"
-        "- {name: web, protocol: layer2, addresses: [192.0.2.16/28]}\n"
-        "- {name: '42', protocol: layer2, addresses: [192.0.2.32/28]}\n"
+        "- {name: Web, protocol: layer2, addresses: [198.18.0.0/28]}\n"
+        "- {name: web, protocol: layer2, addresses: [198.18.0.16/28]}\n"
+        "- {name: '42', protocol: layer2, addresses: [198.18.0.32/28]}\n"
     )
     out = io.StringIO()
     assert main(["config", "convert", str(src)], out) == 1
@@ -425,14 +428,14 @@ def test_p7_names_that_cannot_be_made_valid_or_that_collide_are_refused(tmp_path
 # -- 8. L2, allow-shared-ip and serviceSelectors --------------------------------------------
 
 NODES = tuple(NodeView(n) for n in ("n1", "n2", "n3"))
-L2_POOL = Pool("l2", (ipaddress.ip_network("192.0.2.0/28"),))
+L2_POOL = Pool("l2", (ipaddress.ip_network("198.18.0.0/28"),))
 GOLD = LabelSelector((("tier", "gold"),))
 
 
 def _svc(name: str, labels: tuple[tuple[str, str], ...] = (), share: str | None = "k") -> Any:
     return (
         ServiceView(
-            "default", name, labels=labels, sharing_key=share, assigned_ips=ips("192.0.2.1")
+            "default", name, labels=labels, sharing_key=share, assigned_ips=ips("198.18.0.1")
         ),
         EndpointsView("default", name, ()),
     )
@@ -503,18 +506,18 @@ def test_p9_service_no_longer_selected_by_its_pool_keeps_its_ip_flagged() -> Non
     and flags notSelectedByPool; exalb.io/migrate moves it."""
     pinned = pool(
         "pinned",
-        "192.0.2.0/30",
+        "198.18.0.0/30",
         service_allocation=ServiceAllocation(service_selectors=(GOLD,)),
     )
     al = Allocator(config(pinned, pool("rest", "203.0.113.0/30")))
     gold = (("tier", "gold"),)
-    assert al.assign(svc("a", labels=gold)).ips == ips("192.0.2.0")
-    d = al.assign(svc("a", assigned_ips=["192.0.2.0"]), {})
-    assert d.ips == ips("192.0.2.0") and _flags(d) == ["notSelectedByPool"]
+    assert al.assign(svc("a", labels=gold)).ips == ips("198.18.0.0")
+    d = al.assign(svc("a", assigned_ips=["198.18.0.0"]), {})
+    assert d.ips == ips("198.18.0.0") and _flags(d) == ["notSelectedByPool"]
     assert d.reason == NOT_SELECTED_BY_POOL and "no longer selects" in d.message
-    d = al.assign(svc("a", assigned_ips=["192.0.2.0"], labels=gold), {})
+    d = al.assign(svc("a", assigned_ips=["198.18.0.0"], labels=gold), {})
     assert not d.flags
-    d = al.assign(svc("a", assigned_ips=["192.0.2.0"], migrate=True), {})
+    d = al.assign(svc("a", assigned_ips=["198.18.0.0"], migrate=True), {})
     assert d.reason == IP_MIGRATED and d.ips == ips("203.0.113.0")
 
 
@@ -532,12 +535,12 @@ def test_p9_requested_ip_outside_every_pool_keeps_the_current_ip_flagged() -> No
     first, then fails (AllocationFailed: not allowed in config) and leaves the Service
     without an IP. exalb keeps the current IP, says AllocationFailed, and flags
     requestNotMet until the request can be met or is withdrawn."""
-    al = Allocator(config(pool("p", "192.0.2.0/30")))
+    al = Allocator(config(pool("p", "198.18.0.0/30")))
     al.assign(svc("a"))
-    d = al.assign(svc("a", requested_ips=["203.0.113.7"], assigned_ips=["192.0.2.0"]))
-    assert d.ips == ips("192.0.2.0") and _flags(d) == ["requestNotMet"]
+    d = al.assign(svc("a", requested_ips=["203.0.113.7"], assigned_ips=["198.18.0.0"]))
+    assert d.ips == ips("198.18.0.0") and _flags(d) == ["requestNotMet"]
     assert d.reason == ALLOCATION_FAILED and "not in any IPAddressPool" in d.message
-    assert "the current IP 192.0.2.0 is kept" in d.message
+    assert "the current IP 198.18.0.0 is kept" in d.message
 
 
 def test_p9_flags_become_conditions_status_flags_and_plan_flags() -> None:
@@ -583,7 +586,7 @@ def test_p9_plan_cli_shows_the_flags_column(tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec:\n"
-        "  addresses: [192.0.2.0/28]\n"
+        "  addresses: [198.18.0.0/28]\n"
         "  serviceAllocation: {namespaceSelectors: [{matchLabels: {team: a}}]}\n"
     )
     dump = tmp_path / "svcs.yaml"
@@ -595,10 +598,10 @@ def test_p9_plan_cli_shows_the_flags_column(tmp_path: Path) -> None:
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}},
                 {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "a"},
                  "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.1"]},
-                 "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}},
+                 "status": {"loadBalancer": {"ingress": [{"ip": "198.18.0.1"}]}}},
                 {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "y", "namespace": "b"},
                  "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.2"]},
-                 "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}]}}},
+                 "status": {"loadBalancer": {"ingress": [{"ip": "198.18.0.2"}]}}},
             ]
         )
     )  # fmt: skip
@@ -623,8 +626,8 @@ def test_p10_no_pools_gives_allocation_failed_where_metallb_is_silent() -> None:
     d = al.assign(svc("new"))
     assert d.pending and d.reason == ALLOCATION_FAILED and d.warning
     assert "no IPAddressPool is configured" in d.message
-    kept = al.assign(svc("old", assigned_ips=["192.0.2.1"]))
-    assert kept.ips == ips("192.0.2.1") and _flags(kept) == ["outOfPool"]
+    kept = al.assign(svc("old", assigned_ips=["198.18.0.1"]))
+    assert kept.ips == ips("198.18.0.1") and _flags(kept) == ["outOfPool"]
 
 
 # -- 11 (values only). BFDProfile ------------------------------------------------------------

@@ -39,7 +39,7 @@ def cfg_objects() -> list[dict[str, Any]]:
             "apiVersion": "metallb.io/v1beta2",
             "kind": "BGPPeer",
             "metadata": {"name": "r1", **meta},
-            "spec": {"myASN": 64501, "peerASN": 64500, "peerAddress": "192.0.2.1"},
+            "spec": {"myASN": 64501, "peerASN": 64500, "peerAddress": "198.18.0.1"},
         },
         {
             "apiVersion": "metallb.io/v1beta1",
@@ -71,7 +71,7 @@ def eps(service: str, nodes: list[str], suffix: str = "x") -> dict[str, Any]:
 
 NODE = {
     "metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
-    "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.2"}]},
+    "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.2"}]},
 }
 
 
@@ -153,13 +153,13 @@ def test_status_says_why_and_what_is_on_the_wire() -> None:
     ann = decide(config, snap.node, snap.services, snap.endpoints)
     rendered = render_config(ann.peers, snap.node, ["/bin/bridge"])
     neighbor = NeighborStatus(
-        ip("192.0.2.1"), "down", "ESTABLISHED", 0, ip("192.0.2.2"), 64500, 9, ("ipv4 unicast",),
+        ip("198.18.0.1"), "down", "ESTABLISHED", 0, ip("198.18.0.2"), 64500, 9, ("ipv4 unicast",),
         False,
     )  # fmt: skip
     rib = {
-        "192.0.2.1": {
+        "198.18.0.1": {
             ipaddress.ip_network("203.0.113.10/32"): AdjRibEntry(
-                ip("192.0.2.1"), ipaddress.ip_network("203.0.113.10/32"), "192.0.2.2",
+                ip("198.18.0.1"), ipaddress.ip_network("203.0.113.10/32"), "198.18.0.2",
                 communities=("64500:1",),
             )
         }
@@ -180,12 +180,12 @@ def test_status_says_why_and_what_is_on_the_wire() -> None:
         "advertisements": ["a"],
     }
     (route,) = by["app/web"]["routes"]
-    assert route["onWire"] == "sent" and route["peerAddress"] == "192.0.2.1"
+    assert route["onWire"] == "sent" and route["peerAddress"] == "198.18.0.1"
     assert route["communities"] == ["64500:1"]
     # ExaBGP's first-second "down" is not believed: the FSM says established
     assert doc["sessions"][0]["state"] == "established"
     assert doc["sessions"][0]["peer"] == "r1"
-    assert doc["adjRibOut"]["192.0.2.1"][0]["prefix"] == "203.0.113.10/32"
+    assert doc["adjRibOut"]["198.18.0.1"][0]["prefix"] == "203.0.113.10/32"
     assert doc["peers"][0]["configured"] is True
     # without ExaBGP's answer the state is unknown, never guessed
     doc = status_document(
@@ -201,14 +201,14 @@ def test_status_says_why_and_what_is_on_the_wire() -> None:
 
 
 def test_source_addresses_are_filled_only_where_missing() -> None:
-    p1 = Peer("a", 64501, ip("192.0.2.1"), peer_asn=64500)
+    p1 = Peer("a", 64501, ip("198.18.0.1"), peer_asn=64500)
     p2 = Peer("b", 64501, ip("2001:db8::1"), peer_asn=64500, source_address=ip("2001:db8::9"))
-    p3 = Peer("c", 64501, ip("192.0.2.5"), peer_asn=64500)
-    resolved = {ip("192.0.2.1"): ip("192.0.2.2"), ip("192.0.2.5"): None}
+    p3 = Peer("c", 64501, ip("198.18.0.5"), peer_asn=64500)
+    resolved = {ip("198.18.0.1"): ip("198.18.0.2"), ip("198.18.0.5"): None}
     out = with_source_addresses([p1, p2, p3], resolved.get)
-    assert [p.source_address for p in out] == [ip("192.0.2.2"), ip("2001:db8::9"), None]
-    rendered = render_config(out[:1], NodeView("n1", addresses=(ip("192.0.2.2"),)), ["/b"])
-    assert "local-address 192.0.2.2;" in rendered.text
+    assert [p.source_address for p in out] == [ip("198.18.0.2"), ip("2001:db8::9"), None]
+    rendered = render_config(out[:1], NodeView("n1", addresses=(ip("198.18.0.2"),)), ["/b"])
+    assert "local-address 198.18.0.2;" in rendered.text
 
 
 def test_password_from_secret() -> None:
@@ -237,9 +237,9 @@ def test_secret_passwords_are_cached_and_problems_named() -> None:
     now = [0.0]
     sp = SecretPasswords(kube, ttl=30, clock=lambda: now[0])  # type: ignore[arg-type]
     peers = [
-        Peer("a", 1, ip("192.0.2.1"), peer_asn=2, password_secret=SecretRef("s", NS)),
-        Peer("b", 1, ip("192.0.2.5"), peer_asn=2, password_secret=SecretRef("missing", NS)),
-        Peer("c", 1, ip("192.0.2.9"), peer_asn=2, password="inline"),
+        Peer("a", 1, ip("198.18.0.1"), peer_asn=2, password_secret=SecretRef("s", NS)),
+        Peer("b", 1, ip("198.18.0.5"), peer_asn=2, password_secret=SecretRef("missing", NS)),
+        Peer("c", 1, ip("198.18.0.9"), peer_asn=2, password="inline"),
     ]
     pw, problems = sp.resolve(peers)
     assert pw == {"a": "pw"}

@@ -31,11 +31,11 @@ net = ipaddress.ip_network
 
 RACK_A = LabelSelector(match_labels=(("rack", "a"),))
 
-PEER_V4 = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.1"))
-PEER_V4_B = Peer(name="r2", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.5"))
+PEER_V4 = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.1"))
+PEER_V4_B = Peer(name="r2", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.5"))
 PEER_V6 = Peer(name="r1v6", my_asn=64501, peer_asn=64500, peer_address=ip("2001:db8:1::1"))
 PEER_RACK_A = Peer(
-    name="ra", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.9"), node_selectors=(RACK_A,)
+    name="ra", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.9"), node_selectors=(RACK_A,)
 )
 POOL = Pool(name="prod", cidrs=(net("203.0.113.0/24"), net("2001:db8:ffff::/64")))
 POOL2 = Pool(name="other", cidrs=(net("198.51.100.0/24"),))
@@ -47,7 +47,7 @@ CONFIG = Config(
     bgp_advertisements=(AD,),
     source="crd",
 )
-NODE = NodeView(name="n1", labels=(("rack", "b"),), addresses=(ip("192.0.2.2"),))
+NODE = NodeView(name="n1", labels=(("rack", "b"),), addresses=(ip("198.18.0.2"),))
 SVC = ServiceView(namespace="ns", name="web", assigned_ips=(ip("203.0.113.10"),))
 EPS = EndpointsView("ns", "web", (Endpoint(("10.0.0.1",), "n1"),))
 EPS_OTHER_NODE = EndpointsView("ns", "web", (Endpoint(("10.0.0.1",), "n2"),))
@@ -71,7 +71,7 @@ REASON_CASES = [
     ("lb-class", CONFIG, NODE, replace(SVC, load_balancer_class="other"), EPS, Options(),
      "loadBalancerClass"),
     ("no-ip", CONFIG, NODE, replace(SVC, assigned_ips=()), EPS, Options(), "noIPAllocated"),
-    ("ip-in-no-pool", CONFIG, NODE, replace(SVC, assigned_ips=(ip("192.0.2.200"),)), EPS,
+    ("ip-in-no-pool", CONFIG, NODE, replace(SVC, assigned_ips=(ip("198.18.0.200"),)), EPS,
      Options(), "ipNotAllowed"),
     ("ips-in-two-pools", CONFIG, NODE,
      replace(SVC, assigned_ips=(ip("203.0.113.10"), ip("198.51.100.1"))), EPS, Options(),
@@ -186,8 +186,8 @@ ANNOUNCE_CASES = [
          replace(AD, communities=("64500:1",)), replace(AD, name="ad2", communities=("64500:2",)))),
      NODE, SVC, EPS, Options(), {r("203.0.113.10/32", "r1", communities=("64500:1", "64500:2"))}),
     ("out-of-pool-ip-kept-with-allocated-pool", CONFIG, NODE,
-     replace(SVC, assigned_ips=(ip("192.0.2.200"),), allocated_pool="prod"), EPS, Options(),
-     {r("192.0.2.200/32", "r1"), r("192.0.2.200/32", "r2")}),
+     replace(SVC, assigned_ips=(ip("198.18.0.200"),), allocated_pool="prod"), EPS, Options(),
+     {r("198.18.0.200/32", "r1"), r("198.18.0.200/32", "r2")}),
 ]  # fmt: skip
 
 
@@ -212,12 +212,12 @@ def test_announcements(
 
 def test_out_of_pool_ip_warns_and_unknown_allocated_pool_withdraws() -> None:
     kept = decide_service(
-        CONFIG, NODE, replace(SVC, assigned_ips=(ip("192.0.2.200"),), allocated_pool="prod"), EPS
+        CONFIG, NODE, replace(SVC, assigned_ips=(ip("198.18.0.200"),), allocated_pool="prod"), EPS
     )
     assert kept.announce and kept.pool == "prod"
     assert any("outside every pool" in w for w in kept.warnings)
     gone = decide_service(
-        CONFIG, NODE, replace(SVC, assigned_ips=(ip("192.0.2.200"),), allocated_pool="gone"), EPS
+        CONFIG, NODE, replace(SVC, assigned_ips=(ip("198.18.0.200"),), allocated_pool="gone"), EPS
     )
     assert gone.reason == "ipNotAllowed"
 
