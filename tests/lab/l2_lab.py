@@ -34,18 +34,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from speaker.l2.channel import write_atomic
-from speaker.l2.state import decode_status, encode, from_election
-
 from exalb.config.model import Config, L2Advertisement, Pool
+from exalb.contracts.l2_state import decode_status, encode
+from exalb.filechannel import write_atomic
 from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView
+from garp import packets as pk
 from lab import netns
 from lab.nsnet import in_netns
 from lab.runner import Lab, LabError
 from lab.topology import IPAddress, Role, Topology, load_topology, topology_path
 from lab.wait import wait_for
-from speaker.l2 import packets as pk
 from speaker.l2.election import IPElection, elect
+from speaker.l2.publisher import desired_state
 
 GARP = str(Path(sys.executable).with_name("exalb-garp"))
 TOPOLOGY_NAME = "l2-segment"
@@ -139,7 +139,7 @@ class L2Lab:
         self.elections = elect(config, services or (service(),), node_views())
         self.generation += 1
         for n in NODES:
-            doc = from_election(
+            doc = desired_state(
                 n, self.elections, node_views(), generation=self.generation, ping=ping
             )
             write_atomic(self.state_path(n), encode(doc))
