@@ -8,7 +8,9 @@ instead of a private one. Only what the runner needs is modelled: ``kind: linux`
 exalb-specific facts live in node labels (containerlab passes unknown labels through):
 
 * ``exalb.role``: ``router`` (FRR from its bound files), ``node`` (a Kubernetes node that
-  runs ExaBGP), ``client`` (traffic source).
+  runs ExaBGP), ``client`` (traffic source), ``controlplane`` (a real cluster's etcd and
+  Kubernetes control plane; its presence makes the nodes real Kubernetes nodes, see
+  ``lab/cluster/``).
 * for ``node``: ``exalb.bgp.asn``, ``exalb.bgp.router-id`` and ``exalb.bgp.peers`` (a
   space-separated list of ``<peer address>@<peer AS>``). The session's local address is
   derived from the node's ``ip addr add`` lines: the address whose subnet holds the peer.
@@ -64,6 +66,7 @@ class Role(StrEnum):
     ROUTER = "router"
     NODE = "node"
     CLIENT = "client"
+    CONTROLPLANE = "controlplane"
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,16 @@ def parse_exec_addresses(commands: Iterable[str]) -> tuple[tuple[str, IPInterfac
     return tuple(out)
 
 
+def parse_exec_links(commands: Iterable[str]) -> tuple[str, ...]:
+    """Interfaces a node creates itself: ``ip link add NAME ...`` (a bridge, a dummy)."""
+    out: list[str] = []
+    for command in commands:
+        words = shlex.split(command)
+        if words[:3] == ["ip", "link", "add"] and len(words) > 3:
+            out.append(words[4] if words[3] == "name" and len(words) > 4 else words[3])
+    return tuple(out)
+
+
 def parse_frr_addresses(text: str) -> tuple[tuple[str, IPInterface], ...]:
     """(interface, address) from ``interface X`` / ``ip[v6] address A/L`` in frr.conf."""
     out: list[tuple[str, IPInterface]] = []
@@ -319,7 +332,9 @@ def _parse_node(
     try:
         role = Role(role_text)
     except ValueError:
-        problems.append(f"node {name}: label {LABEL_ROLE} must be one of router/node/client")
+        problems.append(
+            f"node {name}: label {LABEL_ROLE} must be one of router/node/client/controlplane"
+        )
         return None
     binds = []
     for text in _string_list(merged.get("binds"), f"node {name}: binds", problems):
@@ -434,7 +449,7 @@ def _node_problems(node: Node, topology: Topology) -> list[str]:
         for target in (FRR_CONF_TARGET, FRR_DAEMONS_TARGET):
             if node.bind_source(target) is None:
                 problems.append(f"node {node.name}: a router needs a bind to {target}")
-    own = {*topology.interfaces(node.name), "lo"}
+    own = {*topology.interfaces(node.name), *parse_exec_links(node.exec), "lo"}
     for iface, address in node.addresses:
         if iface not in own:
             problems.append(f"node {node.name}: address {address} on unknown interface {iface}")
