@@ -8,6 +8,7 @@ and :meth:`recover` stop and restart them for failure tests.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,8 +118,13 @@ class KubeNode:
                 self.lab.stop_process(self.name, proc, grace=0.0)
 
     def recover(self, interface: str = "eth1") -> None:
-        """Link up, programs started again (containerd finds its running shims)."""
+        """Link up, routes back, programs started again (containerd finds its shims)."""
         self.lab.exec(self.name, ["ip", "link", "set", interface, "up"])
+        # the kernel dropped the node's routes through that link when it went down
+        for command in self.lab.topology.node(self.name).exec:
+            words = shlex.split(command)
+            if words[:2] == ["ip", "route"]:
+                self.lab.exec(self.name, words, check=False)
         self.start_containerd()
         self.start_kubelet()
         self.start_kube_proxy()
