@@ -2,8 +2,8 @@
 installed with helm, real pods behind LoadBalancer Services, EndpointSlices from the real
 control plane. The oracle is the router: r1's kernel FIB (and FRR's own JSON for stale
 paths). The tests share one cluster and one release and run in file order:
-install -> externalTrafficPolicy Local -> graceful restart -> drain -> node failure ->
-upgrade -> uninstall."""
+install -> externalTrafficPolicy Local -> graceful restart -> upgrade -> drain -> node
+failure -> uninstall."""
 
 from __future__ import annotations
 
@@ -236,6 +236,22 @@ def _stale(lab: Lab, ip: str) -> list[str]:
     return [p["nexthops"][0]["ip"] for p in route.get("paths", []) if p.get("stale")]
 
 
+def test_upgrade(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    ip = wait_ingress(cluster, "web")
+    before = {p["metadata"]["name"] for p in cluster.get_json("pods", "-n", NS)["items"]}
+    helm(cluster, "upgrade", values(cluster, log_level="debug"))
+    after = cluster.get_json("pods", "-n", NS)["items"]
+    assert not before & {p["metadata"]["name"] for p in after}, "every pod was replaced"
+    assert all("--log-level=debug" in c["args"] for p in after for c in p["spec"]["containers"]
+               if c["name"] in ("speaker", "controller"))  # fmt: skip
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+    assert ingress(cluster, "web") == ip, "an upgrade never changes a Service's IP"
+    history = json.loads(cluster.helm("history", "exalb", "-n", NS, "-o", "json").stdout)
+    assert history[-1]["status"] == "deployed" and len(history) >= 4
+
+
 def test_drain_moves_bgp_and_l2(installed: Lab) -> None:
     lab, cluster = installed, installed.cluster
     assert cluster is not None
@@ -285,27 +301,15 @@ def test_node_failure_withdraws_its_path(installed: Lab) -> None:
     wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
 
 
-def test_upgrade(installed: Lab) -> None:
-    lab, cluster = installed, installed.cluster
-    assert cluster is not None
-    ip = wait_ingress(cluster, "web")
-    before = {p["metadata"]["name"] for p in cluster.get_json("pods", "-n", NS)["items"]}
-    helm(cluster, "upgrade", values(cluster, log_level="debug"))
-    after = cluster.get_json("pods", "-n", NS)["items"]
-    assert not before & {p["metadata"]["name"] for p in after}, "every pod was replaced"
-    assert all("--log-level=debug" in c["args"] for p in after for c in p["spec"]["containers"]
-               if c["name"] in ("speaker", "controller"))  # fmt: skip
-    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
-    assert ingress(cluster, "web") == ip, "an upgrade never changes a Service's IP"
-    history = json.loads(cluster.helm("history", "exalb", "-n", NS, "-o", "json").stdout)
-    assert history[-1]["status"] == "deployed" and len(history) >= 4
-
-
 def test_uninstall(installed: Lab) -> None:
     lab, cluster = installed, installed.cluster
     assert cluster is not None
     ip = wait_ingress(cluster, "web")
-    cluster.helm("uninstall", "exalb", "-n", NS, "--wait", "--timeout", "120s")
+    cluster.helm("uninstall", "exalb", "-n", NS)
     wait_nexthops(lab, ip, set(), timeout=60)
-    wait_for("no exalb pods", lambda: not cluster.get_json("pods", "-n", NS)["items"], 120, 0.5)
+    left = lambda: cluster.kubectl("get", "pods", "-n", NS, "-o", "wide").stdout  # noqa: E731
+    try:
+        wait_for("no exalb pods", lambda: not cluster.get_json("pods", "-n", NS)["items"], 120, 1)
+    except AssertionError:
+        raise AssertionError(f"pods left after uninstall:\n{left()}") from None
     assert not [s for s in lab.peer_states("r1").values() if s == "Established"]
