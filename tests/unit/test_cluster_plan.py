@@ -38,7 +38,7 @@ def test_k8s_bgp_plan() -> None:
 
 def test_plan_refuses_overlaps_and_missing_labels(tmp_path: Path) -> None:
     text = K8S.read_text().replace("198.18.129.0/24", "198.18.128.0/24")
-    text = text.replace("exalb.k8s.service-cidr: 198.19.0.0/16\n", "")
+    text = text.replace("        exalb.k8s.service-cidr: 198.19.0.0/16\n", "")
     topo = parse_topology(text, tmp_path / "t.clab.yml")
     with pytest.raises(PlanError) as err:
         plan_cluster(topo)
