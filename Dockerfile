@@ -1,33 +1,37 @@
 # syntax=docker/dockerfile:1
 # The one image every exalb container runs (charts/exalb): exalb-controller, exalb-speaker,
-# ExaBGP with its launcher and bridge (python -m speaker.exabgp.launch, exalb-exabgp-bridge),
-# and the garp sidecar (exalb-garp). Build (BuildKit): docker build -t <registry>/exalb:<tag> .
-# Not built in CI (needs a container engine).
+# exalb-exabgp (ExaBGP's launcher) with ExaBGP and exalb-exabgp-bridge, exalb-garp, exalbctl.
+#   docker build -t <registry>/exalb:<tag> .
+#   docker build --build-arg BASE=<registry>/python:3.11-slim -t ... .   (any Debian-based
+#                                                                         Python 3.11+ image)
+# The same layout is built without Docker by scripts/image.sh (Debian 12 + buildah), which
+# is what the lab and the e2e tests run: a venv in /opt/exalb holding exalb and its runtime
+# dependencies, byte-compiled, user 65532, read-only root file system at run time.
+ARG BASE=python:3.11-slim
 
 # Wheels for exalb and its dependencies; the sources stay in this stage.
-FROM python:3.11-slim AS build
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY exalb ./exalb
-COPY controller ./controller
-COPY speaker ./speaker
-COPY garp ./garp
-COPY exabgp_conf ./exabgp_conf
-COPY exalbctl ./exalbctl
-RUN pip wheel --wheel-dir /wheels .
+COPY . .
+RUN python3 -m venv /opt/exalb \
+    && /opt/exalb/bin/pip install --no-compile . \
+    # exalb uses the synchronous kubernetes client; its asyncio twin and aiohttp are dead weight
+    && site="$(/opt/exalb/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && rm -rf "$site/kubernetes/aio" \
+    && for p in aiohttp aiohttp_retry aiohappyeyeballs aiosignal frozenlist multidict propcache yarl attrs attr; do \
+         rm -rf "$site/$p" "$site/$p"-*.dist-info; done \
+    && /opt/exalb/bin/pip uninstall --yes pip setuptools wheel 2>/dev/null || true \
+    && /opt/exalb/bin/python3 -m compileall -q --invalidation-mode unchecked-hash /opt/exalb/lib
 
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-# Installed into the system interpreter, so every console script, `exabgp` and the bridge
-# live in /usr/local/bin: the speaker renders the bridge's absolute path into exabgp.conf and
-# the ExaBGP container (same image) finds it at the same place.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels exalb \
-    && groupadd --system --gid 65532 exalb \
+FROM ${BASE}
+ENV PATH=/opt/exalb/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# The speaker finds ExaBGP and the bridge next to its own interpreter (/opt/exalb/bin), and
+# renders that path into exabgp.conf; the ExaBGP container (same image) finds it there too.
+COPY --from=build /opt/exalb /opt/exalb
+RUN groupadd --system --gid 65532 exalb \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin exalb
 # Non-root by default (the controller). The speaker pod runs as UID 0 with every capability

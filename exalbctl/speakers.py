@@ -225,7 +225,10 @@ def _describe(exc: Exception) -> str:
         return "timed out"
     if isinstance(exc, json.JSONDecodeError):
         return "the answer is not JSON"
-    return str(exc) or type(exc).__name__
+    text = str(exc) or type(exc).__name__
+    if "timed out" in text.lower():  # e.g. urllib3's MaxRetryError around a read timeout
+        return "timed out (through the API server's pod proxy)"
+    return text.splitlines()[0][:160]
 
 
 def fetch_all(

@@ -90,6 +90,21 @@ def _exabgp(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _k8s_tool(ns: argparse.Namespace) -> int:
+    """kubectl or helm against a cluster run, through a relay that lives as long as the tool."""
+    lab = Lab.attach(ns.run)
+    if lab.cluster is None:
+        raise SystemExit(f"run {ns.run} has no Kubernetes cluster")
+    try:
+        tool = lab.cluster.kubectl if ns.action == "kubectl" else lab.cluster.helm
+        proc = tool(*_command(ns.cmd), check=False, timeout=3600)
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
+        return proc.returncode
+    finally:
+        lab.cluster.close()
+
+
 def _list(_: argparse.Namespace) -> int:
     known: set[str] = set()
     for state in rundir.list_runs():
@@ -124,6 +139,11 @@ def parser() -> argparse.ArgumentParser:
         ("exec", _exec, "run a command in a node (default: a shell)"),
         ("vtysh", _vtysh, "vtysh on a router (interactive without CMD)"),
     )
+    for name in ("kubectl", "helm"):
+        tool = sub.add_parser(name, help=f"{name} against a cluster run (k8s-bgp)")
+        tool.add_argument("--run", required=True)
+        tool.add_argument("cmd", nargs=argparse.REMAINDER)
+        tool.set_defaults(func=_k8s_tool)
     for name, func, help_ in passthrough:
         cmd = sub.add_parser(name, help=help_)
         cmd.add_argument("--run", required=True)

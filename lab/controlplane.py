@@ -188,7 +188,7 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def _new_key(path: Path) -> None:
+def new_key(path: Path) -> None:
     # P-256: generated in milliseconds (RSA would dominate start-up time) and accepted by
     # Go's TLS stack and by the service-account token signer (ES256).
     _openssl(
@@ -198,7 +198,7 @@ def _new_key(path: Path) -> None:
     path.chmod(0o600)
 
 
-def _issue_cert(
+def issue_cert(
     *,
     ca_crt: Path,
     ca_key: Path,
@@ -210,7 +210,7 @@ def _issue_cert(
     csr = crt.with_suffix(".csr")
     ext = crt.with_suffix(".ext")
     ext.write_text(extensions)
-    _new_key(key)
+    new_key(key)
     _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr), cwd=crt.parent)
     _openssl(
         "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
@@ -254,7 +254,7 @@ def make_pki(directory: Path) -> Pki:
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
     )
-    _new_key(pki.ca_key)
+    new_key(pki.ca_key)
     _openssl(
         "req", "-x509", "-new", "-key", str(pki.ca_key), "-subj", "/CN=exalb-test-ca",
         "-days", "7", "-sha256",
@@ -273,7 +273,7 @@ def make_pki(directory: Path) -> Pki:
             "DNS:kubernetes.default.svc.cluster.local",
         ]
     )
-    _issue_cert(
+    issue_cert(
         ca_crt=pki.ca_crt,
         ca_key=pki.ca_key,
         key=pki.serving_key,
@@ -284,7 +284,7 @@ def make_pki(directory: Path) -> Pki:
         "extendedKeyUsage=serverAuth\n"
         f"subjectAltName={sans}\n",
     )
-    _issue_cert(
+    issue_cert(
         ca_crt=pki.ca_crt,
         ca_key=pki.ca_key,
         key=pki.admin_key,
@@ -294,7 +294,7 @@ def make_pki(directory: Path) -> Pki:
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=clientAuth\n",
     )
-    _new_key(pki.sa_key)
+    new_key(pki.sa_key)
     _openssl("pkey", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub), cwd=directory)
     return pki
 

@@ -69,6 +69,16 @@ def in_ns(namespace: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", namespace, *argv]
 
 
+def nsenter(namespace: str, argv: Sequence[str]) -> list[str]:
+    """argv that runs ``argv`` in ``namespace``'s network namespace only.
+
+    Unlike ``ip netns exec`` it keeps the host's mount namespace and /sys: a kubelet needs
+    /sys/fs/cgroup, and runc must see the volume mounts the kubelet makes. nsenter execs,
+    so the PID is the program's.
+    """
+    return ["nsenter", f"--net={NETNS_DIR / namespace}", "--", *argv]
+
+
 # --- namespaces and links -----------------------------------------------------------
 
 

@@ -203,3 +203,51 @@ class ApiRelay:
                 s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
+
+
+class HostRelay:
+    """``127.0.0.1:<free port>`` of the host → ``address:port`` inside ``namespace``.
+
+    The reverse of :class:`ApiRelay`: a cluster's apiserver lives in a namespace of its own,
+    and host tools (kubectl, helm, the tests' client) reach it through this listener on the
+    host's loopback. Only loopback is listened on; the upstream socket is created inside the
+    namespace, so the host never routes to a lab address.
+    """
+
+    def __init__(self, namespace: str, port: int, address: str = "127.0.0.1") -> None:
+        self.namespace, self.target = namespace, (address, port)
+        self.connections: list[socket.socket] = []
+        self._stopping = False
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.port: int = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True, name="host-relay").start()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket_in(self.namespace)
+            try:
+                upstream.settimeout(5)
+                upstream.connect(self.target)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            self.connections = [c for c in self.connections if c.fileno() != -1]
+            self.connections += [client, upstream]
+            threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+
+    def close(self) -> None:
+        self._stopping = True
+        for s in [self.listener, *self.connections]:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()

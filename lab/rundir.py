@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 #: Teardown order: stage 0 (ExaBGP, test-started programs) before stage 1 (FRR).
 STAGE_APP = 0
 STAGE_FRR = 1
+_SAVE_LOCK = threading.Lock()
 
 
 def base_dir() -> Path:
@@ -46,17 +48,23 @@ class RunState:
     persistent: bool
     namespaces: list[str] = field(default_factory=list)
     processes: list[ProcessRecord] = field(default_factory=list)
+    #: Cluster runs (lab/cluster/): cgroup roots of the nodes, directories outside the run
+    #: directory (node data on disk), and whether the run joined the host guard.
+    cgroups: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    host_guard: bool = False
 
     @property
     def state_file(self) -> Path:
         return self.directory / "state.json"
 
     def save(self) -> None:
-        data = asdict(self)
-        data["directory"] = str(self.directory)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.state_file)
+        with _SAVE_LOCK:  # cluster nodes start their programs from several threads
+            data = asdict(self)
+            data["directory"] = str(self.directory)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(self.state_file)
 
     @classmethod
     def load(cls, directory: Path) -> RunState:
@@ -71,6 +79,18 @@ class RunState:
 
     def add_process(self, record: ProcessRecord) -> None:
         self.processes.append(record)
+        self.save()
+
+    def add_cgroup(self, name: str) -> None:
+        self.cgroups.append(name)
+        self.save()
+
+    def add_path(self, path: Path) -> None:
+        self.paths.append(str(path))
+        self.save()
+
+    def join_host_guard(self) -> None:
+        self.host_guard = True
         self.save()
 
     def forget_process(self, pid: int) -> None:

@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import exabgp_proc, frr, netns, responder, rundir
+from lab.cluster.cluster import Cluster
+from lab.cluster.plan import is_cluster
 from lab.exabgp_static import render_static_config
 from lab.fib import Fib, FibRoute
 from lab.frrconf import parse_daemons
@@ -101,6 +103,8 @@ class Lab:
         self._fibs: dict[str, Fib] = {}
         self._down: TeardownReport | None = None
         self.bringup_seconds = 0.0
+        #: The Kubernetes cluster, for topologies with a ``controlplane`` node.
+        self.cluster: Cluster | None = None
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -139,11 +143,16 @@ class Lab:
     def attach(cls, run: str) -> Lab:
         """A handle on a run started by another process (for ``scripts/lab exec/vtysh/down``)."""
         state = rundir.RunState.load(rundir.base_dir() / run)
-        return cls(load_topology(state.topology), state)
+        lab = cls(load_topology(state.topology), state)
+        if is_cluster(lab.topology):
+            lab.cluster = Cluster.attach(lab)
+        return lab
 
     def down(self) -> TeardownReport:
         """Stop everything and delete the namespaces; idempotent."""
         if self._down is None:
+            if self.cluster is not None:
+                self.cluster.close()
             for fib in self._fibs.values():
                 fib.close()
             self._fibs.clear()
@@ -172,6 +181,9 @@ class Lab:
         instances = [self._start_frr(r) for r in self.topology.by_role(Role.ROUTER)]
         for inst in instances:
             frr.wait_ready(inst)
+        if is_cluster(self.topology):
+            self.cluster = Cluster(self)
+            self.cluster.start()
 
     def _start_frr(self, router: Node) -> frr.FrrInstance:
         conf = router.bind_source(FRR_CONF_TARGET)
@@ -237,16 +249,19 @@ class Lab:
         argv: Sequence[str],
         name: str | None = None,
         env: Mapping[str, str] | None = None,
+        network_only: bool = False,
     ) -> subprocess.Popen[bytes]:
         """Start a long-running program in a node's namespace; stopped at teardown.
 
         Output goes to ``<run dir>/<node>/<name>.log``. Stop it early with
-        :meth:`stop_process`.
+        :meth:`stop_process`. ``network_only``: enter only the network namespace (nsenter),
+        as the Kubernetes node programs need (see :func:`netns.nsenter`).
         """
         name = name or Path(argv[0]).name
+        wrap = netns.nsenter if network_only else netns.in_ns
         with (self.node_dir(node) / f"{name}.log").open("ab") as out:
             popen = subprocess.Popen(
-                netns.in_ns(self.ns(node), argv),
+                wrap(self.ns(node), argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 from lab import netns
+from lab.cluster import cleanup, hostguard
 from lab.rundir import STAGE_APP, STAGE_FRR, RunState, list_runs
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ def teardown(state: RunState, frr_grace: float = 3.0, app_grace: float = 2.0) ->
         if stage == STAGE_APP:  # ExaBGP's CLI/API children go with it
             pids += [c for p in pids for c in netns.children(p, in_run)]
         signalled += _safely(partial(netns.stop, pids, namespaces, grace))
+        if stage == STAGE_APP:  # pods live in namespaces of their own: found by cgroup
+            for cgroup in state.cgroups:
+                signalled += _safely(partial(cleanup.kill_cgroup, cgroup))
     leftovers = [p for ns in namespaces for p in netns.pids(ns)]
     if leftovers:
         log.info("lab %s: stopping stragglers %s", state.run, leftovers)
@@ -51,10 +57,28 @@ def teardown(state: RunState, frr_grace: float = 3.0, app_grace: float = 2.0) ->
             netns.delete(ns)
         except Exception:
             log.exception("lab %s: deleting namespace %s failed", state.run, ns)
+    _cluster_leftovers(state)
     shutil.rmtree(state.directory, ignore_errors=True)
     return TeardownReport(
         state.run, tuple(signalled), tuple(namespaces), time.monotonic() - started
     )
+
+
+def _cluster_leftovers(state: RunState) -> None:
+    """Mounts below the run's directories, its cgroups and directories, the host guard."""
+    dirs = [Path(p) for p in state.paths] + [state.directory]
+    _safely(partial(_none, cleanup.unmount_below, dirs))
+    for cgroup in state.cgroups:
+        _safely(partial(_none, cleanup.remove_cgroup_root, cgroup))
+    for path in state.paths:
+        shutil.rmtree(path, ignore_errors=True)
+    if state.host_guard:
+        _safely(partial(_none, hostguard.release, state.run))
+
+
+def _none(fn: Callable[[Any], object], arg: object) -> list[int]:
+    fn(arg)
+    return []
 
 
 def _safely(step: Callable[[], Iterable[int]]) -> list[int]:

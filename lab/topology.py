@@ -9,7 +9,9 @@ exalb-specific facts live in node labels (containerlab passes unknown labels thr
 
 * ``exalb.role``: ``router`` (FRR from its bound files), ``node`` (a Kubernetes node),
   ``client`` (traffic source), ``switch`` (an L2 segment: a bridge its own ``exec`` lines
-  build from its link interfaces, so it lives inside the node, never in the host).
+  build from its link interfaces, so it lives inside the node, never in the host),
+  ``controlplane`` (a real cluster's etcd and Kubernetes control plane; its presence makes
+  the nodes real Kubernetes nodes, see ``lab/cluster/``).
 * for a ``node`` that speaks BGP: ``exalb.bgp.asn``, ``exalb.bgp.router-id`` and
   ``exalb.bgp.peers`` (a space-separated list of ``<peer address>@<peer AS>``). The
   session's local address is derived from the node's ``ip addr add`` lines: the address
@@ -76,6 +78,7 @@ class Role(StrEnum):
     NODE = "node"
     CLIENT = "client"
     SWITCH = "switch"
+    CONTROLPLANE = "controlplane"
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,16 @@ def parse_exec_addresses(commands: Iterable[str]) -> tuple[tuple[str, IPInterfac
     return tuple(out)
 
 
+def parse_exec_links(commands: Iterable[str]) -> tuple[str, ...]:
+    """Interfaces a node creates itself: ``ip link add NAME ...`` (a bridge, a dummy)."""
+    out: list[str] = []
+    for command in commands:
+        words = shlex.split(command)
+        if words[:3] == ["ip", "link", "add"] and len(words) > 3:
+            out.append(words[4] if words[3] == "name" and len(words) > 4 else words[3])
+    return tuple(out)
+
+
 def parse_peers(value: str) -> tuple[BgpPeer, ...]:
     """``"198.18.0.1@64500 2001:db8::1@64500"`` into peers (ValueError on bad syntax)."""
     peers = []
@@ -309,7 +322,8 @@ def _parse_node(
     try:
         role = Role(role_text)
     except ValueError:
-        problems.append(f"node {name}: label {LABEL_ROLE} must be one of router/node/client/switch")
+        roles = "/".join(r.value for r in Role)
+        problems.append(f"node {name}: label {LABEL_ROLE} must be one of {roles}")
         return None
     binds = []
     for text in _string_list(merged.get("binds"), f"node {name}: binds", problems):
@@ -440,7 +454,7 @@ def _node_problems(node: Node, topology: Topology) -> list[str]:
         for target in (FRR_CONF_TARGET, FRR_DAEMONS_TARGET):
             if node.bind_source(target) is None:
                 problems.append(f"node {node.name}: a router needs a bind to {target}")
-    own = {*topology.interfaces(node.name), "lo"}
+    own = {*topology.interfaces(node.name), *parse_exec_links(node.exec), "lo"}
     for iface, address in node.addresses:
         if iface not in own:
             problems.append(f"node {node.name}: address {address} on unknown interface {iface}")

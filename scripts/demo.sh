@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# The lab demo, on a fresh Debian 12 machine, as root: installs what it needs, builds (or
-# reuses) kube-apiserver + etcd from the Go modules, then runs exalb for real in network
-# namespaces: one FRR router, three nodes (ExaBGP + exalb-speaker + exalb-garp each), a
-# client, the controller, and a LoadBalancer Service whose traffic spreads over the nodes by
-# ECMP, until a node fails and the traffic moves. Everything is torn down at the end.
+# The demo, on a fresh Debian 12 machine, as root: installs what it needs (Debian packages,
+# the venv, helm and kubectl), builds (or reuses) the Kubernetes programs from the Go modules
+# and the images (scripts/image.sh), then runs a real cluster in network namespaces and
+# installs exalb on it with helm: BGP with ECMP and a node failure, then L2 with the legacy
+# ConfigMap and a failover seen from a client. Everything is torn down at the end.
 #   scripts/demo.sh [--keep] [--requests N]
+# Build output goes to log files under ~/.cache/exalb; the terminal shows elapsed times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== setup (Debian packages, Python venv)"
 scripts/setup.sh
 echo "== helm and kubectl"
-tests/controlplane/install-tools.sh
-echo "== kube-apiserver and etcd (first build: about 8 minutes on 2 cores; then cached)"
-tests/controlplane/build.sh
+tests/controlplane/install-tools.sh >/dev/null
+echo "== Kubernetes programs (first build: about 10-20 minutes on 2 cores; then cached)"
+tests/controlplane/build.sh >/dev/null
+echo "== images (first build: about 2 minutes; then cached)"
+scripts/image.sh >/dev/null
 echo
 exec scripts/lab demo "$@"

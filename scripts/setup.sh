@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Set up everything exalb's tests and demo need on a fresh Debian 12 machine (as root):
-# Debian packages (FRR, iproute2, arping, ping, tcpdump), a Python venv with exalb and its
-# test tools. Idempotent: a second run only checks.
+# Debian packages (FRR, iproute2, arping, ping, tcpdump; for the real cluster: containerd,
+# runc, the CNI plugins, iptables, conntrack; for the images: mmdebstrap, buildah; gcc for
+# the pause program), a Python venv with exalb and its test tools. Idempotent: a second
+# run only checks. (Go, for tests/controlplane/build.sh, and npm come with the machine.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(frr frr-pythontools iproute2 iputils-arping iputils-ping tcpdump time python3-venv)
+APT_PACKAGES=(frr frr-pythontools iproute2 iputils-arping iputils-ping tcpdump time python3-venv
+  containerd runc containernetworking-plugins iptables conntrack util-linux mount
+  mmdebstrap buildah gcc libc6-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +19,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The lab starts its own containerd per node; a packaged one must not run in the host.
+if command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
+  echo "setup: note: a containerd service runs on this host; the lab does not use it" >&2
 fi
 
 PYTHON=${PYTHON:-python3}

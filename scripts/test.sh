@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 if [ -x tests/controlplane/install-tools.sh ]; then tests/controlplane/install-tools.sh; fi
 if [ -x tests/controlplane/build.sh ]; then tests/controlplane/build.sh; fi
+# The images the e2e cluster runs (cached by content; build output in a log file).
+scripts/image.sh >/dev/null
 
 step() { printf '\n== %s\n' "$*"; }
 step "ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .

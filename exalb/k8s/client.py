@@ -39,6 +39,10 @@ log = structlog.get_logger(__name__)
 JSON = dict[str, Any]
 
 
+#: Seconds without a byte (not even a BOOKMARK) after which a watch is given up.
+WATCH_READ_TIMEOUT = 90.0
+
+
 class ApiError(Exception):
     """A failed API call, with what a caller needs to decide what to do next."""
 
@@ -234,7 +238,11 @@ class KubeClient:
                 "labelSelector": label_selector,
                 "fieldSelector": field_selector,
             },
-            timeout=(10.0, timeout_seconds + 30.0),
+            # Read timeout: the apiserver sends a BOOKMARK about once a minute on a quiet
+            # watch, so 90 s of silence means the connection is dead (e.g. the node was cut
+            # off: no FIN, no RST ever arrives) and the informer must reconnect; waiting for
+            # timeoutSeconds + 30 s left a partitioned controller blind for minutes.
+            timeout=(10.0, min(timeout_seconds + 30.0, WATCH_READ_TIMEOUT)),
         )
         if resp.status >= 400:
             raise ApiError(resp.status, str(resp.reason), _decode(resp.read()))

@@ -320,7 +320,7 @@ def test_programs_accept_the_rendered_flags(
     assert sargs.lb_class == (args.lb_class or None)
     # -- exabgp: the launcher waits for exactly the file the speaker renders
     exa = by_name["exabgp"]
-    assert exa["command"] == ["python", "-m", "speaker.exabgp.launch"]
+    assert exa["command"] == ["exalb-exabgp"]
     launch = dict(a.removeprefix("--").split("=", 1) for a in exa["args"])
     assert launch["config"] == sargs.exabgp_config
     assert Path(launch["root"]).parent == Path(RUN_DIR)
@@ -330,7 +330,7 @@ def test_programs_accept_the_rendered_flags(
     # 2 would be a usage error), it creates the CLI FIFOs and reports the missing config.
     remapped = [a.replace(RUN_DIR, str(tmp_path)) for a in exa["args"]]
     proc = subprocess.run(
-        [sys.executable, "-m", "speaker.exabgp.launch", *remapped, "--wait", "0.05"],
+        [str(Path(sys.executable).with_name("exalb-exabgp")), *remapped, "--wait", "0.05"],
         capture_output=True,
         text=True,
         timeout=30,

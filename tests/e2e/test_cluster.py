@@ -1,0 +1,315 @@
+"""exalb as users run it, on a real cluster: the image built by scripts/image.sh, the chart
+installed with helm, real pods behind LoadBalancer Services, EndpointSlices from the real
+control plane. The oracle is the router: r1's kernel FIB (and FRR's own JSON for stale
+paths). The tests share one cluster and one release and run in file order:
+install -> externalTrafficPolicy Local -> graceful restart -> upgrade -> drain -> node
+failure -> uninstall."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from lab.cluster.cluster import Cluster
+from lab.cluster.workloads import backend_deployment, dump, load_balancer
+from lab.demo import http_get, node_of
+from lab.fib import Fib
+from lab.runner import Lab
+from lab.wait import wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.k8s]
+
+CHART = "charts/exalb"
+NS, APP = "metallb-system", "e2e"
+NODE_IP = {"n1": "198.51.100.11", "n2": "198.51.100.12", "n3": "198.51.100.13"}
+IP_NODE = {v: k for k, v in NODE_IP.items()}
+BGP_POOL, L2_POOL = "203.0.113.30-203.0.113.40", "198.51.100.240-198.51.100.250"
+
+
+def values(cluster: Cluster, *, graceful: bool = False, log_level: str = "info") -> dict[str, Any]:
+    exalb = cluster.images["exalb"]
+    peer = {"myASN": 64501, "peerASN": 64500, "peerAddress": "198.51.100.1", "holdTime": "3s"}
+    if graceful:
+        peer["enableGracefulRestart"] = True
+    return {
+        "image": {"repository": exalb.repository, "tag": exalb.tag, "pullPolicy": "Never"},
+        "logLevel": log_level,
+        # with graceful restart, a restarting speaker must not withdraw: the router keeps
+        # its stale path until the new pod re-announces
+        "speaker": {"withdrawOnExit": not graceful},
+        "config": {
+            "pools": [
+                {"name": "bgp", "spec": {"addresses": [BGP_POOL]}},
+                {"name": "l2", "spec": {"addresses": [L2_POOL], "autoAssign": False}},
+            ],
+            # a new name when graceful restart changes: the capability is immutable
+            "peers": [{"name": "r1-gr" if graceful else "r1", "spec": peer}],
+            "bgpAdvertisements": [{"name": "bgp", "spec": {"ipAddressPools": ["bgp"]}}],
+            "l2Advertisements": [{"name": "l2", "spec": {"ipAddressPools": ["l2"]}}],
+        },
+    }
+
+
+def helm(cluster: Cluster, verb: str, vals: dict[str, Any]) -> None:
+    path = cluster.dir / "e2e-values.yaml"
+    path.write_text(yaml.safe_dump(vals))
+    cluster.helm(verb, "exalb", CHART, "-n", NS, "--create-namespace", "-f", str(path), "--wait",
+                 "--timeout", "180s")  # fmt: skip
+
+
+def nexthops(lab: Lab, ip: str) -> set[str]:
+    route = lab.route("r1", f"{ip}/32")
+    return {IP_NODE.get(g, g) for g in route.gateways} if route else set()
+
+
+def wait_nexthops(lab: Lab, ip: str, nodes: set[str], timeout: float = 60) -> None:
+    wait_for(f"r1: {ip} via {sorted(nodes)}", lambda: nexthops(lab, ip) == nodes, timeout, 0.1)
+
+
+def ingress(cluster: Cluster, name: str) -> str | None:
+    svc = cluster.get_json("svc", "-n", APP, name)
+    items = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return str(items[0]["ip"]) if items else None
+
+
+def wait_ingress(cluster: Cluster, name: str) -> str:
+    return wait_for(f"{name}: IP", lambda: ingress(cluster, name), 120, 0.2)
+
+
+def pod_nodes(cluster: Cluster, app: str) -> set[str]:
+    """Nodes with a ready pod of ``app``."""
+    pods = cluster.get_json("pods", "-n", APP, "-l", f"app={app}")["items"]
+    return {
+        p["spec"]["nodeName"]
+        for p in pods
+        if p["metadata"].get("deletionTimestamp") is None
+        and any(c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", []))
+    }  # fmt: skip
+
+
+def l2_owner(lab: Lab, ip: str) -> str | None:
+    """The node whose MAC r1 resolved ``ip`` to (after the client sent it traffic)."""
+    http_get(lab, ip, timeout=1.0)
+    neigh = lab.exec("r1", ["ip", "-j", "neigh", "show", ip]).stdout
+    entries = [e for e in json.loads(neigh or "[]") if e.get("lladdr")]
+    if not entries:
+        return None
+    for node in NODE_IP:
+        link = json.loads(lab.exec(node, ["ip", "-j", "link", "show", "eth1"]).stdout)
+        if link and link[0].get("address") == entries[0]["lladdr"]:
+            return node
+    return None
+
+
+class MinNexthops:
+    """r1's FIB sampled in the background: the fewest paths a prefix had meanwhile."""
+
+    def __init__(self, lab: Lab, prefix: str) -> None:
+        self.lab, self.prefix, self.min, self.samples = lab, prefix, 99, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        fib = Fib(self.lab.ns("r1"))
+        try:
+            while not self._stop.is_set():
+                route = fib.route(self.prefix)
+                self.min = min(self.min, len(route.nexthops) if route else 0)
+                self.samples += 1
+                time.sleep(0.005)
+        finally:
+            fib.close()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.min
+
+
+@pytest.fixture(scope="module")
+def installed(cluster_lab: Lab) -> Iterator[Lab]:
+    """The release ``exalb`` installed by the first test and removed by the last."""
+    lab = cluster_lab
+    assert lab.cluster is not None
+    lab.exec("r1", ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
+    yield lab
+    lab.cluster.helm("uninstall", "exalb", "-n", NS, check=False)
+
+
+def test_install(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    started = time.monotonic()
+    helm(cluster, "install", values(cluster))
+    backend = cluster.images["backend"].ref
+    cluster.apply(dump(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}},
+        backend_deployment("web", APP, backend, replicas=3),
+        load_balancer("web", APP),
+    ))  # fmt: skip
+    ip = wait_ingress(cluster, "web")
+    assert ip.startswith("203.0.113.")
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"})
+    print(f"\nhelm install (--wait) -> 3 paths at r1: {time.monotonic() - started:.1f} s")
+    sessions = lab.vtysh_json("r1", "show bgp summary json")["ipv4Unicast"]["peers"]
+    assert {p: s["state"] for p, s in sessions.items()} == dict.fromkeys(
+        NODE_IP.values(), "Established"
+    )
+    # client -> r1 (ECMP) -> node -> kube-proxy -> pod
+    wait_for("pods answer", lambda: node_of(http_get(lab, ip)), 60, 0.5)
+    served = {node_of(http_get(lab, ip)) for _ in range(30)}
+    assert served <= {"n1", "n2", "n3"} and len(served) >= 2
+    pods = cluster.get_json("pods", "-n", NS)["items"]
+    images = {c["image"] for p in pods for c in p["spec"]["containers"]}
+    assert images == {cluster.images["exalb"].ref}
+    containers = {c["name"] for p in pods for c in p["spec"]["containers"]}
+    assert containers == {"controller", "speaker", "exabgp", "garp"}
+
+
+def test_local_policy_announces_only_from_nodes_with_pods(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    backend = cluster.images["backend"].ref
+    cluster.apply(dump(
+        backend_deployment("two", APP, backend, replicas=2),
+        load_balancer("two", APP, local=True),
+    ))  # fmt: skip
+    ip = wait_ingress(cluster, "two")
+    wait_for("2 ready pods", lambda: len(pod_nodes(cluster, "two")) == 2, 120, 0.5)
+    wait_nexthops(lab, ip, pod_nodes(cluster, "two"))
+    # the traffic stays on the announcing node: Local
+    for _ in range(10):
+        assert node_of(http_get(lab, ip)) in pod_nodes(cluster, "two")
+    cluster.kubectl("scale", "-n", APP, "deploy/two", "--replicas=3")
+    wait_for("3 ready pods", lambda: len(pod_nodes(cluster, "two")) == 3, 120, 0.5)
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"})
+    cluster.kubectl("scale", "-n", APP, "deploy/two", "--replicas=1")
+    wait_for("1 ready pod", lambda: len(pod_nodes(cluster, "two")) == 1, 120, 0.5)
+    wait_nexthops(lab, ip, pod_nodes(cluster, "two"))
+    cluster.kubectl("delete", "-n", APP, "deploy/two", "svc/two")
+    wait_nexthops(lab, ip, set())
+
+
+def test_graceful_restart_speaker_pod_deleted(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    helm(cluster, "upgrade", values(cluster, graceful=True))
+    ip = wait_ingress(cluster, "web")
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+    pod = speaker_pods(cluster, "n2")[0]["metadata"]["name"]
+    watch = MinNexthops(lab, f"{ip}/32")
+    cluster.kubectl("delete", "pod", "-n", NS, pod, "--wait=true")
+    wait_for("a new speaker pod on n2 ready", lambda: _replaced(cluster, "n2", pod), 120, 0.5)
+    wait_for("n2's path fresh again (not stale)", lambda: not _stale(lab, ip), 60, 0.2)
+    fewest = watch.stop()
+    assert fewest == 3, f"r1 lost a path while n2's speaker pod was replaced ({fewest} left)"
+    helm(cluster, "upgrade", values(cluster))
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+
+
+def speaker_pods(cluster: Cluster, node: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json(
+        "pods", "-n", NS, "-l", "app.kubernetes.io/component=speaker",
+        "--field-selector", f"spec.nodeName={node}",
+    )["items"]  # fmt: skip
+    return items
+
+
+def _replaced(cluster: Cluster, node: str, old: str) -> bool:
+    return any(
+        p["metadata"]["name"] != old
+        and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
+        for p in speaker_pods(cluster, node)
+    )
+
+
+def _stale(lab: Lab, ip: str) -> list[str]:
+    route = lab.vtysh_json("r1", f"show bgp ipv4 unicast {ip}/32 json")
+    return [p["nexthops"][0]["ip"] for p in route.get("paths", []) if p.get("stale")]
+
+
+def test_upgrade(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    ip = wait_ingress(cluster, "web")
+    before = {p["metadata"]["name"] for p in cluster.get_json("pods", "-n", NS)["items"]}
+    helm(cluster, "upgrade", values(cluster, log_level="debug"))
+    after = cluster.get_json("pods", "-n", NS)["items"]
+    assert not before & {p["metadata"]["name"] for p in after}, "every pod was replaced"
+    assert all("--log-level=debug" in c["args"] for p in after for c in p["spec"]["containers"]
+               if c["name"] in ("speaker", "controller"))  # fmt: skip
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+    assert ingress(cluster, "web") == ip, "an upgrade never changes a Service's IP"
+    history = json.loads(cluster.helm("history", "exalb", "-n", NS, "-o", "json").stdout)
+    assert history[-1]["status"] == "deployed" and len(history) >= 4
+
+
+def test_drain_moves_bgp_and_l2(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    backend = cluster.images["backend"].ref
+    cluster.apply(dump(
+        backend_deployment("loc", APP, backend, replicas=3),
+        load_balancer("loc", APP, local=True),
+        load_balancer("loc-l2", APP, selector="loc", local=True,
+                      annotations={"metallb.io/address-pool": "l2"}),
+    ))  # fmt: skip
+    bgp_ip, l2_ip = wait_ingress(cluster, "loc"), wait_ingress(cluster, "loc-l2")
+    wait_for("3 ready pods", lambda: len(pod_nodes(cluster, "loc")) == 3, 120, 0.5)
+    wait_nexthops(lab, bgp_ip, {"n1", "n2", "n3"})
+    owner = wait_for("an L2 owner", lambda: l2_owner(lab, l2_ip), 60, 0.3)
+    cluster.kubectl("drain", owner, "--ignore-daemonsets", "--delete-emptydir-data",
+                    "--timeout=120s", timeout=180)  # fmt: skip
+    try:
+        others = set(NODE_IP) - {owner}
+        wait_nexthops(lab, bgp_ip, others, timeout=90)
+        new = wait_for(
+            "L2 owner moved",
+            lambda: (o := l2_owner(lab, l2_ip)) not in (None, owner) and o,
+            90,
+            0.3,
+        )
+        assert new in others
+        assert node_of(http_get(lab, l2_ip)) == new
+    finally:
+        cluster.kubectl("uncordon", owner)
+    cluster.kubectl("delete", "-n", APP, "deploy/loc", "svc/loc", "svc/loc-l2")
+
+
+def test_node_failure_withdraws_its_path(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    ip = wait_ingress(cluster, "web")
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+    started = time.monotonic()
+    cluster.nodes["n3"].fail()
+    try:
+        wait_nexthops(lab, ip, {"n1", "n2"}, timeout=30)
+        print(f"\nn3 failed -> its path gone from r1: {time.monotonic() - started:.2f} s")
+        assert lab.peer_states("r1")[NODE_IP["n3"]] != "Established"
+    finally:
+        cluster.nodes["n3"].recover()
+    wait_for("n3 Ready", lambda: "n3" in cluster.ready_nodes(), 120, 0.5)
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+
+
+def test_uninstall(installed: Lab) -> None:
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    ip = wait_ingress(cluster, "web")
+    cluster.helm("uninstall", "exalb", "-n", NS)
+    wait_nexthops(lab, ip, set(), timeout=60)
+    left = lambda: cluster.kubectl("get", "pods", "-n", NS, "-o", "wide").stdout  # noqa: E731
+    try:
+        wait_for("no exalb pods", lambda: not cluster.get_json("pods", "-n", NS)["items"], 120, 1)
+    except AssertionError:
+        raise AssertionError(f"pods left after uninstall:\n{left()}") from None
+    assert not [s for s in lab.peer_states("r1").values() if s == "Established"]
