@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lab import netns, rundir  # noqa: E402
-from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
+from lab.binaries import find_controlplane_binaries  # noqa: E402
+from lab.controlplane import ControlPlane  # noqa: E402
 from lab.nsnet import forbid_host_dials  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
 from lab.topology import topology_path  # noqa: E402

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exalb.k8s.resources import SERVICES
-from lab.controlplane import ControlPlane, find_controlplane_binaries
+from lab.binaries import find_controlplane_binaries
+from lab.controlplane import ControlPlane
 from tests.k8s.controller_env import Env, install_crds, wait_for
 
 

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -38,14 +36,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
-import yaml
+
+from lab.apiserver import AdminAccess, ApiError
+from lab.binaries import Binaries, find_controlplane_binaries
+from lab.pki import CertificateAuthority, KeyPair, PkiError
 
 log = structlog.get_logger(__name__)
 
@@ -59,112 +60,14 @@ _LOCALHOST = "127.0.0.1"
 _DEFAULT_TIMEOUT = 60.0
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _GO_SUM = _REPO_ROOT / "tests" / "controlplane" / "go.sum"
-_BUILD_HINT = (
-    "run tests/controlplane/build.sh (it prints the bin directory) or point "
-    "EXALB_CONTROLPLANE_BIN at a directory holding kube-apiserver and etcd"
-)
-_TOOLS_HINT = (
-    "run tests/controlplane/install-tools.sh or point EXALB_TOOLS_BIN at a directory "
-    "holding helm and kubectl"
-)
 
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be started, reached or stopped."""
 
 
-class BinariesNotFoundError(ControlPlaneError):
-    """kube-apiserver/etcd (or helm/kubectl) are not where we look; the message says how
-    to get them, because a silently skipped test suite looks exactly like a green one."""
-
-
-# --------------------------------------------------------------------------- locating
-
-
-def cache_root() -> Path:
-    """Root of exalb's tool cache; shared with the shell scripts in tests/controlplane."""
-    env = os.environ.get("EXALB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "exalb"
-
-
-@dataclass(frozen=True)
-class Binaries:
-    """Paths of the two control-plane programs."""
-
-    kube_apiserver: Path
-    etcd: Path
-
-
-@dataclass(frozen=True)
-class Tools:
-    """Paths of the client tools used by tests and demos."""
-
-    helm: Path
-    kubectl: Path
-
-
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
-def _binaries_in(directory: Path) -> Binaries | None:
-    found = Binaries(directory / "kube-apiserver", directory / "etcd")
-    if _executable(found.kube_apiserver) and _executable(found.etcd):
-        return found
-    return None
-
-
-def find_controlplane_binaries() -> Binaries:
-    """Return kube-apiserver and etcd.
-
-    Order: ``$EXALB_CONTROLPLANE_BIN``; the cache directory ``build.sh`` writes for the
-    current ``tests/controlplane/go.sum`` (same hash, so the binaries match the pinned
-    versions); and, when exalb runs from an installed copy without that go.sum, the most
-    recently built cache entry.
-    """
-    env = os.environ.get("EXALB_CONTROLPLANE_BIN")
-    if env:
-        found = _binaries_in(Path(env))
-        if found is None:
-            raise BinariesNotFoundError(
-                f"EXALB_CONTROLPLANE_BIN={env} holds no executable kube-apiserver and etcd; "
-                + _BUILD_HINT
-            )
-        return found
-    base = cache_root() / "controlplane"
-    if _GO_SUM.is_file():
-        digest = hashlib.sha256(_GO_SUM.read_bytes()).hexdigest()[:16]
-        found = _binaries_in(base / digest / "bin")
-        if found is not None:
-            return found
-        raise BinariesNotFoundError(
-            f"kube-apiserver/etcd not built for the current go.sum (looked in "
-            f"{base / digest / 'bin'}); " + _BUILD_HINT
-        )
-    candidates = sorted(
-        (p for p in base.glob("*/bin") if _binaries_in(p) is not None),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
-    if candidates:
-        found = _binaries_in(candidates[0])
-        assert found is not None
-        return found
-    raise BinariesNotFoundError(f"no kube-apiserver/etcd under {base}; " + _BUILD_HINT)
-
-
-def find_tools() -> Tools:
-    """Return helm and kubectl: ``$EXALB_TOOLS_BIN``, then the cache, then ``$PATH``."""
-    dirs = [Path(d) for d in (os.environ.get("EXALB_TOOLS_BIN"),) if d]
-    dirs.append(cache_root() / "tools" / "bin")
-    for directory in dirs:
-        helm, kubectl = directory / "helm", directory / "kubectl"
-        if _executable(helm) and _executable(kubectl):
-            return Tools(helm, kubectl)
-    helm_path, kubectl_path = shutil.which("helm"), shutil.which("kubectl")
-    if helm_path and kubectl_path:
-        return Tools(Path(helm_path), Path(kubectl_path))
-    raise BinariesNotFoundError("helm/kubectl not found; " + _TOOLS_HINT)
+# Errors of the parts, under one name for callers.
+ControlPlaneErrors = (ControlPlaneError, ApiError, PkiError)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -180,142 +83,6 @@ def free_port() -> int:
         sock.bind((_LOCALHOST, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ControlPlaneError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
-
-
-def new_key(path: Path) -> None:
-    # P-256: generated in milliseconds (RSA would dominate start-up time) and accepted by
-    # Go's TLS stack and by the service-account token signer (ES256).
-    _openssl(
-        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-out", str(path), cwd=path.parent,
-    )  # fmt: skip
-    path.chmod(0o600)
-
-
-def issue_cert(
-    *,
-    ca_crt: Path,
-    ca_key: Path,
-    key: Path,
-    crt: Path,
-    subject: str,
-    extensions: str,
-) -> None:
-    csr = crt.with_suffix(".csr")
-    ext = crt.with_suffix(".ext")
-    ext.write_text(extensions)
-    new_key(key)
-    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr), cwd=crt.parent)
-    _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-days", "7", "-sha256", "-extfile", str(ext), "-out", str(crt),
-        cwd=crt.parent,
-    )  # fmt: skip
-    csr.unlink()
-    ext.unlink()
-
-
-@dataclass(frozen=True)
-class Pki:
-    """File paths of the per-instance credentials."""
-
-    ca_crt: Path
-    ca_key: Path
-    serving_crt: Path
-    serving_key: Path
-    admin_crt: Path
-    admin_key: Path
-    sa_key: Path
-    sa_pub: Path
-
-
-def make_pki(directory: Path) -> Pki:
-    """Mint a CA, an apiserver serving cert, an admin client cert and a SA signing key.
-
-    The admin identity is CN=admin, O=system:masters: the ``system:masters`` group is
-    bound to cluster-admin by the apiserver's bootstrap RBAC policy, so the harness can do
-    anything, while identities we mint later (ServiceAccount tokens) get only what RBAC
-    grants them.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    pki = Pki(
-        ca_crt=directory / "ca.crt",
-        ca_key=directory / "ca.key",
-        serving_crt=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        admin_crt=directory / "admin.crt",
-        admin_key=directory / "admin.key",
-        sa_key=directory / "sa.key",
-        sa_pub=directory / "sa.pub",
-    )
-    new_key(pki.ca_key)
-    _openssl(
-        "req", "-x509", "-new", "-key", str(pki.ca_key), "-subj", "/CN=exalb-test-ca",
-        "-days", "7", "-sha256",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-out", str(pki.ca_crt), cwd=directory,
-    )  # fmt: skip
-    sans = ",".join(
-        [
-            f"IP:{_LOCALHOST}",
-            f"IP:{_KUBERNETES_SERVICE_IP}",
-            "DNS:localhost",
-            "DNS:kubernetes",
-            "DNS:kubernetes.default",
-            "DNS:kubernetes.default.svc",
-            "DNS:kubernetes.default.svc.cluster.local",
-        ]
-    )
-    issue_cert(
-        ca_crt=pki.ca_crt,
-        ca_key=pki.ca_key,
-        key=pki.serving_key,
-        crt=pki.serving_crt,
-        subject="/CN=kube-apiserver",
-        extensions="basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={sans}\n",
-    )
-    issue_cert(
-        ca_crt=pki.ca_crt,
-        ca_key=pki.ca_key,
-        key=pki.admin_key,
-        crt=pki.admin_crt,
-        subject="/O=system:masters/CN=admin",
-        extensions="basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=clientAuth\n",
-    )
-    new_key(pki.sa_key)
-    _openssl("pkey", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub), cwd=directory)
-    return pki
-
-
-@dataclass(frozen=True)
-class ApiResponse:
-    """Status and decoded JSON body of one apiserver call (body is {} when not JSON)."""
-
-    status: int
-    body: dict[str, Any]
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """True for 2xx."""
-        return 200 <= self.status < 300
-
-    @property
-    def message(self) -> str:
-        """The ``Status.message`` of an error response, or an empty string."""
-        return str(self.body.get("message", ""))
 
 
 @dataclass
@@ -368,7 +135,7 @@ class _Proc:
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(AdminAccess):
     """etcd + kube-apiserver on 127.0.0.1, with an admin kubeconfig; a context manager.
 
     ``with ControlPlane() as cp:`` starts both and writes ``cp.kubeconfig``;
@@ -380,7 +147,9 @@ class ControlPlane:
     keep_workdir: bool = False
     extra_apiserver_args: tuple[str, ...] = ()
     workdir: Path = field(init=False)
-    pki: Pki = field(init=False)
+    authority: CertificateAuthority = field(init=False)
+    admin: KeyPair = field(init=False)
+    serving: KeyPair = field(init=False)
     apiserver_port: int = field(init=False, default=0)
     etcd_port: int = field(init=False, default=0)
     #: Seconds from spawning the processes until etcd is healthy and /readyz says ok.
@@ -409,11 +178,6 @@ class ControlPlane:
         """Base URL of the apiserver."""
         return f"https://{_LOCALHOST}:{self.apiserver_port}"
 
-    @property
-    def kubeconfig(self) -> Path:
-        """Admin (system:masters) kubeconfig for kubectl, helm and the kubernetes client."""
-        return self.workdir / "admin.kubeconfig"
-
     def start(self) -> None:
         """Create credentials, start etcd then the apiserver, wait until /readyz is ok.
 
@@ -426,7 +190,18 @@ class ControlPlane:
         self._owns_workdir = True
         atexit.register(self.stop)
         try:
-            self.pki = make_pki(self.workdir / "pki")
+            self.authority = CertificateAuthority(self.workdir / "pki", "exalb-test-ca")
+            # system:masters is bound to cluster-admin by the bootstrap RBAC policy, so the
+            # harness can do anything, while identities minted later (ServiceAccount
+            # tokens) get only what RBAC grants them.
+            self.admin = self.authority.client("admin", "admin", "system:masters")
+            self.serving = self.authority.serving(
+                "apiserver",
+                "kube-apiserver",
+                [_LOCALHOST, _KUBERNETES_SERVICE_IP],
+                ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local"],
+            )  # fmt: skip
             self._ssl = self._client_ssl()
             for attempt in (1, 2):
                 try:
@@ -453,7 +228,7 @@ class ControlPlane:
         self._write_kubeconfig(
             self.kubeconfig,
             "admin",
-            {"client-certificate": str(self.pki.admin_crt), "client-key": str(self.pki.admin_key)},
+            {"client-certificate": str(self.admin.cert), "client-key": str(self.admin.key)},
         )
         self._start_etcd()
         self._start_apiserver()
@@ -531,7 +306,7 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         assert self.binaries is not None
-        pki = self.pki
+        ca = self.authority
         proc = _Proc(
             "kube-apiserver",
             [
@@ -540,14 +315,14 @@ class ControlPlane:
                 f"--advertise-address={_LOCALHOST}",
                 f"--secure-port={self.apiserver_port}",
                 f"--etcd-servers=http://{_LOCALHOST}:{self.etcd_port}",
-                f"--tls-cert-file={pki.serving_crt}",
-                f"--tls-private-key-file={pki.serving_key}",
-                f"--client-ca-file={pki.ca_crt}",
+                f"--tls-cert-file={self.serving.cert}",
+                f"--tls-private-key-file={self.serving.key}",
+                f"--client-ca-file={ca.ca.cert}",
                 "--authorization-mode=RBAC",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.sa_pub}",
-                f"--service-account-signing-key-file={pki.sa_key}",
+                f"--service-account-key-file={ca.sa_pub}",
+                f"--service-account-signing-key-file={ca.sa_key}",
                 "--allow-privileged=true",
                 # The endpoint reconciler publishes the advertise address as the endpoint of
                 # the `kubernetes` Service and refuses loopback addresses; nothing in a
@@ -593,168 +368,6 @@ class ControlPlane:
             return self.api("GET", "/readyz", timeout=2).status == 200
         except OSError:
             return False
-
-    # ----------------------------------------------------------------- client side
-
-    def _client_ssl(self, with_admin_cert: bool = True) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
-        if with_admin_cert:
-            ctx.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
-        return ctx
-
-    def api(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None = None,
-        *,
-        token: str | None = None,
-        content_type: str = "application/json",
-        timeout: float = 30.0,
-    ) -> ApiResponse:
-        """One HTTPS call to the apiserver as admin (or as the bearer ``token``).
-
-        Deliberately tiny: tests want the exact status code and the server's own error
-        message (which names the offending field), not a client library's interpretation.
-        Non-2xx responses are returned, not raised; connection errors raise ``OSError``.
-        """
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        if token is not None:
-            req.add_header("Authorization", f"Bearer {token}")
-            ctx = self._client_ssl(with_admin_cert=False)
-        else:
-            ctx = self._ssl or self._client_ssl()
-        try:
-            with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
-                return _response(resp.status, resp.read(), resp.headers.get_all("Warning"))
-        except urllib.error.HTTPError as err:
-            return _response(err.code, err.read(), err.headers.get_all("Warning"))
-
-    def version(self) -> dict[str, Any]:
-        """The apiserver's ``/version`` document (gitVersion etc.)."""
-        return self.api("GET", "/version").body
-
-    def ensure_namespace(self, name: str) -> None:
-        """Create namespace ``name`` unless it exists."""
-        resp = self.api(
-            "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-        )
-        if not resp.ok and resp.status != 409:
-            raise ControlPlaneError(f"creating namespace {name}: {resp.status} {resp.message}")
-
-    def delete_namespace(self, name: str) -> None:
-        """Delete namespace ``name``.
-
-        Without kube-controller-manager the namespace stays Terminating forever; that is
-        harmless for tests, which use unique names.
-        """
-        self.api("DELETE", f"/api/v1/namespaces/{name}")
-
-    def create_service_account(self, namespace: str, name: str) -> None:
-        """Create ServiceAccount ``namespace/name`` unless it exists."""
-        resp = self.api(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/serviceaccounts",
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
-        )
-        if not resp.ok and resp.status != 409:
-            raise ControlPlaneError(
-                f"creating serviceaccount {namespace}/{name}: {resp.status} {resp.message}"
-            )
-
-    def create_token(self, namespace: str, service_account: str, expiration: int = 3600) -> str:
-        """Mint a bound token for an existing ServiceAccount through the TokenRequest API.
-
-        This is how a component gets *exactly* the RBAC a Helm install grants its
-        ServiceAccount, instead of running with the harness's admin rights.
-        """
-        resp = self.api(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token",
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": expiration},
-            },
-        )
-        if not resp.ok:
-            raise ControlPlaneError(
-                f"TokenRequest for {namespace}/{service_account}: {resp.status} {resp.message}"
-            )
-        return str(resp.body["status"]["token"])
-
-    def write_token_kubeconfig(self, token: str, name: str = "serviceaccount") -> Path:
-        """Write a kubeconfig that authenticates with ``token``; returns its path."""
-        path = self.workdir / f"{name}.kubeconfig"
-        self._write_kubeconfig(path, name, {"token": token})
-        return path
-
-    def _write_kubeconfig(self, path: Path, user: str, credentials: Mapping[str, str]) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "exalb-test",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority": str(self.pki.ca_crt),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": dict(credentials)}],
-            "contexts": [{"name": user, "context": {"cluster": "exalb-test", "user": user}}],
-            "current-context": user,
-        }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-
-    # ----------------------------------------------------------------- tools
-
-    def run_tool(
-        self,
-        argv: list[str],
-        *,
-        kubeconfig: Path | None = None,
-        timeout: float = 120.0,
-        check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run helm/kubectl (or anything reading ``$KUBECONFIG``) against this apiserver.
-
-        Helm keeps cache and config under ``$HOME`` by default; they are redirected into
-        the working directory so runs do not touch the user's helm setup.
-        """
-        env = dict(os.environ)
-        env["KUBECONFIG"] = str(kubeconfig or self.kubeconfig)
-        helm_home = self.workdir / "helm"
-        env["HELM_CACHE_HOME"] = str(helm_home / "cache")
-        env["HELM_CONFIG_HOME"] = str(helm_home / "config")
-        env["HELM_DATA_HOME"] = str(helm_home / "data")
-        proc = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and proc.returncode != 0:
-            raise ControlPlaneError(
-                f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-
-def _response(status: int, raw: bytes, warnings: list[str] | None) -> ApiResponse:
-    try:
-        decoded = json.loads(raw) if raw else {}
-    except ValueError:
-        decoded = {"message": raw.decode(errors="replace")}
-    body = decoded if isinstance(decoded, dict) else {"items": decoded}
-    return ApiResponse(status, body, tuple(warnings or ()))
 
 
 @contextlib.contextmanager

@@ -41,10 +41,10 @@ from typing import Any, TextIO
 import structlog
 import yaml
 
+from lab.binaries import find_tools
 from lab.cluster import images
 from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import backend_deployment, dump, load_balancer
-from lab.controlplane import find_tools
 from lab.nsnet import in_netns
 from lab.runner import Lab
 from lab.wait import wait_for

@@ -14,13 +14,8 @@ from typing import Any
 
 import pytest
 
-from lab.controlplane import (
-    BinariesNotFoundError,
-    ControlPlane,
-    Tools,
-    find_controlplane_binaries,
-    find_tools,
-)
+from lab.binaries import BinariesNotFoundError, Tools, find_controlplane_binaries, find_tools
+from lab.controlplane import ControlPlane
 from lab.nsnet import forbid_host_dials
 
 # No test process dials a lab (or any non-loopback) address from the default namespace: lab

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lab.binaries import find_controlplane_binaries, find_tools
 from lab.cluster import hostguard, images
 from lab.cluster.configs import kubeconfig_yaml
 from lab.cluster.control import ControlPlaneProcesses
 from lab.cluster.node import DATA_ROOT, KubeNode
-from lab.cluster.pki import ClusterPki
 from lab.cluster.plan import APISERVER_PORT, ClusterPlan, plan_cluster
-from lab.controlplane import find_controlplane_binaries, find_tools
 from lab.nsnet import HostRelay
+from lab.pki import CertificateAuthority
 from lab.wait import wait_for
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Cluster:
         lab.state.join_host_guard()
         hostguard.acquire(run)
         with self._timed("certificates"):
-            pki = ClusterPki(self.dir / "pki")
+            pki = CertificateAuthority(self.dir / "pki")
             admin = pki.client("admin", "admin", "system:masters")
             proxy = pki.client("kube-proxy", "system:kube-proxy")
         cp = ControlPlaneProcesses(lab, self.plan, pki, bin_dir)

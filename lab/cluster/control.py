@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.cluster.configs import kubeconfig_yaml
-from lab.cluster.pki import ClusterPki
 from lab.cluster.plan import APISERVER_PORT, ClusterPlan
+from lab.pki import CertificateAuthority
 
 if TYPE_CHECKING:
     from lab.runner import Lab
@@ -22,7 +22,9 @@ LOCAL_API = f"https://127.0.0.1:{APISERVER_PORT}"
 
 
 class ControlPlaneProcesses:
-    def __init__(self, lab: Lab, plan: ClusterPlan, pki: ClusterPki, bin_dir: Path) -> None:
+    def __init__(
+        self, lab: Lab, plan: ClusterPlan, pki: CertificateAuthority, bin_dir: Path
+    ) -> None:
         self.lab, self.plan, self.pki, self.bin = lab, plan, pki, bin_dir
         self.dir = lab.node_dir(plan.controlplane)
 

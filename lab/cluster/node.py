@@ -23,8 +23,8 @@ from lab.cluster.configs import (
     kubeconfig_yaml,
     kubelet_yaml,
 )
-from lab.cluster.pki import ClusterPki, KeyPair
 from lab.cluster.plan import ClusterPlan, NodePlan
+from lab.pki import CertificateAuthority, KeyPair
 from lab.wait import wait_for
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class KubeNode:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # --- preparation (before any program starts) ---------------------------------------
-    def prepare(self, pki: ClusterPki, sandbox_image: str, proxy_pair: KeyPair) -> None:
+    def prepare(self, pki: CertificateAuthority, sandbox_image: str, proxy_pair: KeyPair) -> None:
         p = self.paths
         for d in (p.data, p.state, p.cni_conf_dir, p.cni_data_dir, p.kubelet_certs, p.pod_logs):
             d.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.controlplane import ControlPlane, Tools
+from lab.binaries import Tools
+from lab.controlplane import ControlPlane
 from tests.conftest import running_control_plane, tools_or_fail
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lab.controlplane import ControlPlane, Tools, free_port
+from lab.binaries import Tools
+from lab.controlplane import ControlPlane, free_port
 from lab.wait import wait_for
 from tests.chart.conftest import containers, find, install, manifest, uninstall
 

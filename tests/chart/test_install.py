@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from lab.controlplane import ControlPlane, Tools
+from lab.binaries import Tools
+from lab.controlplane import ControlPlane
 from tests.chart.conftest import CHART, VALUES, install, uninstall
 
 pytestmark = pytest.mark.k8s

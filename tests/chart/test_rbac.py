@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lab.controlplane import ControlPlane, Tools
+from lab.binaries import Tools
+from lab.controlplane import ControlPlane
 from tests.chart.conftest import install, uninstall
 
 pytestmark = pytest.mark.k8s

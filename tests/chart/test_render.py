@@ -22,7 +22,7 @@ import pytest
 
 from controller.main import parse_args as controller_args
 from garp.main import parse_args as garp_args
-from lab.controlplane import Tools
+from lab.binaries import Tools
 from speaker.main import parse_args as speaker_args
 from tests.chart.conftest import (
     CHART,

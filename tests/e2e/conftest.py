@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.controlplane import BinariesNotFoundError, find_controlplane_binaries, find_tools
+from lab.binaries import BinariesNotFoundError, find_controlplane_binaries, find_tools
 from lab.runner import Lab, new_run_name
 
 ROOT = Path(__file__).resolve().parents[2]

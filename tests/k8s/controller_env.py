@@ -28,7 +28,8 @@ from exalb.k8s.resources import (
     SERVICES,
     Resource,
 )
-from lab.controlplane import ControlPlane, find_tools, free_port
+from lab.binaries import find_tools
+from lab.controlplane import ControlPlane, free_port
 from lab.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

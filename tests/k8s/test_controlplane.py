@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from lab.controlplane import ControlPlane, ControlPlaneError, Tools
+from lab.binaries import Tools
+from lab.controlplane import ControlPlane, ControlPlaneError
 from tests.k8s.conftest import REPO, resource_path
 
 pytestmark = pytest.mark.k8s
@@ -34,7 +35,7 @@ def test_version_is_the_pinned_release(control_plane: ControlPlane) -> None:
 def test_listens_on_loopback_with_verified_tls(control_plane: ControlPlane) -> None:
     assert control_plane.server.startswith("https://127.0.0.1:")
     # Anonymous, CA-verified TLS: /livez is public in the bootstrap RBAC policy.
-    ctx = ssl.create_default_context(cafile=str(control_plane.pki.ca_crt))
+    ctx = ssl.create_default_context(cafile=str(control_plane.authority.ca.cert))
     with urllib.request.urlopen(control_plane.server + "/livez", context=ctx, timeout=10) as r:
         assert r.status == 200
 

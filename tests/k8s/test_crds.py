@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.controlplane import ControlPlane, Tools
+from lab.binaries import Tools
+from lab.controlplane import ControlPlane
 from tests.k8s.conftest import KINDS, RELEASE, RELEASE_NAMESPACE, REPO, resource_path
 
 pytestmark = pytest.mark.k8s

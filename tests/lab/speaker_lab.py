@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.controlplane import ControlPlane, find_tools
+from lab.binaries import find_tools
+from lab.controlplane import ControlPlane
 from lab.nsnet import ApiRelay, http_get
 from lab.runner import Lab
 from lab.topology import Node, Role, load_topology, topology_path

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from exalbctl.main import main as exalbctl
-from lab.controlplane import ControlPlane, find_tools
+from lab.binaries import find_tools
+from lab.controlplane import ControlPlane
 from lab.runner import Lab
 from lab.wait import wait_for
 from tests.lab.speaker_lab import NODES, SpeakerLab, advertisement, bgp_peer, pool, speaker_lab

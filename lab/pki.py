@@ -1,10 +1,9 @@
-"""Certificates of a lab cluster: one throwaway CA, and a key + certificate per identity.
+"""Throwaway certificates for the lab's control planes, minted with the ``openssl`` CLI.
 
-Identities follow Kubernetes' bootstrap RBAC, so every component gets exactly the rights a
-real cluster gives it: ``system:node:<name>`` in ``system:nodes`` for kubelets (Node
-authorizer + NodeRestriction), ``system:kube-proxy``, ``system:kube-scheduler``,
-``system:kube-controller-manager``; ``system:masters`` only for the lab's admin and for the
-apiserver's client certificate towards kubelets.
+One CA per instance, then a key and a certificate per identity on demand. Why the CLI: the
+``cryptography`` package is not a dependency of exalb. Why P-256 keys: they are generated in
+milliseconds (RSA would dominate start-up time) and Go's TLS stack and the service-account
+token signer (ES256) accept them.
 """
 
 from __future__ import annotations
@@ -14,13 +13,52 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.controlplane import issue_cert, new_key
-
 _CLIENT_EXT = (
     "basicConstraints=critical,CA:FALSE\n"
     "keyUsage=critical,digitalSignature,keyEncipherment\n"
     "extendedKeyUsage=clientAuth\n"
 )
+
+
+class PkiError(RuntimeError):
+    """openssl refused; the message holds its error output."""
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PkiError(f"openssl {' '.join(args)} failed: {proc.stderr.strip()}")
+
+
+def new_key(path: Path) -> None:
+    _openssl(
+        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-out", str(path), cwd=path.parent,
+    )  # fmt: skip
+    path.chmod(0o600)
+
+
+def issue_cert(
+    *,
+    ca_crt: Path,
+    ca_key: Path,
+    key: Path,
+    crt: Path,
+    subject: str,
+    extensions: str,
+) -> None:
+    csr = crt.with_suffix(".csr")
+    ext = crt.with_suffix(".ext")
+    ext.write_text(extensions)
+    new_key(key)
+    _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr), cwd=crt.parent)
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "7", "-sha256", "-extfile", str(ext), "-out", str(crt),
+        cwd=crt.parent,
+    )  # fmt: skip
+    csr.unlink()
+    ext.unlink()
 
 
 @dataclass(frozen=True)
@@ -29,10 +67,11 @@ class KeyPair:
     key: Path
 
 
-class ClusterPki:
-    """Files under ``directory``; :meth:`client` and :meth:`serving` mint on demand."""
+class CertificateAuthority:
+    """Files under ``directory``: a CA, a service-account signing key, and what
+    :meth:`client` and :meth:`serving` mint on demand."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str = "exalb-lab-ca") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ca = KeyPair(directory / "ca.crt", directory / "ca.key")
@@ -40,7 +79,7 @@ class ClusterPki:
         self.sa_pub = directory / "sa.pub"
         new_key(self.ca.key)
         _openssl(
-            "req", "-x509", "-new", "-key", str(self.ca.key), "-subj", "/CN=exalb-lab-ca",
+            "req", "-x509", "-new", "-key", str(self.ca.key), "-subj", f"/CN={name}",
             "-days", "7", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(self.ca.cert),
             cwd=directory,
@@ -54,6 +93,8 @@ class ClusterPki:
         return KeyPair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
 
     def client(self, name: str, common_name: str, group: str | None = None) -> KeyPair:
+        """A client certificate ``O=group, CN=common_name`` (Kubernetes reads user and
+        group from them)."""
         pair = self._pair(name)
         subject = (f"/O={group}" if group else "") + f"/CN={common_name}"
         issue_cert(
@@ -76,7 +117,3 @@ class ClusterPki:
             f"subjectAltName={sans}\n",
         )  # fmt: skip
         return pair
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=True)
