@@ -33,14 +33,14 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from lab import exabgp_proc, frr, netns, responder, rundir
 from lab.cluster.cluster import Cluster
 from lab.cluster.plan import is_cluster
 from lab.exabgp_static import render_static_config
-from lab.fib import Fib, FibRoute
+from lab.fib import Fib
 from lab.frrconf import parse_daemons
+from lab.router_views import LabError, RouterViews
 from lab.teardown import TeardownReport, teardown
 from lab.topology import (
     FRR_CONF_TARGET,
@@ -55,10 +55,6 @@ from lab.topology import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class LabError(RuntimeError):
-    """The lab could not be brought up or a node was asked for something it cannot do."""
 
 
 def needs_bgp(topology: Topology) -> bool:
@@ -92,7 +88,7 @@ def new_run_name() -> str:
     return f"p{os.getpid()}-{secrets.token_hex(2)}"
 
 
-class Lab:
+class Lab(RouterViews):
     """A running topology. Build with :meth:`up` (context manager) or :meth:`start`."""
 
     def __init__(self, topology: Topology, state: rundir.RunState) -> None:
@@ -318,40 +314,6 @@ class Lab:
         """Every PID currently inside this run's namespaces."""
         return [p for ns in self.namespaces() for p in netns.pids(ns)]
 
-    # --- FRR ------------------------------------------------------------------------
-
-    def frr(self, router: str) -> frr.FrrInstance:
-        if self.node(router).role is not Role.ROUTER:
-            raise LabError(f"{router} is not a router")
-        return frr.FrrInstance(router, self.ns(router), self._frr_dir(router))
-
-    def vtysh(self, router: str, *commands: str) -> str:
-        """Output of vtysh commands on a router."""
-        return self.frr(router).vtysh(*commands)
-
-    def vtysh_json(self, router: str, command: str) -> Any:
-        """A ``... json`` vtysh command, parsed."""
-        return self.frr(router).vtysh_json(command)
-
-    def peer_states(self, router: str) -> dict[str, str]:
-        """Peer address -> BGP state on a router (all address families)."""
-        return frr.peer_states(self.vtysh_json(router, "show bgp summary json"))
-
-    def wait_established(
-        self, router: str, peers: Iterable[str] | None = None, timeout: float = 15.0
-    ) -> dict[str, str]:
-        """Poll until the given peers (default: all configured) are Established."""
-        wanted = set(peers) if peers is not None else None
-        deadline = time.monotonic() + timeout
-        while True:
-            states = self.peer_states(router)
-            check = wanted if wanted is not None else set(states)
-            if check and all(states.get(p) == "Established" for p in check):
-                return states
-            if time.monotonic() > deadline:
-                raise LabError(f"{router}: peers not Established after {timeout}s: {states}")
-            time.sleep(0.05)
-
     # --- ExaBGP ---------------------------------------------------------------------
 
     def start_exabgp(
@@ -386,22 +348,3 @@ class Lab:
         proc = self._exabgp.pop(node)
         proc.stop(grace)
         self.state.forget_process(proc.pid)
-
-    # --- kernel FIB -----------------------------------------------------------------
-
-    def fib(self, node: str) -> Fib:
-        if node not in self._fibs:
-            self._fibs[node] = Fib(self.ns(node))
-        return self._fibs[node]
-
-    def route(self, node: str, prefix: str) -> FibRoute | None:
-        return self.fib(node).route(prefix)
-
-    def wait_route(
-        self, node: str, prefix: str, nexthops: int | None = None, timeout: float = 5.0
-    ) -> FibRoute:
-        """Poll the node's kernel FIB until ``prefix`` has ``nexthops`` paths (or any)."""
-        return self.fib(node).wait_route(prefix, nexthops, timeout)
-
-    def wait_no_route(self, node: str, prefix: str, timeout: float = 5.0) -> None:
-        self.fib(node).wait_no_route(prefix, timeout)

@@ -13,7 +13,8 @@ from lab.cluster.configs import NodePaths, cni_conflist, containerd_toml, kubele
 from lab.cluster.images import parse_image_lines
 from lab.cluster.plan import PlanError, plan_cluster
 from lab.cluster.workloads import load_balancer
-from lab.topology import load_topology, parse_exec_links, parse_topology
+from lab.execlines import parse_exec_links
+from lab.topology import load_topology, parse_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "containerlab" / "k8s-bgp" / "k8s-bgp.clab.yml"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from lab.exabgp_static import render_static_config
+from lab.execlines import parse_exec_addresses
 from lab.frrconf import parse_daemons, parse_frr_addresses
 from lab.runner import needs_bgp
 from lab.topology import (
@@ -27,7 +28,6 @@ from lab.topology import (
     TopologyError,
     load_topology,
     namespace_name,
-    parse_exec_addresses,
     topology_path,
 )
 
