@@ -26,14 +26,12 @@ import contextlib
 import ipaddress
 import logging
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,23 +43,21 @@ from lab.binaries import find_tools
 from lab.cluster import images
 from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import backend_deployment, dump, load_balancer
-from lab.nsnet import in_netns
+from lab.demo_config import (
+    APP_NS,
+    BIN,
+    CHART,
+    CONFIG_NS,
+    FAILING,
+    POOL,
+    ROUTER,
+    SERVICE,
+    TOPOLOGY,
+)
+from lab.demo_l2 import L2Part
+from lab.demo_show import Progress, bars, http_spread
 from lab.runner import Lab
 from lab.wait import wait_for
-
-REPO = Path(__file__).resolve().parents[1]
-TOPOLOGY = REPO / "containerlab" / "k8s-bgp" / "k8s-bgp.clab.yml"
-CHART = REPO / "charts" / "exalb"
-LEGACY_L2_EXAMPLE = REPO / "examples" / "legacy" / "layer2-ranges.yaml"
-BIN = Path(sys.executable).parent
-NODE_NAMES = ("n1", "n2", "n3")
-ROUTER, CLIENT, FAILING = "r1", "c", "n2"
-CONFIG_NS, APP_NS, SERVICE = "metallb-system", "demo", "web"
-POOL = "203.0.113.10-203.0.113.20"
-#: The seed example's range, and where the lab puts it (on the nodes' LAN).
-L2_FROM, L2_TO = "192.168.1.240-192.168.1.250", "198.51.100.240-198.51.100.250"
-L2_SERVICES = ("web-l2-http", "web-l2-alt")
-SHARING_KEY = "web-l2"
 
 
 @dataclass
@@ -85,107 +81,6 @@ class DemoResult:
     l2_failed_requests: int = 0
     memory_mib: dict[str, dict[str, float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-class Progress:
-    """``[3/11] helm install ......... 12.31 s``: one line per step; on a terminal the
-    elapsed time ticks while the step runs."""
-
-    def __init__(self, out: TextIO, total: int) -> None:
-        self.out, self.total, self.n = out, total, 0
-        self.tty = out.isatty()
-
-    @contextlib.contextmanager
-    def step(self, text: str, timings: dict[str, float]) -> Iterator[None]:
-        self.n += 1
-        label = f"[{self.n}/{self.total}] {text} ".ljust(60, ".")
-        self.out.write(label)
-        self.out.flush()
-        start = time.monotonic()
-        done = threading.Event()
-        if self.tty:
-            threading.Thread(target=self._tick, args=(label, start, done), daemon=True).start()
-        try:
-            yield
-        except BaseException:
-            done.set()
-            self.out.write(" failed\n")
-            raise
-        done.set()
-        took = time.monotonic() - start
-        timings[text] = took
-        self.out.write(f"{chr(13) + label if self.tty else ''} {took:6.2f} s\n")
-        self.out.flush()
-
-    def _tick(self, label: str, start: float, done: threading.Event) -> None:
-        while not done.wait(0.5):
-            self.out.write(f"\r{label} {time.monotonic() - start:6.1f} s")
-            self.out.flush()
-
-
-def http_get(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0) -> str | None:
-    """One GET from the client's namespace (a new connection); the body, or None."""
-    with in_netns(lab.ns(CLIENT)):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect((ip, port))
-        sock.sendall(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
-        return data.split(b"\r\n\r\n", 1)[-1].decode().strip()
-    except OSError:
-        return None
-    finally:
-        sock.close()
-
-
-def node_of(body: str | None) -> str | None:
-    """``pod=web-1 node=n2`` -> ``n2``."""
-    for word in (body or "").split():
-        if word.startswith("node="):
-            return word[5:]
-    return None
-
-
-def http_spread(lab: Lab, ip: str, n: int, port: int = 80) -> tuple[Counter[str], int]:
-    """``n`` requests, each a new connection (new source port, so r1's layer-4 hash spreads
-    them); answers per serving pod's node, and failures."""
-    counts: Counter[str] = Counter()
-    failed = 0
-    for _ in range(n):
-        node = node_of(http_get(lab, ip, port))
-        if node is None:
-            failed += 1
-        else:
-            counts[node] += 1
-    return counts, failed
-
-
-def bars(counts: Counter[str]) -> list[str]:
-    width = max([*counts.values(), 1])
-    return [
-        f"    pod on {node}  {'#' * counts.get(node, 0):<{width}}  {counts.get(node, 0):3d}"
-        " requests"
-        for node in NODE_NAMES
-    ]
-
-
-def legacy_l2_config() -> dict[str, Any]:
-    """The legacy ConfigMap: the repository's layer2 example (range moved onto the lab LAN),
-    plus the BGP peer and the BGP pool the first part used (so its Service keeps its IP)."""
-    example = yaml.safe_load(LEGACY_L2_EXAMPLE.read_text())
-    pools = []
-    for pool in example["address-pools"]:
-        addresses = [L2_TO for a in pool["addresses"] if a == L2_FROM]
-        pools.append({**pool, "addresses": addresses})
-    return {
-        "peers": [
-            {"peer-address": "198.51.100.1", "peer-asn": 64500, "my-asn": 64501, "hold-time": "3s"}
-        ],
-        "address-pools": [{"name": "demo", "protocol": "bgp", "addresses": [POOL]}, *pools],
-    }
 
 
 class Demo:
@@ -375,116 +270,6 @@ class Demo:
             self.lab_.wait_route(ROUTER, f"{ip}/32", nexthops=3, timeout=120)
 
     # ------------------------------------------------------------------ L2
-    def l2(self) -> None:
-        with self.step("Legacy ConfigMap (protocol: layer2), no CRD config"):
-            self.cluster.helm(
-                "upgrade", "exalb", str(CHART), "-n", CONFIG_NS, "--reuse-values",
-                "--set-json", 'config={"pools":[],"peers":[],"bgpAdvertisements":[]}',
-            )  # fmt: skip
-            cm = {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "config", "namespace": CONFIG_NS},
-                "data": {"config": yaml.safe_dump(legacy_l2_config(), sort_keys=False)},
-            }
-            self.cluster.apply(dump(cm))
-        with self.step("Two Services share one L2 IP (annotations)"):
-            annotations = {
-                "metallb.universe.tf/address-pool": "default",
-                "metallb.universe.tf/allow-shared-ip": SHARING_KEY,
-            }
-            self.cluster.apply(
-                dump(
-                    load_balancer(
-                        L2_SERVICES[0],
-                        APP_NS,
-                        selector=SERVICE,
-                        local=True,
-                        annotations=annotations,
-                        port=80,
-                    ),
-                    load_balancer(
-                        L2_SERVICES[1],
-                        APP_NS,
-                        selector=SERVICE,
-                        local=True,
-                        annotations=annotations,
-                        port=8080,
-                    ),
-                )
-            )
-            ips = [self.wait_ingress(s) for s in L2_SERVICES]
-            self.result.l2_ips = ips
-            self.result.l2_ip = ip = ips[0]
-            wait_for("an L2 answer", lambda: http_get(self.lab_, ip, timeout=1.0), 60, 0.3)
-        self.say(f"\n== L2: {', '.join(L2_SERVICES)} share {ip} (from the layer2 pool {L2_TO})")
-        self.show_cmd(
-            "kubectl get svc -n demo",
-            self.cluster.kubectl("get", "svc", "-n", APP_NS).stdout,
-        )
-        owner = self.l2_owner(ip)
-        self.result.l2_owner_before = owner
-        self.show_cmd(f"ip neigh show {ip}      # in r1: the VIP resolves to {owner}'s MAC",
-                      self.lab_.exec(ROUTER, ["ip", "neigh", "show", ip]).stdout)  # fmt: skip
-        self.kubectl_exalb("status", "-n", APP_NS)
-        for port in (80, 8080):
-            body = http_get(self.lab_, ip, port)
-            self.say(f"  GET http://{ip}:{port}/ -> {body}")
-        self.say(f"\n== The L2 owner {owner} fails (kubelet, containerd stop, link down)")
-        self.l2_failover(ip, owner)
-
-    def l2_owner(self, ip: str) -> str:
-        """The node whose MAC r1 has for ``ip`` (by the node's eth1 MAC)."""
-        neigh = self.lab_.exec(ROUTER, ["ip", "neigh", "show", ip]).stdout.split()
-        mac = neigh[neigh.index("lladdr") + 1] if "lladdr" in neigh else ""
-        for node in NODE_NAMES:
-            link = self.lab_.exec(node, ["cat", "/sys/class/net/eth1/address"], check=False)
-            if link.stdout.strip() == mac:
-                return node
-        # sysfs follows the mount namespace: ask ip instead
-        for node in NODE_NAMES:
-            out = self.lab_.exec(node, ["ip", "-br", "link", "show", "eth1"]).stdout.split()
-            if mac and mac in out:
-                return node
-        return "?"
-
-    def l2_failover(self, ip: str, owner: str) -> None:
-        answers: list[tuple[float, str | None]] = []
-        stop = threading.Event()
-
-        def client() -> None:
-            while not stop.is_set():
-                answers.append((time.monotonic(), node_of(http_get(self.lab_, ip, timeout=0.3))))
-                stop.wait(0.05)
-
-        thread = threading.Thread(target=client, daemon=True)
-        thread.start()
-        wait_for("client answers", lambda: len(answers) > 3, 10)
-        t_fail = time.monotonic()
-        self.cluster.nodes[owner].fail()
-
-        def moved() -> bool:
-            after = [n for t, n in answers if t > t_fail]
-            return len(after) >= 5 and all(n not in (None, owner) for n in after[-5:])
-
-        try:
-            wait_for("answers from another node", moved, 30, 0.1)
-        finally:
-            stop.set()
-            thread.join(5)
-        after = [(t, n) for t, n in answers if t > t_fail]
-        first_ok = next(t for t, n in after if n not in (None, owner))
-        new = next(n for t, n in after if n not in (None, owner))
-        self.result.l2_owner_after = new or ""
-        self.result.l2_client_gap_s = first_ok - t_fail
-        self.result.l2_failed_requests = sum(1 for _, n in after if n is None)
-        self.say(
-            f"  client (a request every 50 ms): {self.result.l2_failed_requests} failed, "
-            f"answers from {new} after {self.result.l2_client_gap_s * 1000:.0f} ms"
-        )
-        self.show_cmd(f"ip neigh show {ip}      # in r1: now {new}'s MAC",
-                      self.lab_.exec(ROUTER, ["ip", "neigh", "show", ip]).stdout)  # fmt: skip
-
     # ------------------------------------------------------------------ the show
     def run(self) -> DemoResult:
         self.say(
@@ -509,7 +294,7 @@ class Demo:
         self.say("")
         self.recover_node(FAILING)
         self.result.memory_mib = self.cluster.memory()
-        self.l2()
+        L2Part(self).run()
         return self.result
 
     def diagnose(self, path: Path) -> None:
