@@ -103,6 +103,15 @@ def node_decision(sp: SpeakerStatus, key: str, ips: Sequence[str] = ()) -> JSON:
     if entry is None:
         out["bgp"] = {"announce": False, "reason": NOT_SEEN}
         return out
+    out["bgp"] = _bgp_answer(doc, entry)
+    l2 = _l2_answer(doc, entry, ips)
+    if l2 is not None:
+        out["l2"] = l2
+    return out
+
+
+def _bgp_answer(doc: Mapping[str, Any], entry: Mapping[str, Any]) -> JSON:
+    """The speaker's BGP decision for a Service, each route joined with its session."""
     sessions = sessions_by_address(doc)
     routes = []
     for r in entry.get("routes") or []:
@@ -125,18 +134,22 @@ def node_decision(sp: SpeakerStatus, key: str, ips: Sequence[str] = ()) -> JSON:
             bgp[k] = entry[k]
     if routes:
         bgp["routes"] = routes
-    out["bgp"] = bgp
+    return bgp
+
+
+def _l2_answer(doc: Mapping[str, Any], entry: Mapping[str, Any], ips: Sequence[str]) -> JSON | None:
+    """The speaker's L2 decision for a Service with its IPs' owners, or None without L2."""
     l2 = entry.get("l2")
-    if isinstance(l2, dict):
-        l2_out: JSON = {"announce": bool(l2.get("announce"))}
-        for k in ("reason", "owner"):
-            if l2.get(k):
-                l2_out[k] = l2[k]
-        svc_ips = l2_ips(doc, ips or None)
-        if svc_ips:
-            l2_out["ips"] = svc_ips
-        out["l2"] = l2_out
-    return out
+    if not isinstance(l2, dict):
+        return None
+    l2_out: JSON = {"announce": bool(l2.get("announce"))}
+    for k in ("reason", "owner"):
+        if l2.get(k):
+            l2_out[k] = l2[k]
+    svc_ips = l2_ips(doc, ips or None)
+    if svc_ips:
+        l2_out["ips"] = svc_ips
+    return l2_out
 
 
 def _announces(nd: Mapping[str, Any], protocol: str) -> bool:
@@ -204,51 +217,65 @@ def status_report(
     """Per Service: IPs, pool, flags, which nodes announce it by BGP / L2, and why the others
     do not. ``services`` is ``None`` when the API could not be read: the speakers' lists
     are used instead (they hold every Service they decided on)."""
-    views: dict[str, JSON] = {}
     if services is not None:
-        for obj in services:
-            key = service_key(obj)
-            if (obj.get("spec") or {}).get("type") != "LoadBalancer":
-                continue
-            if _in_scope(key, namespace, name):
-                views[key] = controller_view(obj)
+        views = _views_from_api(services, namespace, name)
     else:
-        for sp in speakers:
-            for item in (sp.doc or {}).get("services") or []:
-                key = str(item.get("service"))
-                if item.get("reason") in NOT_OURS or not _in_scope(key, namespace, name):
-                    continue
-                view = views.setdefault(key, {"found": None, "ips": [], "pool": item.get("pool")})
-                view["ips"] = sorted(set(view["ips"]) | _speaker_ips(sp.doc or {}, item))
-    rows = []
-    for key in sorted(views):
-        view = views[key]
-        nodes = [node_decision(sp, key, view.get("ips") or ()) for sp in speakers]
-        nodes.sort(key=lambda n: str(n["node"]))
-        not_announcing: dict[str, list[str]] = {}
-        for nd in nodes:
-            reason = not_announcing_reason(nd)
-            if reason is not None:
-                not_announcing.setdefault(reason, []).append(str(nd["node"]))
-        pool = view.get("pool")
-        if pool is None:  # the speakers know the pool too (e.g. no API access)
-            pool = next((n["bgp"]["pool"] for n in nodes if (n.get("bgp") or {}).get("pool")), None)
-        rows.append(
-            {
-                "service": key,
-                "ips": view.get("ips") or [],
-                "pool": pool,
-                "flags": view.get("flags") or [],
-                "bgp": [n["node"] for n in nodes if _announces(n, "bgp")],
-                "l2": [n["node"] for n in nodes if _announces(n, "l2")],
-                "notAnnouncing": not_announcing,
-                "unreachable": [n["node"] for n in nodes if not n["reachable"]],
-            }
-        )
+        views = _views_from_speakers(speakers, namespace, name)
     return {
-        "services": rows,
+        "services": [_status_row(key, views[key], speakers) for key in sorted(views)],
         "speakers": _speaker_summary(speakers),
         "apiError": api_error,
+    }
+
+
+def _views_from_api(
+    services: Sequence[Mapping[str, Any]], namespace: str | None, name: str | None
+) -> dict[str, JSON]:
+    views: dict[str, JSON] = {}
+    for obj in services:
+        key = service_key(obj)
+        if (obj.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        if _in_scope(key, namespace, name):
+            views[key] = controller_view(obj)
+    return views
+
+
+def _views_from_speakers(
+    speakers: Sequence[SpeakerStatus], namespace: str | None, name: str | None
+) -> dict[str, JSON]:
+    """Without API access: the Services the speakers decided on, IPs and pool as they say."""
+    views: dict[str, JSON] = {}
+    for sp in speakers:
+        for item in (sp.doc or {}).get("services") or []:
+            key = str(item.get("service"))
+            if item.get("reason") in NOT_OURS or not _in_scope(key, namespace, name):
+                continue
+            view = views.setdefault(key, {"found": None, "ips": [], "pool": item.get("pool")})
+            view["ips"] = sorted(set(view["ips"]) | _speaker_ips(sp.doc or {}, item))
+    return views
+
+
+def _status_row(key: str, view: Mapping[str, Any], speakers: Sequence[SpeakerStatus]) -> JSON:
+    nodes = [node_decision(sp, key, view.get("ips") or ()) for sp in speakers]
+    nodes.sort(key=lambda n: str(n["node"]))
+    not_announcing: dict[str, list[str]] = {}
+    for nd in nodes:
+        reason = not_announcing_reason(nd)
+        if reason is not None:
+            not_announcing.setdefault(reason, []).append(str(nd["node"]))
+    pool = view.get("pool")
+    if pool is None:  # the speakers know the pool too (e.g. no API access)
+        pool = next((n["bgp"]["pool"] for n in nodes if (n.get("bgp") or {}).get("pool")), None)
+    return {
+        "service": key,
+        "ips": view.get("ips") or [],
+        "pool": pool,
+        "flags": view.get("flags") or [],
+        "bgp": [n["node"] for n in nodes if _announces(n, "bgp")],
+        "l2": [n["node"] for n in nodes if _announces(n, "l2")],
+        "notAnnouncing": not_announcing,
+        "unreachable": [n["node"] for n in nodes if not n["reachable"]],
     }
 
 

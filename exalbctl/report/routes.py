@@ -27,10 +27,13 @@ from exalbctl.report.speaker_doc import (
     sessions_by_address,
 )
 
+#: (peer address, prefix) → the route wanted there, its wire state and the Services wanting it
+Wanted = dict[tuple[str, str], JSON]
 
-def _wanted_routes(doc: Mapping[str, Any]) -> dict[tuple[str, str], JSON]:
+
+def _wanted_routes(doc: Mapping[str, Any]) -> Wanted:
     """(peer address, prefix) → the route Services want there, with the Services named."""
-    out: dict[tuple[str, str], JSON] = {}
+    out: Wanted = {}
     for item in doc.get("services") or []:
         for r in item.get("routes") or []:
             k = (str(r.get("peerAddress")), str(r.get("prefix")))
@@ -60,42 +63,7 @@ def node_routes(sp: SpeakerStatus, *, prefix: str | None = None) -> JSON:
     addresses = set(names) | set(rib or {}) | {a for a, _ in wanted}
     peers = []
     for address in sorted(addresses):
-        rows: list[JSON] = []
-        seen: set[str] = set()
-        for entry in (rib or {}).get(address) or []:
-            pfx = str(entry.get("prefix"))
-            seen.add(pfx)
-            want = wanted.get((address, pfx))
-            row: JSON = {"prefix": pfx, **route_attrs(entry), "onWire": True}
-            if want is None:
-                row["state"] = UNWANTED
-                row["services"] = []
-            else:
-                # the speaker compared attributes (it knows "self" next hops); "missing"
-                # here can only be a race between its two reads, and the entry is there
-                state = want["onWire"]
-                row["state"] = state if state in (SENT, HELD, DIFFERS) else SENT
-                if row["state"] == DIFFERS:
-                    row["wanted"] = want["wanted"]
-                elif sessions is not None and sessions.get(address) != "established":
-                    row["state"] = HELD
-                row["services"] = sorted(map(str, want["services"]))
-            if row["state"] == HELD:
-                row["onWire"] = False
-            rows.append(row)
-        for (addr, pfx), want in sorted(wanted.items()):
-            if addr != address or pfx in seen:
-                continue
-            state = MISSING if rib is not None else UNKNOWN
-            rows.append(
-                {
-                    "prefix": pfx,
-                    **want["wanted"],
-                    "onWire": False if rib is not None else None,
-                    "state": state,
-                    "services": sorted(map(str, want["services"])),
-                }
-            )
+        rows = _peer_rows(address, rib, wanted, sessions)
         if prefix is not None:
             rows = [r for r in rows if r["prefix"] == prefix or r["prefix"].split("/")[0] == prefix]
         session = "unknown" if sessions is None else sessions.get(address, "none")
@@ -113,6 +81,62 @@ def node_routes(sp: SpeakerStatus, *, prefix: str | None = None) -> JSON:
     if isinstance(section, dict) and (section.get("stateFile") or section.get("ips")):
         out["l2"] = l2_ips(doc)  # what this node's garp sidecar answers for, per IP
     return out
+
+
+def _peer_rows(
+    address: str,
+    rib: Mapping[str, Any] | None,
+    wanted: Wanted,
+    sessions: Mapping[str, str] | None,
+) -> list[JSON]:
+    """One peer's routes: what the adj-rib-out holds, then what is wanted but not there."""
+    rows: list[JSON] = []
+    seen: set[str] = set()
+    for entry in (rib or {}).get(address) or []:
+        pfx = str(entry.get("prefix"))
+        seen.add(pfx)
+        rows.append(_rib_row(address, entry, wanted.get((address, pfx)), sessions))
+    for (addr, pfx), want in sorted(wanted.items()):
+        if addr != address or pfx in seen:
+            continue
+        state = MISSING if rib is not None else UNKNOWN
+        rows.append(
+            {
+                "prefix": pfx,
+                **want["wanted"],
+                "onWire": False if rib is not None else None,
+                "state": state,
+                "services": sorted(map(str, want["services"])),
+            }
+        )
+    return rows
+
+
+def _rib_row(
+    address: str,
+    entry: Mapping[str, Any],
+    want: Mapping[str, Any] | None,
+    sessions: Mapping[str, str] | None,
+) -> JSON:
+    """An adj-rib-out entry with its state: unwanted, or what the speaker said of it."""
+    pfx = str(entry.get("prefix"))
+    row: JSON = {"prefix": pfx, **route_attrs(entry), "onWire": True}
+    if want is None:
+        row["state"] = UNWANTED
+        row["services"] = []
+    else:
+        # the speaker compared attributes (it knows "self" next hops); "missing"
+        # here can only be a race between its two reads, and the entry is there
+        state = want["onWire"]
+        row["state"] = state if state in (SENT, HELD, DIFFERS) else SENT
+        if row["state"] == DIFFERS:
+            row["wanted"] = want["wanted"]
+        elif sessions is not None and sessions.get(address) != "established":
+            row["state"] = HELD
+        row["services"] = sorted(map(str, want["services"]))
+    if row["state"] == HELD:
+        row["onWire"] = False
+    return row
 
 
 def routes_report(
