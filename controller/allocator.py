@@ -60,9 +60,9 @@ from controller.decision import (
     Flag,
 )
 from controller.families import families_of, family_of
-from controller.keeping import flags_for, kept, trim
-from controller.new_allocation import allocate_new
-from controller.pool_rules import allows, candidate_pools, outside, pool_name
+from controller.keeping import blocked, flags_for, kept, trim
+from controller.new_allocation import allocate_new, second_family
+from controller.pool_rules import candidate_pools, outside, pool_name
 from exalb.config.model import Config, Family, IPAddress, Pool
 from exalb.contracts.service_status import FlagKind
 from exalb.views import MIGRATE_ANNOTATION, ServiceView
@@ -172,27 +172,13 @@ class Allocator:
         ips = trim(self._config, svc, tuple(dict.fromkeys(svc.assigned_ips)))
         if self._table.held(svc.key) is not None:
             self.release(svc.key)
-        conflict = self._conflict(ips, claim, "the sharing rules do not allow both")
+        conflict = blocked(
+            self._config, self._table, ips, claim, "the sharing rules do not allow both"
+        )
         if conflict is not None:
             return conflict
         self._table.hold(svc.key, ips, claim)
         return kept(self._config, svc, ips, None, changed=False)
-
-    def _conflict(self, ips: tuple[IPAddress, ...], claim: Claim, why: str) -> Decision | None:
-        """A flagged, unchanged decision when another Service blocks one of ``ips``."""
-        for ip in ips:
-            blockers = self._table.blockers(ip, claim)
-            if blockers:
-                return Decision(
-                    ips,
-                    pool_name(self._config, ips),
-                    reason=IP_CONFLICT,
-                    warning=True,
-                    message=f"IP {ip} is also held by {', '.join(blockers)} and {why}; kept "
-                    f"unchanged. Fix allow-shared-ip or ports, or set {MIGRATE_ANNOTATION}=true "
-                    "to move this Service",
-                )
-        return None
 
     # ----------------------------------------------------------------- assign
     def assign(
@@ -242,7 +228,9 @@ class Allocator:
     ) -> Decision:
         """Keep the IPs; update sharing data in place; add a missing dual-stack family."""
         claim = claim_of(svc)
-        conflict = self._conflict(
+        conflict = blocked(
+            self._config,
+            self._table,
             held,
             claim,
             "the Service's sharing data (allow-shared-ip, ports, policy) no longer "
@@ -289,7 +277,9 @@ class Allocator:
         nothing.
         """
         pool = self._config.pool(pool_name(self._config, held) or "")
-        extra, problem = self._second_family(svc, held, ns_labels, claim, missing, pool)
+        extra, problem = second_family(
+            self._config, self._table, svc, held, ns_labels, claim, missing, pool
+        )
         if extra is not None and pool is not None:
             ips = tuple(sorted((*held, extra), key=lambda a: a.version != svc.primary_family))
             self.release(svc.key)
@@ -316,28 +306,6 @@ class Allocator:
             held,
         )
         return kept(self._config, svc, held, ns_labels, extra=(flag,))
-
-    def _second_family(
-        self,
-        svc: ServiceView,
-        held: tuple[IPAddress, ...],
-        ns_labels: Mapping[str, str],
-        claim: Claim,
-        missing: Family,
-        pool: Pool | None,
-    ) -> tuple[IPAddress | None, str]:
-        """The address of the ``missing`` family from the Service's own pool, or None and
-        why not."""
-        if pool is None or outside(self._config, held):
-            return None, f"IP {', '.join(map(str, held))} is in no pool that may assign it"
-        if not allows(pool, svc, ns_labels):
-            return None, f"pool {pool.name}'s serviceAllocation does not select this Service"
-        if missing not in pool.families():
-            return None, f"pool {pool.name} has no IPv{missing} addresses"
-        extra = self._table.pick(pool, missing, claim)
-        if extra is None:
-            return None, f"no free IPv{missing} address in pool {pool.name}"
-        return extra, ""
 
     def _move(
         self,

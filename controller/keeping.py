@@ -4,16 +4,19 @@ Pure. Where MetalLB would clear an IP and allocate another, exalb keeps it and s
 a :class:`~controller.decision.Flag`: the IP left every pool or is excluded by
 ``avoidBuggyIPs`` (``outOfPool``), it is of a family the Service no longer has
 (``wrongFamily``), or its pool's ``serviceAllocation`` no longer selects the Service
-(``notSelectedByPool``). :func:`kept` builds the Decision for a Service that keeps ``ips``.
+(``notSelectedByPool``). :func:`kept` builds the Decision for a Service that keeps ``ips``;
+:func:`blocked` the one for a Service whose IPs another Service blocks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from controller.claims import Claim, ClaimTable
 from controller.decision import (
     EXTRA_IPS_RELEASED,
     FLAG_KINDS,
+    IP_CONFLICT,
     IP_OUT_OF_POOL,
     IP_WRONG_FAMILY,
     NOT_SELECTED_BY_POOL,
@@ -152,3 +155,22 @@ def kept(
     if not reason and flags:
         reason, message, warning = flags[0].reason, flags[0].message, True
     return Decision(ips, pool_name(config, ips), changed, reason, message, warning, flags)
+
+
+def blocked(
+    config: Config, table: ClaimTable, ips: tuple[IPAddress, ...], claim: Claim, why: str
+) -> Decision | None:
+    """A flagged, unchanged decision when another Service blocks one of ``ips``."""
+    for ip in ips:
+        blockers = table.blockers(ip, claim)
+        if blockers:
+            return Decision(
+                ips,
+                pool_name(config, ips),
+                reason=IP_CONFLICT,
+                warning=True,
+                message=f"IP {ip} is also held by {', '.join(blockers)} and {why}; kept "
+                f"unchanged. Fix allow-shared-ip or ports, or set {MIGRATE_ANNOTATION}=true "
+                "to move this Service",
+            )
+    return None

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from controller.claims import Claim, ClaimTable
 from controller.decision import ALLOCATION_FAILED, AllocationError
 from controller.families import family_attempts, family_of
-from controller.pool_rules import allows, candidate_pools
+from controller.pool_rules import allows, candidate_pools, outside
 from exalb.config.model import Config, Family, IPAddress, Pool
 from exalb.views import ServiceView
 
@@ -159,3 +159,28 @@ def _automatic(
     raise AllocationError(
         ALLOCATION_FAILED, f"no available IPs in pools {names} for {_wanted(attempts)}"
     )
+
+
+def second_family(
+    config: Config,
+    table: ClaimTable,
+    svc: ServiceView,
+    held: tuple[IPAddress, ...],
+    ns_labels: Mapping[str, str],
+    claim: Claim,
+    missing: Family,
+    pool: Pool | None,
+) -> tuple[IPAddress | None, str]:
+    """For a dual-stack Service holding one family: an address of the ``missing`` family
+    from its own ``pool``, or None and why not. ``pool`` is None when ``held`` lies in no
+    single pool."""
+    if pool is None or outside(config, held):
+        return None, f"IP {', '.join(map(str, held))} is in no pool that may assign it"
+    if not allows(pool, svc, ns_labels):
+        return None, f"pool {pool.name}'s serviceAllocation does not select this Service"
+    if missing not in pool.families():
+        return None, f"pool {pool.name} has no IPv{missing} addresses"
+    extra = table.pick(pool, missing, claim)
+    if extra is None:
+        return None, f"no free IPv{missing} address in pool {pool.name}"
+    return extra, ""
