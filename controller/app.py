@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +62,16 @@ def _always() -> threading.Event:
     event = threading.Event()
     event.set()
     return event
+
+
+@dataclass
+class _LoopState:
+    """What :meth:`Controller.run` remembers between keys."""
+
+    started: float
+    settled: bool = False  # the initial reconcile is complete
+    processed: int = 0
+    booted: bool = False  # restored from status since leadership was (re)gained
 
 
 def _now() -> str:
@@ -270,49 +281,57 @@ class Controller:
         self.start_informers()
         if not self.wait_synced(stop):
             return
-        started = time.monotonic()
-        settled = False
-        processed = 0
-        booted = False
+        loop = _LoopState(started=time.monotonic())
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="status-write") as writers:
             while not stop.is_set():
-                if not leading.is_set():
-                    if booted:
-                        log.warning("leadership lost: paused until it is regained")
-                        booted = False
-                    leading.wait(0.5)
-                    continue
-                if not booted:
-                    try:
-                        self.bootstrap(fresh=processed > 0 or settled)
-                    except ApiError as exc:
-                        log.warning("bootstrap failed, retrying", error=str(exc))
-                        stop.wait(1.0)
-                        continue
-                    booted = True
-                self._maybe_publish()
-                key = self.queue.get(timeout=0.2)
-                if key is None:
-                    if not settled and self.reconciler.config_ready:
-                        settled = True
-                        log.info(
-                            "initial reconcile complete",
-                            processed=processed,
-                            seconds=round(time.monotonic() - started, 3),
-                        )
-                    continue
-                processed += 1
-                try:
-                    outcome = self.reconciler.process(key)
-                except Exception:
-                    log.exception("reconcile crashed", key=key)
-                    outcome = Result.RETRY
-                if isinstance(outcome, Result):
-                    self._finish(key, outcome)
-                else:
-                    writers.submit(self._run_write, key, outcome)
+                if self._ready(loop, stop, leading):
+                    self._step(loop, writers)
         for inf in self.informers():
             inf.stop()
+
+    def _ready(self, loop: _LoopState, stop: threading.Event, leading: threading.Event) -> bool:
+        """Whether to process keys now: leading, and booted from status since leadership
+        was (re)gained. Waits a little when not."""
+        if not leading.is_set():
+            if loop.booted:
+                log.warning("leadership lost: paused until it is regained")
+                loop.booted = False
+            leading.wait(0.5)
+            return False
+        if loop.booted:
+            return True
+        try:
+            self.bootstrap(fresh=loop.processed > 0 or loop.settled)
+        except ApiError as exc:
+            log.warning("bootstrap failed, retrying", error=str(exc))
+            stop.wait(1.0)
+            return False
+        loop.booted = True
+        return True
+
+    def _step(self, loop: _LoopState, writers: ThreadPoolExecutor) -> None:
+        """Process one key, or note that the initial reconcile is done when none comes."""
+        self._maybe_publish()
+        key = self.queue.get(timeout=0.2)
+        if key is None:
+            if not loop.settled and self.reconciler.config_ready:
+                loop.settled = True
+                log.info(
+                    "initial reconcile complete",
+                    processed=loop.processed,
+                    seconds=round(time.monotonic() - loop.started, 3),
+                )
+            return
+        loop.processed += 1
+        try:
+            outcome = self.reconciler.process(key)
+        except Exception:
+            log.exception("reconcile crashed", key=key)
+            outcome = Result.RETRY
+        if isinstance(outcome, Result):
+            self._finish(key, outcome)
+        else:
+            writers.submit(self._run_write, key, outcome)
 
     def _run_write(self, key: str, write: Write) -> None:
         try:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.allocator import (
+from controller.decision import (
     ADDITIONAL_ASSIGN_FAILED,
     EXTRA_IPS_RELEASED,
     IP_CONFLICT,

@@ -32,6 +32,8 @@ from urllib.parse import unquote
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+log = structlog.get_logger(__name__)
+
 
 def configure_logging(level: str = "info", *, stream: Any = None) -> None:
     """structlog → JSON lines on stderr (or ``stream``), with ISO timestamps."""
@@ -183,7 +185,7 @@ class ObservabilityServer:
             else:
                 self._send(req, 404, b"not found\n", "text/plain")
         except Exception as exc:  # a broken endpoint must not kill the server
-            structlog.get_logger(__name__).exception("http endpoint failed", path=path)
+            log.exception("http endpoint failed", path=path)
             self._send(req, 500, f"{exc}\n".encode(), "text/plain")
 
     @staticmethod

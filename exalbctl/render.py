@@ -126,8 +126,22 @@ def _speaker_note(n: Mapping[str, Any]) -> str:
     return ""
 
 
+ROUTE_HEADER = (
+    "NODE",
+    "PEER",
+    "SESSION",
+    "PREFIX",
+    "NEXT-HOP",
+    "LOCAL-PREF",
+    "MED",
+    "COMMUNITIES",
+    "STATE",
+    "SERVICES",
+)
+
+
 def render_routes(report: Mapping[str, Any]) -> str:
-    rows = []
+    rows: list[list[Any]] = []
     notes = ""
     states: set[str] = set()
     for n in report["nodes"]:
@@ -135,53 +149,45 @@ def render_routes(report: Mapping[str, Any]) -> str:
         if not n["reachable"]:
             continue
         for p in n["peers"]:
-            peer = f"{p['peer'] or '-'} ({p['address']})"
-            if not p["routes"]:
-                rows.append([n["node"], peer, p["session"], "-", "", "", "", "", "", ""])
-            for r in p["routes"]:
-                states.add(r["state"])
-                state = r["state"] if r["state"] == SENT else r["state"].upper()
-                if r.get("wanted"):
-                    want = r["wanted"]
-                    state += f" (want lp={_opt(want.get('localPref'))} comm={_communities(want)})"
-                rows.append(
-                    [
-                        n["node"],
-                        peer,
-                        p["session"],
-                        r["prefix"],
-                        _opt(r.get("nextHop")),
-                        _opt(r.get("localPref")),
-                        _opt(r.get("med")),
-                        _communities(r),
-                        state,
-                        join(r.get("services")),
-                    ]
-                )
+            rows += _peer_route_rows(n["node"], p)
+            states.update(r["state"] for r in p["routes"])
         for ip in n.get("l2") or []:
             notes += _l2_line(n["node"], ip)
     out = ""
     if rows:
-        out = table(
-            [
-                "NODE",
-                "PEER",
-                "SESSION",
-                "PREFIX",
-                "NEXT-HOP",
-                "LOCAL-PREF",
-                "MED",
-                "COMMUNITIES",
-                "STATE",
-                "SERVICES",
-            ],
-            rows,
-        )
+        out = table(ROUTE_HEADER, rows)
     elif not notes:
         out = "no routes\n"
     for state in sorted(states - {SENT}):
         out += f"{state.upper()}: {STATE_HELP.get(state, state)}\n"
     return out + notes
+
+
+def _peer_route_rows(node: str, p: Mapping[str, Any]) -> list[list[Any]]:
+    peer = f"{p['peer'] or '-'} ({p['address']})"
+    if not p["routes"]:
+        return [[node, peer, p["session"], "-", "", "", "", "", "", ""]]
+    rows = []
+    for r in p["routes"]:
+        state = r["state"] if r["state"] == SENT else r["state"].upper()
+        if r.get("wanted"):
+            want = r["wanted"]
+            state += f" (want lp={_opt(want.get('localPref'))} comm={_communities(want)})"
+        rows.append(
+            [
+                node,
+                peer,
+                p["session"],
+                r["prefix"],
+                _opt(r.get("nextHop")),
+                _opt(r.get("localPref")),
+                _opt(r.get("med")),
+                _communities(r),
+                state,
+                join(r.get("services")),
+            ]
+        )
+    return rows
 
 
 def _l2_line(node: str, ip: Mapping[str, Any]) -> str:
@@ -234,79 +240,10 @@ def render_peers(report: Mapping[str, Any]) -> str:
 
 
 def render_why(report: Mapping[str, Any], now: datetime | None = None) -> str:
-    c = report["controller"]
     out = _api_line(report)
     out += f"Service {report['service']}\n"
-    if c.get("found") is False:
-        out += "  not found in the cluster\n"
-    elif c.get("found"):
-        out += f"  type:        {c.get('type')}"
-        if c.get("loadBalancerClass"):
-            out += f" (class {c['loadBalancerClass']})"
-        out += f", externalTrafficPolicy {c.get('externalTrafficPolicy') or 'Cluster'}\n"
-        out += f"  IPs:         {join(c.get('ips'))}\n"
-        out += f"  pool:        {c.get('pool') or '-'}\n"
-        if c.get("flags"):
-            out += f"  flags:       {join(c['flags'])}\n"
-        for i, cond in enumerate(c.get("conditions") or []):
-            label = "conditions:" if i == 0 else ""
-            out += (
-                f"  {label:<12} {cond['type']}={cond['status']} {cond.get('reason') or ''}: "
-                f"{cond.get('message') or ''}\n"
-            )
-        events = c.get("events") or []
-        if events:
-            out += "  events:\n"
-            for e in events:
-                count = f" (x{e['count']})" if (e.get("count") or 1) > 1 else ""
-                out += (
-                    f"    {age(e.get('time'), now):<10} {e.get('type') or '-':<8} "
-                    f"{e.get('reason')}{count}: {e.get('message')}\n"
-                )
-    rows = []
-    for n in report["nodes"]:
-        node = n["node"]
-        if not n["reachable"]:
-            rows.append([node, "-", "?", f"unreachable: {n.get('error')}", "", "", ""])
-            continue
-        stale = " (config stale)" if n.get("configStale") else ""
-        bgp = n.get("bgp") or {}
-        if bgp.get("announce"):
-            for r in bgp.get("routes") or []:
-                rows.append(
-                    [
-                        node,
-                        "BGP",
-                        "yes",
-                        f"{r.get('peer')} ({r.get('peerAddress')}) {r.get('session')}{stale}",
-                        r.get("prefix"),
-                        _attr_text(r),
-                        r.get("onWire"),
-                    ]
-                )
-        else:
-            reason = str(bgp.get("reason") or "unknown") + stale
-            rows.append([node, "BGP", "no", reason, "", "", ""])
-        l2 = n.get("l2")
-        if isinstance(l2, dict):
-            ips = l2.get("ips") or [{}]
-            for ip in ips:
-                answering = ip.get("answering")
-                wire = "-" if answering is None else ("answering" if answering else "silent")
-                detail = f"owner {l2.get('owner') or ip.get('owner') or '-'}"
-                if not l2.get("announce"):
-                    detail = f"{l2.get('reason') or ip.get('reason') or 'unknown'}, {detail}"
-                rows.append(
-                    [
-                        node,
-                        "L2",
-                        "yes" if l2.get("announce") else "no",
-                        detail,
-                        ip.get("ip") or "",
-                        f"candidates={join(ip.get('candidates'))}" if ip.get("candidates") else "",
-                        wire,
-                    ]
-                )
+    out += _why_controller(report["controller"], now)
+    rows = [row for n in report["nodes"] for row in _why_node_rows(n)]
     if rows:
         out += "\n" + table(
             ["NODE", "PROTO", "ANNOUNCES", "PEER / REASON", "PREFIX", "ATTRIBUTES", "WIRE"],
@@ -321,6 +258,89 @@ def render_why(report: Mapping[str, Any], now: datetime | None = None) -> str:
         + "\n"
     )
     return out
+
+
+def _why_controller(c: Mapping[str, Any], now: datetime | None) -> str:
+    """What the controller says: type, IPs, pool, flags, conditions, last events."""
+    if c.get("found") is False:
+        return "  not found in the cluster\n"
+    if not c.get("found"):
+        return ""
+    out = f"  type:        {c.get('type')}"
+    if c.get("loadBalancerClass"):
+        out += f" (class {c['loadBalancerClass']})"
+    out += f", externalTrafficPolicy {c.get('externalTrafficPolicy') or 'Cluster'}\n"
+    out += f"  IPs:         {join(c.get('ips'))}\n"
+    out += f"  pool:        {c.get('pool') or '-'}\n"
+    if c.get("flags"):
+        out += f"  flags:       {join(c['flags'])}\n"
+    for i, cond in enumerate(c.get("conditions") or []):
+        label = "conditions:" if i == 0 else ""
+        out += (
+            f"  {label:<12} {cond['type']}={cond['status']} {cond.get('reason') or ''}: "
+            f"{cond.get('message') or ''}\n"
+        )
+    events = c.get("events") or []
+    if events:
+        out += "  events:\n"
+        for e in events:
+            count = f" (x{e['count']})" if (e.get("count") or 1) > 1 else ""
+            out += (
+                f"    {age(e.get('time'), now):<10} {e.get('type') or '-':<8} "
+                f"{e.get('reason')}{count}: {e.get('message')}\n"
+            )
+    return out
+
+
+def _why_node_rows(n: Mapping[str, Any]) -> list[list[Any]]:
+    node = n["node"]
+    if not n["reachable"]:
+        return [[node, "-", "?", f"unreachable: {n.get('error')}", "", "", ""]]
+    stale = " (config stale)" if n.get("configStale") else ""
+    rows: list[list[Any]] = []
+    bgp = n.get("bgp") or {}
+    if bgp.get("announce"):
+        for r in bgp.get("routes") or []:
+            rows.append(
+                [
+                    node,
+                    "BGP",
+                    "yes",
+                    f"{r.get('peer')} ({r.get('peerAddress')}) {r.get('session')}{stale}",
+                    r.get("prefix"),
+                    _attr_text(r),
+                    r.get("onWire"),
+                ]
+            )
+    else:
+        reason = str(bgp.get("reason") or "unknown") + stale
+        rows.append([node, "BGP", "no", reason, "", "", ""])
+    l2 = n.get("l2")
+    if isinstance(l2, dict):
+        rows += _why_l2_rows(node, l2)
+    return rows
+
+
+def _why_l2_rows(node: str, l2: Mapping[str, Any]) -> list[list[Any]]:
+    rows = []
+    for ip in l2.get("ips") or [{}]:
+        answering = ip.get("answering")
+        wire = "-" if answering is None else ("answering" if answering else "silent")
+        detail = f"owner {l2.get('owner') or ip.get('owner') or '-'}"
+        if not l2.get("announce"):
+            detail = f"{l2.get('reason') or ip.get('reason') or 'unknown'}, {detail}"
+        rows.append(
+            [
+                node,
+                "L2",
+                "yes" if l2.get("announce") else "no",
+                detail,
+                ip.get("ip") or "",
+                f"candidates={join(ip.get('candidates'))}" if ip.get("candidates") else "",
+                wire,
+            ]
+        )
+    return rows
 
 
 def _attr_text(r: Mapping[str, Any]) -> str:

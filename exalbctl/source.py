@@ -1,11 +1,11 @@
 """Where the live commands read from: the API server (Services, events, speaker pods) and
 the speakers (:mod:`exalbctl.speakers`).
 
-Why a protocol: the commands in :mod:`exalbctl.main` only join and print; tests hand them a
-fake :class:`Source` with canned Service objects and ``/status`` documents. The API server
-is optional for the speaker-side answers: with ``--speaker`` and no kubeconfig, ``routes``
-and ``peers`` work fully and ``status``/``why`` show the speakers' view and say the API
-was not read (:class:`ApiUnavailableError`).
+Why a protocol: the commands in :mod:`exalbctl.live_commands` only join and print; tests
+hand them a fake :class:`Source` with canned Service objects and ``/status`` documents. The
+API server is optional for the speaker-side answers: with ``--speaker`` and no kubeconfig,
+``routes`` and ``peers`` work fully and ``status``/``why`` show the speakers' view and say
+the API was not read (:class:`ApiUnavailableError`).
 """
 
 from __future__ import annotations

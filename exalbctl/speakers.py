@@ -209,7 +209,7 @@ def fetch(
                     timeout=timeout,
                 )
             )
-    except Exception as exc:  # unreachable is an answer, never a crash
+    except Exception as exc:  # noqa: BLE001 (any failure is this speaker's answer, shown; never hides the others)
         return SpeakerStatus(target.name, target.source, error=_describe(exc))
     return SpeakerStatus(target.name, target.source, doc=doc)
 

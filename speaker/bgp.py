@@ -217,7 +217,7 @@ class BGPAnnouncer:
             try:
                 self._update_session_metrics(await self.driver.show_neighbors())
                 error = None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (logged once per distinct error; polling goes on)
                 error = repr(exc)
             if error != self._poll_error and error is not None:
                 log.warning("session_poll_failed", error=error)  # once per distinct error

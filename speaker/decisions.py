@@ -221,34 +221,95 @@ def decide_service(
 ) -> ServiceDecision:
     """MetalLB's checks in MetalLB's order; the first failing one is the reason."""
     key = service.key
-
-    def no(reason: Reason, **kw: object) -> ServiceDecision:
-        return ServiceDecision(service=key, announce=False, reason=reason, **kw)  # type: ignore[arg-type]
-
-    if not service.is_load_balancer:
-        return no(Reason.NOT_LOAD_BALANCER)
-    if service.load_balancer_class != options.load_balancer_class:
-        return no(Reason.LOAD_BALANCER_CLASS)
-    if not service.assigned_ips:
-        return no(Reason.NO_IP_ALLOCATED)
+    reason = _service_reason(service, options)
+    if reason is not None:
+        return _no(key, reason)
     pool, warnings = resolve_pool(config, service)
     if pool is None:
-        return no(Reason.IP_NOT_ALLOWED)
+        return _no(key, Reason.IP_NOT_ALLOWED)
+    matching = _advertisements_for(config, node, service, pool)
+    if isinstance(matching, Reason):
+        return _no(key, matching, pool=pool.name, warnings=warnings)
+    names = tuple(a.name for a in matching)
+    refused = _node_refusal(key, node, options, pool, matching, warnings)
+    if refused is not None:
+        return refused
+    reason = _endpoints_reason(service, endpoints, node)
+    routes: frozenset[Route] = frozenset()
+    if reason is None:
+        if node_peers is None:
+            node_peers = peers_for_node(config, node)
+        routes = _routes(matching, service.assigned_ips, node_peers)
+        reason = None if routes else Reason.NO_PEERS
+    if reason is not None:
+        return _no(key, reason, pool=pool.name, advertisements=names, warnings=warnings)
+    return ServiceDecision(
+        service=key,
+        announce=True,
+        pool=pool.name,
+        advertisements=names,
+        routes=routes,
+        warnings=warnings,
+    )
+
+
+def _no(
+    key: str,
+    reason: Reason,
+    *,
+    pool: str | None = None,
+    advertisements: tuple[str, ...] = (),
+    warnings: tuple[str, ...] = (),
+) -> ServiceDecision:
+    return ServiceDecision(
+        service=key,
+        announce=False,
+        reason=reason,
+        pool=pool,
+        advertisements=advertisements,
+        warnings=warnings,
+    )
+
+
+def _service_reason(service: ServiceView, options: Options) -> Reason | None:
+    """Why no node announces the Service, judged on the Service alone."""
+    if not service.is_load_balancer:
+        return Reason.NOT_LOAD_BALANCER
+    if service.load_balancer_class != options.load_balancer_class:
+        return Reason.LOAD_BALANCER_CLASS
+    if not service.assigned_ips:
+        return Reason.NO_IP_ALLOCATED
+    return None
+
+
+def _advertisements_for(
+    config: Config, node: NodeView, service: ServiceView, pool: Pool
+) -> tuple[BGPAdvertisement, ...] | Reason:
+    """The pool's advertisements that select this node and the Service, or why none does."""
     labels = node.label_map
     ads = config.bgp_advertisements_for(pool.name)
     node_ads = tuple(a for a in ads if a.selects_node(labels))
     if not node_ads:
-        return no(Reason.NOT_OWNER, pool=pool.name, warnings=warnings)
+        return Reason.NOT_OWNER
     svc_labels = service.label_map
     matching = tuple(a for a in node_ads if a.selects_service(svc_labels))
+    return matching or Reason.NO_MATCHING_ADVERTISEMENT
+
+
+def _node_refusal(
+    key: str,
+    node: NodeView,
+    options: Options,
+    pool: Pool,
+    matching: tuple[BGPAdvertisement, ...],
+    warnings: tuple[str, ...],
+) -> ServiceDecision | None:
+    """Conflicting advertisements, or a node that must not announce at all."""
     names = tuple(a.name for a in matching)
-    if not matching:
-        return no(Reason.NO_MATCHING_ADVERTISEMENT, pool=pool.name, warnings=warnings)
-    if node_peers is None:
-        node_peers = peers_for_node(config, node)
     conflict = _conflicting(matching, pool)
     if conflict is not None:
-        return no(
+        return _no(
+            key,
             Reason.CONFLICTING_ADVERTISEMENTS,
             pool=pool.name,
             advertisements=names,
@@ -259,27 +320,22 @@ def decide_service(
             ),
         )
     if node.network_unavailable:
-        return no(Reason.NODE_NETWORK_UNAVAILABLE, pool=pool.name, advertisements=names)
+        return _no(key, Reason.NODE_NETWORK_UNAVAILABLE, pool=pool.name, advertisements=names)
     if node.excluded_from_lb and not options.ignore_exclude_lb:
-        return no(Reason.NODE_EXCLUDED, pool=pool.name, advertisements=names)
+        return _no(key, Reason.NODE_EXCLUDED, pool=pool.name, advertisements=names)
+    return None
+
+
+def _endpoints_reason(
+    service: ServiceView, endpoints: EndpointsView | None, node: NodeView
+) -> Reason | None:
+    """No serving endpoint (on this node, for externalTrafficPolicy Local)."""
     eps = endpoints or EndpointsView(service.namespace, service.name)
     if service.traffic_policy == "Local" and not eps.has_serving_on(node.name):
-        return no(
-            Reason.NO_LOCAL_ENDPOINTS, pool=pool.name, advertisements=names, warnings=warnings
-        )
+        return Reason.NO_LOCAL_ENDPOINTS
     if not eps.has_serving():
-        return no(Reason.NO_ENDPOINTS, pool=pool.name, advertisements=names, warnings=warnings)
-    routes = _routes(matching, service.assigned_ips, node_peers)
-    if not routes:
-        return no(Reason.NO_PEERS, pool=pool.name, advertisements=names, warnings=warnings)
-    return ServiceDecision(
-        service=key,
-        announce=True,
-        pool=pool.name,
-        advertisements=names,
-        routes=routes,
-        warnings=warnings,
-    )
+        return Reason.NO_ENDPOINTS
+    return None
 
 
 def decide(

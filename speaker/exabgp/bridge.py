@@ -292,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Bridge(args.socket).run()
     except SystemExit:
         raise
-    except Exception as exc:  # a bridge crash would count as a death for ExaBGP: log it
+    # A bridge crash would count as a death for ExaBGP: log it in our JSON lines first.
+    except Exception as exc:  # noqa: BLE001 (the process's last word: log any crash, exit 1)
         _log("crashed", error=repr(exc))
         return 1
 

@@ -250,6 +250,25 @@ def _take_list(tokens: list[str], i: int) -> tuple[list[str], int]:
 def parse_adj_rib_line(line: str) -> AdjRibEntry | None:
     """Parse one ``show adj-rib out [extensive]`` line; None for anything else (IPv4/v6 unicast)."""
     tokens = line.split()
+    start = _route_start(tokens)
+    if start is None:
+        return None
+    peer, prefix, i = start
+    fields = _rib_attributes(tokens, i)
+    return AdjRibEntry(
+        peer=peer,
+        prefix=prefix,
+        next_hop=fields.get("next-hop"),
+        local_pref=int(fields["local-preference"]) if "local-preference" in fields else None,
+        med=int(fields["med"]) if "med" in fields else None,
+        communities=fields.get("community", ()),
+        large_communities=fields.get("large-community", ()),
+    )
+
+
+def _route_start(tokens: list[str]) -> tuple[IPAddress, IPNetwork, int] | None:
+    """The peer and the prefix of an IPv4/IPv6 unicast route line, and where its attributes
+    start; None for any other line."""
     if len(tokens) < 4:
         return None
     if tokens[0] == "neighbor":
@@ -269,7 +288,11 @@ def parse_adj_rib_line(line: str) -> AdjRibEntry | None:
         prefix = ipaddress.ip_network(tokens[i + 2], strict=False)
     except ValueError:
         return None
-    i += 3
+    return peer, prefix, i + 3
+
+
+def _rib_attributes(tokens: list[str], i: int) -> dict[str, Any]:
+    """The attributes exalb sends, from ``tokens[i:]`` (``key value`` or ``key [ a b ]``)."""
     fields: dict[str, Any] = {}
     while i < len(tokens):
         key = tokens[i]
@@ -284,15 +307,7 @@ def parse_adj_rib_line(line: str) -> AdjRibEntry | None:
             i += 1
         else:  # an attribute exalb never sends: skip a list or a single value
             _, i = _take_list(tokens, i)
-    return AdjRibEntry(
-        peer=peer,
-        prefix=prefix,
-        next_hop=fields.get("next-hop"),
-        local_pref=int(fields["local-preference"]) if "local-preference" in fields else None,
-        med=int(fields["med"]) if "med" in fields else None,
-        communities=fields.get("community", ()),
-        large_communities=fields.get("large-community", ()),
-    )
+    return fields
 
 
 def parse_adj_rib_out(lines: Iterable[str]) -> dict[str, dict[IPNetwork, AdjRibEntry]]:

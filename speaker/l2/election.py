@@ -43,7 +43,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from exalb.config.model import Config, IPAddress
+from exalb.config.model import Config, IPAddress, L2Advertisement
 from exalb.contracts.speaker_status import Reason
 from exalb.views import EndpointsView, NodeView, ServiceView
 
@@ -147,25 +147,47 @@ def _node_reason(
     ignore_exclude_lb: bool,
 ) -> tuple[str | None, tuple[str, ...]]:
     """(reason or None if eligible, interfaces of the matching advertisements)."""
-    labels = node.label_map
-    ads = [a for a in config.l2_advertisements_for(pool) if a.selects_node(labels)]
-    if not ads:
-        return NODE_NOT_SELECTED, ()
-    ads = [a for a in ads if a.selects_service(svc.label_map)]
-    if not ads:
-        return NO_MATCHING_ADVERTISEMENT, ()
-    if node.network_unavailable:
-        return NODE_NETWORK_UNAVAILABLE, ()
-    if node.excluded_from_lb and not ignore_exclude_lb:
-        return NODE_EXCLUDED, ()
-    if speaker_nodes is not None and node.name not in speaker_nodes:
-        return NO_SPEAKER, ()
-    if svc.traffic_policy == "Local" and not eps.has_serving_on(node.name):
-        return NO_LOCAL_ENDPOINTS, ()
+    ads = _matching_advertisements(config, pool, svc, node)
+    if isinstance(ads, Reason):
+        return ads, ()
+    reason = _node_unfit(node, svc, eps, speaker_nodes, ignore_exclude_lb)
+    if reason is not None:
+        return reason, ()
     # Any advertisement without an interface list means "all interfaces".
     if any(not a.interfaces for a in ads):
         return None, ()
     return None, tuple(sorted({i for a in ads for i in a.interfaces}))
+
+
+def _matching_advertisements(
+    config: Config, pool: str, svc: ServiceView, node: NodeView
+) -> list[L2Advertisement] | Reason:
+    """The pool's L2Advertisements that select the node and the Service, or why none does."""
+    labels = node.label_map
+    ads = [a for a in config.l2_advertisements_for(pool) if a.selects_node(labels)]
+    if not ads:
+        return NODE_NOT_SELECTED
+    ads = [a for a in ads if a.selects_service(svc.label_map)]
+    return ads or NO_MATCHING_ADVERTISEMENT
+
+
+def _node_unfit(
+    node: NodeView,
+    svc: ServiceView,
+    eps: EndpointsView,
+    speaker_nodes: frozenset[str] | None,
+    ignore_exclude_lb: bool,
+) -> Reason | None:
+    """Why the node may not answer for the Service although an advertisement selects it."""
+    if node.network_unavailable:
+        return NODE_NETWORK_UNAVAILABLE
+    if node.excluded_from_lb and not ignore_exclude_lb:
+        return NODE_EXCLUDED
+    if speaker_nodes is not None and node.name not in speaker_nodes:
+        return NO_SPEAKER
+    if svc.traffic_policy == "Local" and not eps.has_serving_on(node.name):
+        return NO_LOCAL_ENDPOINTS
+    return None
 
 
 def _elect_service(
@@ -186,17 +208,7 @@ def _elect_service(
         if pool is None or not config.l2_advertisements_for(pool.name):
             continue  # not an L2 IP (BGP-only or outside every pool): not our business
         if _shared_with_selector(config, pool.name, svc):
-            out.append(
-                IPElection(
-                    ip=ip,
-                    services=(svc.key,),
-                    candidates=(),
-                    excluded=tuple(
-                        sorted((n.name, SHARED_IP_WITH_SERVICE_SELECTOR) for n in nodes)
-                    ),
-                    refused=((svc.key, SHARED_IP_WITH_SERVICE_SELECTOR),),
-                )
-            )
+            out.append(_refused_shared(ip, svc, nodes))
             continue
         eligible: list[str] = []
         excluded: list[tuple[str, str]] = []
@@ -229,6 +241,17 @@ def _elect_service(
             )
         )
     return out
+
+
+def _refused_shared(ip: IPAddress, svc: ServiceView, nodes: Sequence[NodeView]) -> IPElection:
+    """No node answers for an IP shared with ``allow-shared-ip`` under a service selector."""
+    return IPElection(
+        ip=ip,
+        services=(svc.key,),
+        candidates=(),
+        excluded=tuple(sorted((n.name, SHARED_IP_WITH_SERVICE_SELECTOR) for n in nodes)),
+        refused=((svc.key, SHARED_IP_WITH_SERVICE_SELECTOR),),
+    )
 
 
 def _shared_with_selector(config: Config, pool: str, svc: ServiceView) -> bool:

@@ -54,7 +54,7 @@ def env(cp: ControlPlane, tmp_path: Path) -> Iterator[Env]:
 def _served(e: Env) -> bool:
     try:
         e.kube.list(IP_ADDRESS_POOLS, e.config_ns)
-    except Exception:
+    except Exception:  # noqa: BLE001 (polled: any failure means "not served yet")
         return False
     return True
 

@@ -1,0 +1,112 @@
+"""``config check`` and ``config convert``: offline commands on config files.
+
+``check`` prints every problem at once (or the model it would run); ``convert`` turns a
+legacy ConfigMap into the ``metallb.io`` objects MetalLB's own converter would write, with a
+note when a pool had to be renamed (Services that name the old pool must change too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import yaml
+
+from exalb.config.documents import parse_files, split_documents
+from exalb.config.export import config_to_dict, summary_lines
+from exalb.config.legacy import (
+    CONFIG_KEY,
+    Renamed,
+    legacy_text_to_objects,
+    legacy_to_objects,
+    with_object_names,
+)
+from exalb.config.problems import Problems
+from exalbctl.output import dump
+
+
+def config_check(args: argparse.Namespace, out: TextIO) -> int:
+    result = parse_files(args.files, namespace=args.namespace)
+    if args.output in ("json", "yaml"):
+        dump(
+            {
+                "valid": result.ok,
+                "errors": [str(p) for p in result.errors],
+                "warnings": [str(p) for p in result.warnings],
+                "config": config_to_dict(result.config) if result.config else None,
+            },
+            args.output,
+            out,
+        )
+        return 0 if result.ok else 1
+    for problem in result.problems:
+        out.write(f"{problem}\n")
+    if result.config is None:
+        out.write(f"invalid: {len(result.errors)} error(s)\n")
+        return 1
+    for line in summary_lines(result.config):
+        out.write(f"{line}\n")
+    out.write("valid\n")
+    return 0
+
+
+def config_convert(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        out.write(f"{args.file}: cannot be read: {exc.strerror}\n")
+        return 1
+    docs, problems = split_documents(text, args.file)
+    objects: list[dict[str, Any]] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+            meta = doc.get("metadata") or {}
+            ns = args.namespace or meta.get("namespace") or "metallb-system"
+            objs, p = legacy_text_to_objects(
+                str((doc.get("data") or {}).get(CONFIG_KEY, "")),
+                namespace=ns,
+                origin=f"ConfigMap {meta.get('name', '')}",
+            )
+        else:
+            objs, p = legacy_to_objects(
+                doc,
+                namespace=args.namespace or "metallb-system",
+                origin=args.file,
+                problems=Problems(),
+            )
+        problems.items.extend(p.items)
+        objects.extend(objs)
+    objects, renamed = with_object_names(objects, problems, args.file)
+    if problems.errors:
+        for problem in problems.items:
+            out.write(f"{problem}\n")
+        return 1
+    for obj in objects:
+        obj["metadata"].pop("annotations", None)
+    notes = _rename_notes(renamed)
+    if args.output == "json":
+        for line in notes:  # JSON has no comments; the note goes to stderr
+            sys.stderr.write(f"{line}\n")
+        json.dump({"apiVersion": "v1", "kind": "List", "items": objects}, out, indent=2)
+        out.write("\n")
+    else:
+        out.writelines(f"# {line}\n" for line in notes)
+        yaml.safe_dump_all(objects, out, sort_keys=False)
+    return 0
+
+
+def _rename_notes(renamed: Sequence[Renamed]) -> list[str]:
+    """What a user must change outside the config when a pool got another name."""
+    if not renamed:
+        return []
+    lines = ["IPAddressPool names changed to valid object names (as MetalLB's converter does):"]
+    lines += [f"  {r.legacy} -> {r.name}  (from {r.source})" for r in renamed]
+    lines += [
+        "Services that name an old pool in the metallb.io/address-pool (or",
+        "metallb.universe.tf/address-pool) annotation must be changed to the new name.",
+    ]
+    return lines
