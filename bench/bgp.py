@@ -188,7 +188,7 @@ def run_floor(lab: Lab, n: int, round_: int) -> dict[str, float]:
     return {"fib": t_fib - res["t0"], "acked": res["acked"] - res["t0"], "exabgp_rss": rss}
 
 
-def run_speaker(lab: Lab, n: int, round_: int) -> dict[str, float]:
+def run_speaker(lab: Lab, n: int, round_: int) -> dict[str, float]:  # size: one timed run
     node = NODES["n1"]
     d = lab.node_dir("n1") / f"speaker{round_}"
     d.mkdir()
@@ -280,7 +280,7 @@ def bench_bulk(n: int, rounds: int) -> tuple[list[dict[str, float]], list[dict[s
     return floors, speakers
 
 
-def main() -> int:
+def main() -> int:  # size: flags, then the runs and the table in the order printed
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--services", type=int, default=50)
     ap.add_argument("--routes", type=int, default=10_000)

@@ -214,17 +214,21 @@ def fetch(
     return SpeakerStatus(target.name, target.source, doc=doc)
 
 
+_EXCEPTION_TEXT: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (FileNotFoundError, "no such socket (is the speaker running with --status-socket?)"),
+    (ConnectionRefusedError, "connection refused"),
+    ((TimeoutError, socket.timeout), "timed out"),
+    (json.JSONDecodeError, "the answer is not JSON"),
+)
+
+
 def _describe(exc: Exception) -> str:
+    """One short line: why this speaker could not be read."""
     if isinstance(exc, urllib.error.URLError):
         return f"cannot connect: {exc.reason}"
-    if isinstance(exc, FileNotFoundError):
-        return "no such socket (is the speaker running with --status-socket?)"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    if isinstance(exc, json.JSONDecodeError):
-        return "the answer is not JSON"
+    for kinds, text in _EXCEPTION_TEXT:
+        if isinstance(exc, kinds):
+            return text
     text = str(exc) or type(exc).__name__
     if "timed out" in text.lower():  # e.g. urllib3's MaxRetryError around a read timeout
         return "timed out (through the API server's pod proxy)"

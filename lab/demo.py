@@ -316,7 +316,7 @@ class Demo:
         if self.lab is not None:
             try:
                 self.lab.down()
-            except Exception as exc:  # say it, never hide the original error
+            except Exception as exc:  # noqa: BLE001 (say it, never hide the original error)
                 self.say(f"teardown failed: {exc}")
 
 

@@ -81,18 +81,9 @@ def _net(node: Node, label: str, problems: list[str]) -> ipaddress.IPv4Network |
         return None
 
 
-def plan_cluster(topology: Topology) -> ClusterPlan:
-    """The cluster a topology describes (raises PlanError with every problem)."""
-    problems: list[str] = []
-    cps = topology.by_role(Role.CONTROLPLANE)
-    if len(cps) != 1:
-        raise PlanError(f"{topology.name}: needs exactly one controlplane node, has {len(cps)}")
-    cp = cps[0]
-    apiserver_ip = _ipv4(cp)
-    if apiserver_ip is None:
-        problems.append(f"node {cp.name}: needs an IPv4 address (the apiserver's)")
-    service_cidr = _net(cp, LABEL_SERVICE_CIDR, problems)
-    cluster_cidr = _net(cp, LABEL_CLUSTER_CIDR, problems)
+def _node_plans(
+    topology: Topology, cluster_cidr: ipaddress.IPv4Network | None, problems: list[str]
+) -> list[NodePlan]:
     nodes = []
     for node in topology.by_role(Role.NODE):
         ip, pod_cidr = _ipv4(node), _net(node, LABEL_POD_CIDR, problems)
@@ -106,9 +97,17 @@ def plan_cluster(topology: Topology) -> ClusterPlan:
             problems.append(f"node {node.name}: pod CIDR {pod_cidr} is outside {cluster_cidr}")
         if ip is not None and pod_cidr is not None:
             nodes.append(NodePlan(node.name, ip, pod_cidr))
-    cidrs = [n.pod_cidr for n in nodes]
-    if len(set(cidrs)) != len(cidrs) or any(
-        a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1 :]
+    return nodes
+
+
+def _overlaps(
+    pod_cidrs: list[ipaddress.IPv4Network],
+    service_cidr: ipaddress.IPv4Network | None,
+    cluster_cidr: ipaddress.IPv4Network | None,
+) -> list[str]:
+    problems = []
+    if len(set(pod_cidrs)) != len(pod_cidrs) or any(
+        a.overlaps(b) for i, a in enumerate(pod_cidrs) for b in pod_cidrs[i + 1 :]
     ):
         problems.append("pod CIDRs of the nodes overlap")
     if (
@@ -117,6 +116,23 @@ def plan_cluster(topology: Topology) -> ClusterPlan:
         and service_cidr.overlaps(cluster_cidr)
     ):
         problems.append(f"Service CIDR {service_cidr} overlaps the cluster CIDR {cluster_cidr}")
+    return problems
+
+
+def plan_cluster(topology: Topology) -> ClusterPlan:
+    """The cluster a topology describes (raises PlanError with every problem)."""
+    problems: list[str] = []
+    cps = topology.by_role(Role.CONTROLPLANE)
+    if len(cps) != 1:
+        raise PlanError(f"{topology.name}: needs exactly one controlplane node, has {len(cps)}")
+    cp = cps[0]
+    apiserver_ip = _ipv4(cp)
+    if apiserver_ip is None:
+        problems.append(f"node {cp.name}: needs an IPv4 address (the apiserver's)")
+    service_cidr = _net(cp, LABEL_SERVICE_CIDR, problems)
+    cluster_cidr = _net(cp, LABEL_CLUSTER_CIDR, problems)
+    nodes = _node_plans(topology, cluster_cidr, problems)
+    problems += _overlaps([n.pod_cidr for n in nodes], service_cidr, cluster_cidr)
     if not nodes and not problems:
         problems.append("no Kubernetes nodes")
     if problems:

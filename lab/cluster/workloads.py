@@ -40,31 +40,7 @@ def backend_deployment(
                 "labelSelector": {"matchLabels": labels},
             }
         ],
-        "containers": [
-            {
-                "name": "http",
-                "image": image,
-                "imagePullPolicy": "Never",
-                "env": [
-                    _field_env("POD_NAME", "metadata.name"),
-                    _field_env("NODE_NAME", "spec.nodeName"),
-                    {"name": "PORT", "value": str(BACKEND_PORT)},
-                ],
-                "ports": [{"name": "http", "containerPort": BACKEND_PORT}],
-                "readinessProbe": {
-                    "httpGet": {"path": "/", "port": "http"},
-                    "periodSeconds": 1,
-                    "failureThreshold": 1,
-                },
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}},
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-            }
-        ],
+        "containers": [_http_container(image)],
         "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
     }
     if node_selector:
@@ -110,3 +86,30 @@ def load_balancer(
 
 def dump(*objects: Mapping[str, Any]) -> str:
     return yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False)
+
+
+def _http_container(image: str) -> dict[str, Any]:
+    """The backend's one container: answers with its pod and node name, read-only, no caps."""
+    return {
+        "name": "http",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "env": [
+            _field_env("POD_NAME", "metadata.name"),
+            _field_env("NODE_NAME", "spec.nodeName"),
+            {"name": "PORT", "value": str(BACKEND_PORT)},
+        ],
+        "ports": [{"name": "http", "containerPort": BACKEND_PORT}],
+        "readinessProbe": {
+            "httpGet": {"path": "/", "port": "http"},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }

@@ -32,9 +32,7 @@ REASON = re.compile(r"#\s*size:\s*(\S.{3,})")
 NOT_YET: dict[str, str] = {
     "exalb/config/": "until the config package restructuring lands",
     "exalb/views.py": "until the config package restructuring lands",
-    "lab/": "until the lab restructuring lands",
     "garp/": "until the garp sidecar changes land",
-    "bench/bgp.py": "until the lab restructuring lands (it drives the lab)",
 }
 
 
