@@ -143,8 +143,8 @@ def test_partition_failover_and_heal_20_times(lab: L2Lab) -> None:
         assert set(back) == {VIP4, VIP6}
         # a few more requests: still exactly one answer each
         for _ in range(3):
-            assert lab.who_answers(VIP4, 0.02) == [owner]
-            assert lab.who_answers(VIP6, 0.02) == [owner]
+            assert lab.who_answers(VIP4, 0.25) == [owner]
+            assert lab.who_answers(VIP6, 0.25) == [owner]
     q = statistics.quantiles(fail, n=20)
     print(
         f"\nfailover (link down) s: min {min(fail):.3f} median {statistics.median(fail):.3f} "
