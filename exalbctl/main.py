@@ -46,19 +46,13 @@ import yaml
 
 from controller.plan import PlanRow, plan
 from exalb.config.crd import LEGACY_SOURCE_ANNOTATION
-from exalb.config.documents import parse_files, split_documents
+from exalb.config.documents import convert_documents, parse_files, read_text, split_documents
 from exalb.config.export import config_to_dict, summary_lines
-from exalb.config.legacy import (
-    CONFIG_KEY,
-    Renamed,
-    legacy_text_to_objects,
-    legacy_to_objects,
-    with_object_names,
-)
+from exalb.config.legacy import Renamed
 from exalb.config.problems import Problems
 from exalb.k8s.client import ApiError, KubeClient
 from exalb.k8s.resources import NAMESPACES, SERVICES
-from exalb.views import service_view
+from exalb.views import namespace_labels, service_view
 from exalbctl import render, report
 from exalbctl.source import ApiUnavailableError, LiveSource, Source
 from exalbctl.speakers import DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SELECTOR, parse_speakers
@@ -373,33 +367,14 @@ def _config_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _config_convert(args: argparse.Namespace, out: TextIO) -> int:
-    try:
-        with open(args.file, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        out.write(f"{args.file}: cannot be read: {exc.strerror}\n")
+    read = Problems()
+    text = read_text(args.file, read)
+    if text is None:
+        out.writelines(f"{p}\n" for p in read.items)
         return 1
     docs, problems = split_documents(text, args.file)
-    objects: list[dict[str, Any]] = []
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
-            meta = doc.get("metadata") or {}
-            ns = args.namespace or meta.get("namespace") or "metallb-system"
-            objs, p = legacy_text_to_objects(
-                str((doc.get("data") or {}).get(CONFIG_KEY, "")),
-                namespace=ns,
-                origin=f"ConfigMap {meta.get('name', '')}",
-            )
-        else:
-            objs, p = legacy_to_objects(
-                doc,
-                namespace=args.namespace or "metallb-system",
-                origin=args.file,
-                problems=Problems(),
-            )
-        problems.items.extend(p.items)
-        objects.extend(objs)
-    objects, renamed = with_object_names(objects, problems, args.file)
+    objects, renamed, converted = convert_documents(docs, args.file, args.namespace)
+    problems.extend(converted.items)
     if problems.errors:
         for problem in problems.items:
             out.write(f"{problem}\n")
@@ -410,7 +385,9 @@ def _config_convert(args: argparse.Namespace, out: TextIO) -> int:
     if args.output == "json":
         for line in notes:  # JSON has no comments; the note goes to stderr
             sys.stderr.write(f"{line}\n")
-        json.dump({"apiVersion": "v1", "kind": "List", "items": objects}, out, indent=2)
+        json.dump(
+            {"apiVersion": "v1", "kind": "List", "items": objects}, out, indent=2, default=str
+        )
         out.write("\n")
     else:
         out.writelines(f"# {line}\n" for line in notes)
@@ -446,11 +423,10 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"cannot read the cluster: {exc}\n")
             return 1
     else:
-        try:
-            with open(args.services, encoding="utf-8") as fh:
-                services_text = fh.read()
-        except OSError as exc:
-            out.write(f"{args.services}: cannot be read: {exc.strerror}\n")
+        read = Problems()
+        services_text = read_text(args.services, read)
+        if services_text is None:
+            out.writelines(f"{p}\n" for p in read.items)
             return 1
         docs, problems = split_documents(services_text, args.services)
         if problems.errors:
@@ -458,10 +434,7 @@ def _plan(args: argparse.Namespace, out: TextIO) -> int:
             return 1
         # Namespaces in the dump (``kubectl get svc,ns -A -o yaml``) give namespaceSelectors
         # their labels; without them a pool's namespaceSelectors match nothing.
-        for d in docs:
-            if isinstance(d, dict) and d.get("kind") == "Namespace":
-                meta = d.get("metadata") or {}
-                ns_labels[str(meta.get("name"))] = dict(meta.get("labels") or {})
+        ns_labels = namespace_labels(docs)
     views = [
         service_view(d) for d in docs if isinstance(d, dict) and d.get("kind") in (None, "Service")
     ]
