@@ -25,7 +25,8 @@ import pytest
 
 from exalb.config.model import Peer
 from exalb.views import NodeView
-from speaker.decisions import Route
+from speaker.bgp import BGPAnnouncer, BGPPlan
+from speaker.decisions import Announcements, Route
 from speaker.exabgp.connection import unix_connector
 from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.exabgp.render import render_config
@@ -270,3 +271,50 @@ def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: Bg
         os.kill(third.pid, signal.SIGKILL)
         third.wait(5)
     assert rendered.neighbors[0].address == "192.0.2.1"
+
+
+def test_a_peer_exabgp_refuses_is_left_out_and_every_other_peer_change_applies(
+    ibgp_lab: BgpLab,
+) -> None:
+    """Issue 12, point 4, with the real ExaBGP: a neighbor ``exabgp validate`` refuses used to
+    freeze every peer of the node (the old file stayed). Now r1 goes, r1b comes, the bad
+    peer is left out and reported, and FRR's sessions and FIB show exactly that."""
+    lab = ibgp_lab
+    sock, conf, _ = start_exabgp(lab, [PEER_R1])
+    driver = Driver(unix_connector(sock), config_path=conf, validate=exabgp_validate(EXABGP))
+    d = DriverThread(driver)
+    bgp = BGPAnnouncer(driver, bridge_argv=[BRIDGE, "--socket", str(sock)], config_path=conf,
+                       resolve_source=lambda _ip: None)  # fmt: skip
+
+    def plan(peers: list[Peer], routes: list[Route]) -> BGPPlan:
+        rendered = render_config(peers, NODE, [BRIDGE, "--socket", str(sock)])
+        return BGPPlan(Announcements(frozenset(routes), peers=tuple(peers)), rendered)
+
+    try:
+        r10 = Route(net("203.0.113.10/32"), "r1")
+        assert d.call(bgp.apply(plan([PEER_R1], [r10])))
+        wait_for(lambda: lab.established("192.0.2.2"), 15)
+        d.converged()
+        wait_for(lambda: lab.fib_routes(4) == {"203.0.113.10/32"}, 5)
+        good = Peer(name="r1b", my_asn=64500, peer_asn=64500, peer_address=ip("192.0.2.5"),
+                    source_address=ip("192.0.2.6"), hold_time=9)  # fmt: skip
+        # the parser refuses this since issue 12; a model from elsewhere must not hurt
+        bad = Peer(name="bad", my_asn=64500, peer_asn=64500, peer_address=ip("2001:db8:1::1"),
+                   source_address=ip("2001:db8:1::2"), hold_time=1_000_000)  # fmt: skip
+        r12 = Route(net("203.0.113.12/32"), "r1b")
+        r13 = Route(net("2001:db8:ffff::13/128"), "bad")
+        assert d.call(bgp.apply(plan([good, bad], [r12, r13])), 120)
+        assert bgp.config_applied
+        assert bgp.rendered is not None
+        assert [n.peer_name for n in bgp.rendered.neighbors] == ["r1b"]
+        (refused,) = [p for p in bgp.rendered.errors if p.peer == "bad"]
+        assert "65535" in refused.message
+        assert "bad" not in conf.read_text() and "r1b" in conf.read_text()
+        wait_for(lambda: lab.established("192.0.2.6"), 15)  # the good new peer came up
+        wait_for(lambda: not lab.established("192.0.2.2"), 15)  # the removed peer went
+        d.converged()
+        wait_for(lambda: lab.fib_routes(4) == {"203.0.113.12/32"}, 5)
+        assert lab.fib_routes(6) == set()
+        assert not lab.established("2001:db8:1::2")  # ExaBGP never configured it
+    finally:
+        d.stop()
