@@ -88,10 +88,10 @@ def _sort_objects(
     by_kind: dict[str, list[Mapping[str, Any]]] = {k: [] for k in KINDS}
     seen: set[tuple[str, str]] = set()
     for obj in objects:
-        kind = _admitted_kind(obj, namespace, problems)
+        label = object_label(obj)
+        kind = _admitted_kind(obj, label, namespace, problems)
         if kind is None:
             continue
-        label = object_label(obj)
         if (kind, label.name) in seen:
             problems.error(label, "metadata.name", f"duplicate {kind} name {label.name!r}")
             continue
@@ -104,9 +104,10 @@ def _sort_objects(
     return by_kind
 
 
-def _admitted_kind(obj: Mapping[str, Any], namespace: str | None, problems: Problems) -> str | None:
+def _admitted_kind(
+    obj: Mapping[str, Any], label: ObjectRef, namespace: str | None, problems: Problems
+) -> str | None:
     """The object's kind when it is one to parse; otherwise the reason is recorded."""
-    label = object_label(obj)
     api, kind = obj.get("apiVersion"), obj.get("kind")
     if not isinstance(api, str) or api.partition("/")[0] != GROUP:
         problems.warn(label, "apiVersion", f"{describe(api)} is not a {GROUP} object; ignored")

@@ -84,7 +84,9 @@ def check_shape(doc: Any, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DE
     deeper than ``max_depth``, holds more than ``max_nodes`` values (shared sub-values
     counted each time they appear) or a scalar beyond the bounds. Iterative, so depth
     never costs stack, and it stops at the first value over budget; the path of a value is
-    kept as a linked chain of (parent, key) and only spelled out for the error."""
+    kept as a linked chain of (parent, key) and only spelled out for the error. Every
+    document the controller and the speaker parse passes here, so the common JSON types
+    are told apart by ``type`` (an ABC check costs several times more)."""
     stack: list[tuple[Any, int, Trail]] = [(doc, 0, None)]
     nodes = 0
     while stack:
@@ -92,16 +94,21 @@ def check_shape(doc: Any, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DE
         nodes += 1
         if nodes > max_nodes:
             raise InputError(spell(trail), f"holds more than {max_nodes:,} values")
-        if isinstance(value, Mapping | list | tuple) and depth >= max_depth:
-            raise InputError(spell(trail), f"is nested deeper than {max_depth} levels")
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                _check_scalar(key, trail)
-                stack.append((item, depth + 1, (trail, key)))
-        elif isinstance(value, list | tuple):
-            stack.extend((item, depth + 1, (trail, i)) for i, item in enumerate(value))
-        else:
+        kind = type(value)
+        if kind in _SCALARS:
             _check_scalar(value, trail)
+        elif kind is dict or kind is list or isinstance(value, Mapping | list | tuple):
+            if depth >= max_depth:
+                raise InputError(spell(trail), f"is nested deeper than {max_depth} levels")
+            if kind is dict or isinstance(value, Mapping):
+                for key, item in value.items():
+                    _check_scalar(key, trail)
+                    stack.append((item, depth + 1, (trail, key)))
+            else:
+                stack.extend((item, depth + 1, (trail, i)) for i, item in enumerate(value))
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 #: Where a value sits: ``None`` at the top, else (the parent's trail, key or list index).
@@ -128,9 +135,11 @@ def spell(trail: Trail) -> str:
 
 
 def _check_scalar(value: Any, trail: Trail) -> None:
-    if isinstance(value, str) and len(value) > MAX_SCALAR:
-        raise InputError(
-            spell(trail), f"a string of {len(value):,} characters (at most {MAX_SCALAR:,})"
-        )
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+    kind = type(value)
+    if kind is str:
+        if len(value) > MAX_SCALAR:
+            raise InputError(
+                spell(trail), f"a string of {len(value):,} characters (at most {MAX_SCALAR:,})"
+            )
+    elif kind is int and value.bit_length() > 128:
         raise InputError(spell(trail), f"{describe(value)} is not a number exalb can use")
