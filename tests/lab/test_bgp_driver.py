@@ -9,6 +9,7 @@ rendered config; truth is read from FRR (``vtysh ... json``) and r1's kernel FIB
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import os
@@ -23,13 +24,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from exalb.config.model import Peer
+from exalb.config.model import Config, Peer, SecretRef
 from exalb.views import NodeView
+from speaker.announcer import Inputs
 from speaker.bgp import BGPAnnouncer, BGPPlan
-from speaker.decisions import Announcements, Route
+from speaker.cluster_store import ClusterStore
+from speaker.decisions import Announcements, Options, Route
 from speaker.exabgp.connection import unix_connector
 from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.exabgp.render import render_config
+from speaker.passwords import SecretPasswords
 
 from .bgp_netns import BRIDGE, EXABGP, BgpLab, lab_skip_reason, wait_for
 
@@ -316,5 +320,63 @@ def test_a_peer_exabgp_refuses_is_left_out_and_every_other_peer_change_applies(
         wait_for(lambda: lab.fib_routes(4) == {"203.0.113.12/32"}, 5)
         assert lab.fib_routes(6) == set()
         assert not lab.established("2001:db8:1::2")  # ExaBGP never configured it
+    finally:
+        d.stop()
+
+
+class SecretKube:
+    """The one ``get`` SecretPasswords makes; ``secret = None`` is a deleted Secret (404)."""
+
+    def __init__(self, password: str) -> None:
+        data = {"password": base64.b64encode(password.encode()).decode()}
+        self.secret: dict[str, Any] | None = {"type": "kubernetes.io/basic-auth", "data": data}
+
+    def get(self, _res: object, _name: str, _namespace: str | None = None) -> Any:
+        return self.secret
+
+
+def test_a_deleted_password_secret_never_tears_the_md5_session_down(md5_lab: BgpLab) -> None:
+    """Issue 12, point 5, with the real ExaBGP and FRR's MD5 session: deleting the BGPPeer's
+    password Secret used to remove the neighbor. Neither the running speaker nor a restarted
+    one (which never saw the Secret) touches the session now."""
+    lab = md5_lab
+    peer = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("192.0.2.1"),
+                source_address=ip("192.0.2.2"), hold_time=9,
+                password_secret=SecretRef("bgp-pw", "metallb-system"))  # fmt: skip
+    sock, conf = lab.dir / "bridge.sock", lab.dir / "exabgp.conf"
+    argv = [BRIDGE, "--socket", str(sock)]
+    conf.write_text(render_config([peer], NODE, argv, {"r1": "lab-pw"}).text)
+    lab.start_exabgp(conf)
+    wait_for(sock.exists, 10)
+    kube = SecretKube("lab-pw")
+    inputs = Inputs(Config(peers=(peer,)), NODE, ClusterStore("n1").snapshot(), Options())
+
+    def speaker() -> tuple[DriverThread, BGPAnnouncer]:
+        driver = Driver(unix_connector(sock), config_path=conf, validate=exabgp_validate(EXABGP))
+        bgp = BGPAnnouncer(driver, bridge_argv=argv, config_path=conf,
+                           passwords=SecretPasswords(kube, ttl=0),  # type: ignore[arg-type]
+                           resolve_source=lambda _ip: None)  # fmt: skip
+        return DriverThread(driver), bgp
+
+    d, bgp = speaker()
+    try:
+        assert d.call(bgp.apply(bgp.decide(inputs)))
+        wait_for(lambda: lab.established("192.0.2.2"), 15)  # the MD5 session is up
+        before = _session(lab, "192.0.2.2")
+        kube.secret = None  # kubectl delete secret bgp-pw
+        plan = bgp.decide(inputs)
+        assert [p.severity for p in plan.rendered.problems] == ["warning"]
+        assert d.call(bgp.apply(plan)) and bgp.config_applied
+        assert "md5-password" in conf.read_text()
+    finally:
+        d.stop()
+    d, bgp = speaker()  # a restarted speaker: the Secret is still gone
+    try:
+        plan = bgp.decide(inputs)
+        assert plan.rendered.text == conf.read_text()
+        assert d.call(bgp.apply(plan)) and bgp.config_applied
+        d.converged()
+        wait_for(lambda: lab.established("192.0.2.2"), 5)
+        assert _same_session(_session(lab, "192.0.2.2"), before), "the session was reset"
     finally:
         d.stop()
