@@ -25,9 +25,10 @@ from controller import metrics
 from controller.allocator import IP_CONFLICT, Allocator, Decision
 from controller.plan import is_ours
 from controller.status import ServicePatches, service_patches
-from exalb.config.documents import parse_documents
+from exalb.config.documents import internal_error, parse_documents
 from exalb.config.model import Config
 from exalb.config.problems import Problem, Subject
+from exalb.config.result import ParseResult
 from exalb.contracts.service_status import POOL_ANNOTATION
 from exalb.k8s.client import JSON, ApiError
 from exalb.views import ServiceView, service_view
@@ -140,7 +141,13 @@ class Reconciler:
 
     # -- config -------------------------------------------------------------------------------
     def handle_config(self) -> Result:
-        result = parse_documents(self.cluster.config_documents(), namespace=self.namespace)
+        """Load the config; a refused one keeps the last good config (stale metric), and so
+        does any exception on the way (the controller must not crash-loop on input)."""
+        try:
+            result = parse_documents(self.cluster.config_documents(), namespace=self.namespace)
+        except Exception as exc:  # parse_documents promises not to raise; be sure
+            log.exception("config parse crashed")
+            result = ParseResult(None, (internal_error("config", exc),))
         self._report_problems(result.problems)
         if result.config is None:
             metrics.CONFIG_STALE.set(1)

@@ -10,7 +10,7 @@ sends them) and never raise on bad user input: a malformed annotation becomes an
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -147,11 +147,21 @@ def _str_pairs(obj: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in _mapping(obj).items()))
 
 
-def _family_of(text: str) -> Family | None:
+def parse_address(text: str) -> IPAddress | None:
+    """An address as Kubernetes writes it, or ``None``. A zone (``2001:db8::5%x``) is not an
+    address here: Python keeps it, so ``2001:db8::5%x`` and ``2001:db8::5`` would be two
+    keys for one address on the wire, and one IP could be held by two Services."""
+    if "%" in text:
+        return None
     try:
-        return 4 if ipaddress.ip_address(text).version == 4 else 6
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+def _family_of(text: str) -> Family | None:
+    ip = parse_address(text)
+    return None if ip is None else (4 if ip.version == 4 else 6)
 
 
 def _annotation(annotations: Mapping[str, Any], suffix: str, deprecated: list[str]) -> str | None:
@@ -164,74 +174,100 @@ def _annotation(annotations: Mapping[str, Any], suffix: str, deprecated: list[st
     return None if value is None else str(value)
 
 
+def _requested_ips(
+    annotations: Mapping[str, Any], spec: Mapping[str, Any], deprecated: list[str]
+) -> tuple[tuple[IPAddress, ...], list[str]]:
+    """The IPs asked for (annotation ``loadBalancerIPs`` or ``spec.loadBalancerIP``) and
+    what is wrong with the request."""
+    lb_ips = _annotation(annotations, LOAD_BALANCER_IPS, deprecated)
+    spec_ip = spec.get("loadBalancerIP")
+    if lb_ips and spec_ip:
+        return (), [
+            f"both annotation {ANNOTATION_PREFIX}{LOAD_BALANCER_IPS} and spec.loadBalancerIP "
+            "are set; use only one"
+        ]
+    raw = [s.strip() for s in lb_ips.split(",")] if lb_ips else []
+    if spec_ip:
+        raw = [str(spec_ip).strip()]
+    requested: list[IPAddress] = []
+    errors: list[str] = []
+    for text in raw:
+        if not text:
+            continue
+        ip = parse_address(text)
+        if ip is not None:
+            requested.append(ip)
+        elif "%" in text:
+            errors.append(f"requested IP {_short(text)} has a zone (%...); give the address only")
+        else:
+            errors.append(f"requested IP {_short(text)} is not a valid IP address")
+    if len(requested) > 2 or (len(requested) == 2 and requested[0].version == requested[1].version):
+        errors.append("at most one requested IP per family (two in total) is allowed")
+    return tuple(requested), errors
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+
+
+def _port(raw: Any) -> tuple[str, int]:
+    p = _mapping(raw)
+    port = p.get("port")
+    if isinstance(port, bool) or not isinstance(port, int):
+        port = int(port) if isinstance(port, str) and port.isdigit() and len(port) < 6 else 0
+    return str(p.get("protocol") or "TCP"), port
+
+
+def _families(spec: Mapping[str, Any]) -> tuple[tuple[Family, ...], tuple[Family, ...]]:
+    """(families of the cluster IPs, ``spec.ipFamilies``); the first falls back on the
+    second when the Service has no cluster IP yet."""
+    cluster_ips = [str(x) for x in _sequence(spec.get("clusterIPs"))]
+    if not cluster_ips and spec.get("clusterIP"):
+        cluster_ips = [str(spec["clusterIP"])]
+    cluster = tuple(f for f in map(_family_of, cluster_ips) if f is not None)
+    named: dict[Any, Family] = {"IPv4": 4, "IPv6": 6}
+    ip_families = tuple(
+        named[x] for x in _sequence(spec.get("ipFamilies")) if isinstance(x, str) and x in named
+    )
+    return cluster or ip_families[:1], ip_families
+
+
+def _assigned_ips(status: Mapping[str, Any]) -> tuple[tuple[IPAddress, ...], list[str]]:
+    assigned: list[IPAddress] = []
+    errors: list[str] = []
+    for ing in _sequence(_mapping(status.get("loadBalancer")).get("ingress")):
+        ip_text = _mapping(ing).get("ip")
+        if ip_text:
+            ip = parse_address(str(ip_text))
+            if ip is None:
+                errors.append(
+                    f"status.loadBalancer.ingress ip {_short(str(ip_text))} is not an IP address"
+                )
+            else:
+                assigned.append(ip)
+    return tuple(assigned), errors
+
+
+_POLICIES: dict[Any, FamilyPolicy] = {
+    "PreferDualStack": "PreferDualStack",
+    "RequireDualStack": "RequireDualStack",
+}
+
+
 def service_view(obj: Mapping[str, Any]) -> ServiceView:
     """Reduce a Service (JSON form) to a :class:`ServiceView`. Never raises on user input."""
     meta = _mapping(obj.get("metadata"))
     spec = _mapping(obj.get("spec"))
-    status = _mapping(obj.get("status"))
     annotations = _mapping(meta.get("annotations"))
-    errors: list[str] = []
     deprecated: list[str] = []
-
-    requested: list[IPAddress] = []
-    lb_ips = _annotation(annotations, LOAD_BALANCER_IPS, deprecated)
-    spec_ip = spec.get("loadBalancerIP")
-    if lb_ips and spec_ip:
-        errors.append(
-            f"both annotation {ANNOTATION_PREFIX}{LOAD_BALANCER_IPS} and spec.loadBalancerIP "
-            "are set; use only one"
-        )
-    else:
-        raw = [s.strip() for s in lb_ips.split(",")] if lb_ips else []
-        if spec_ip:
-            raw = [str(spec_ip).strip()]
-        for text in raw:
-            if not text:
-                continue
-            try:
-                requested.append(ipaddress.ip_address(text))
-            except ValueError:
-                errors.append(f"requested IP {text!r} is not a valid IP address")
-        if len(requested) > 2 or (
-            len(requested) == 2 and requested[0].version == requested[1].version
-        ):
-            errors.append("at most one requested IP per family (two in total) is allowed")
-
-    ports = tuple(
-        (str(_mapping(p).get("protocol") or "TCP"), int(_mapping(p).get("port") or 0))
-        for p in _sequence(spec.get("ports"))
-    )
-    cluster_ips = [str(x) for x in _sequence(spec.get("clusterIPs"))]
-    if not cluster_ips and spec.get("clusterIP"):
-        cluster_ips = [str(spec["clusterIP"])]
-    cluster_families = tuple(f for f in (_family_of(c) for c in cluster_ips) if f is not None)
-    ip_families = tuple(
-        f
-        for f in (
-            4 if x == "IPv4" else 6 if x == "IPv6" else None
-            for x in _sequence(spec.get("ipFamilies"))
-        )
-        if f is not None
-    )
-    policy_raw = spec.get("ipFamilyPolicy")
-    policy: FamilyPolicy = "SingleStack"
-    if policy_raw == "PreferDualStack":
-        policy = "PreferDualStack"
-    elif policy_raw == "RequireDualStack":
-        policy = "RequireDualStack"
-    assigned: list[IPAddress] = []
-    for ing in _sequence(_mapping(status.get("loadBalancer")).get("ingress")):
-        ip_text = _mapping(ing).get("ip")
-        if ip_text:
-            try:
-                assigned.append(ipaddress.ip_address(str(ip_text)))
-            except ValueError:
-                errors.append(f"status.loadBalancer.ingress ip {ip_text!r} is not an IP address")
-    etp = spec.get("externalTrafficPolicy")
+    requested, errors = _requested_ips(annotations, spec, deprecated)
+    assigned, status_errors = _assigned_ips(_mapping(obj.get("status")))
+    cluster_families, ip_families = _families(spec)
     pool = _annotation(annotations, ADDRESS_POOL, deprecated)
     share = _annotation(annotations, ALLOW_SHARED_IP, deprecated)
     allocated = annotations.get(ANNOTATION_PREFIX + ALLOCATED_FROM_POOL)
     lb_class = spec.get("loadBalancerClass")
+    policy = spec.get("ipFamilyPolicy")
     return ServiceView(
         namespace=str(meta.get("namespace") or "default"),
         name=str(meta.get("name") or ""),
@@ -240,20 +276,33 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
         load_balancer_class=str(lb_class) if lb_class else None,
         labels=_str_pairs(meta.get("labels")),
         selector=_str_pairs(spec.get("selector")),
-        traffic_policy="Local" if etp == "Local" else "Cluster",
-        ports=ports,
-        cluster_ip_families=cluster_families or ((ip_families[0],) if ip_families else ()),
+        traffic_policy="Local" if spec.get("externalTrafficPolicy") == "Local" else "Cluster",
+        ports=tuple(_port(p) for p in _sequence(spec.get("ports"))),
+        cluster_ip_families=cluster_families,
         ip_families=ip_families,
-        family_policy=policy,
-        requested_ips=tuple(requested),
+        family_policy=_POLICIES.get(policy, "SingleStack")
+        if isinstance(policy, str)
+        else "SingleStack",
+        requested_ips=requested,
         requested_pool=pool or None,
         sharing_key=share,
-        assigned_ips=tuple(assigned),
+        assigned_ips=assigned,
         allocated_pool=str(allocated) if allocated else None,
         migrate=str(annotations.get(MIGRATE_ANNOTATION, "")).lower() in ("true", "1", "yes"),
         deprecated_annotations=tuple(sorted(set(deprecated))),
-        errors=tuple(errors),
+        errors=(*errors, *status_errors),
     )
+
+
+def namespace_labels(docs: Iterable[Any]) -> dict[str, dict[str, str]]:
+    """Namespace name → labels, from the Namespace objects among ``docs`` (a dump such as
+    ``kubectl get svc,ns -A -o yaml``); anything else, or a malformed one, is skipped."""
+    out: dict[str, dict[str, str]] = {}
+    for doc in docs:
+        if isinstance(doc, Mapping) and doc.get("kind") == "Namespace":
+            meta = _mapping(doc.get("metadata"))
+            out[str(meta.get("name"))] = dict(_str_pairs(meta.get("labels")))
+    return out
 
 
 def endpoint_slice_endpoints(obj: Mapping[str, Any]) -> tuple[Endpoint, ...]:
@@ -303,10 +352,9 @@ def node_view(obj: Mapping[str, Any]) -> NodeView:
             a = _mapping(raw)
             if a.get("type") != kind:
                 continue
-            try:
-                addrs.append(ipaddress.ip_address(str(a.get("address"))))
-            except ValueError:
-                continue
+            ip = parse_address(str(a.get("address")))
+            if ip is not None:
+                addrs.append(ip)
     return NodeView(
         name=str(meta.get("name") or ""),
         labels=_str_pairs(meta.get("labels")),

@@ -11,19 +11,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 import yaml
 
-from exalb.config.documents import parse_files, split_documents
+from exalb.config.documents import convert_documents, parse_files, read_text, split_documents
 from exalb.config.export import config_to_dict, summary_lines
-from exalb.config.legacy import (
-    CONFIG_KEY,
-    Renamed,
-    legacy_text_to_objects,
-    legacy_to_objects,
-    with_object_names,
-)
+from exalb.config.legacy import Renamed
 from exalb.config.problems import Problems
 from exalbctl.output import dump
 
@@ -54,33 +48,14 @@ def config_check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def config_convert(args: argparse.Namespace, out: TextIO) -> int:
-    try:
-        with open(args.file, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        out.write(f"{args.file}: cannot be read: {exc.strerror}\n")
+    read = Problems()
+    text = read_text(args.file, read)
+    if text is None:
+        out.writelines(f"{p}\n" for p in read.items)
         return 1
     docs, problems = split_documents(text, args.file)
-    objects: list[dict[str, Any]] = []
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
-            meta = doc.get("metadata") or {}
-            ns = args.namespace or meta.get("namespace") or "metallb-system"
-            objs, p = legacy_text_to_objects(
-                str((doc.get("data") or {}).get(CONFIG_KEY, "")),
-                namespace=ns,
-                origin=f"ConfigMap {meta.get('name', '')}",
-            )
-        else:
-            objs, p = legacy_to_objects(
-                doc,
-                namespace=args.namespace or "metallb-system",
-                origin=args.file,
-                problems=Problems(),
-            )
-        problems.items.extend(p.items)
-        objects.extend(objs)
-    objects, renamed = with_object_names(objects, problems, args.file)
+    objects, renamed, converted = convert_documents(docs, args.file, args.namespace)
+    problems.extend(converted.items)
     if problems.errors:
         for problem in problems.items:
             out.write(f"{problem}\n")
@@ -91,7 +66,9 @@ def config_convert(args: argparse.Namespace, out: TextIO) -> int:
     if args.output == "json":
         for line in notes:  # JSON has no comments; the note goes to stderr
             sys.stderr.write(f"{line}\n")
-        json.dump({"apiVersion": "v1", "kind": "List", "items": objects}, out, indent=2)
+        json.dump(
+            {"apiVersion": "v1", "kind": "List", "items": objects}, out, indent=2, default=str
+        )
         out.write("\n")
     else:
         out.writelines(f"# {line}\n" for line in notes)

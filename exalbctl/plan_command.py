@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from controller.plan import PlanRow, plan
-from exalb.config.documents import parse_files, split_documents
+from exalb.config.documents import parse_files, read_text, split_documents
+from exalb.config.problems import Problems
 from exalb.k8s.client import ApiError, KubeClient
 from exalb.k8s.resources import NAMESPACES, SERVICES
-from exalb.views import service_view
+from exalb.views import namespace_labels, service_view
 from exalbctl import render
 from exalbctl.output import dump
 
@@ -56,21 +57,16 @@ def _read_services(args: argparse.Namespace) -> tuple[list[Any], Labels]:
             return live_services(args.kubeconfig)
         except ApiError as exc:
             raise _InputError(f"cannot read the cluster: {exc}") from exc
-    try:
-        with open(args.services, encoding="utf-8") as fh:
-            services_text = fh.read()
-    except OSError as exc:
-        raise _InputError(f"{args.services}: cannot be read: {exc.strerror}") from exc
+    read = Problems()
+    services_text = read_text(args.services, read)
+    if services_text is None:
+        raise _InputError("\n".join(map(str, read.items)))
     docs, problems = split_documents(services_text, args.services)
     if problems.errors:
         raise _InputError("\n".join(map(str, problems.errors)))
     # Namespaces in the dump (``kubectl get svc,ns -A -o yaml``) give namespaceSelectors
     # their labels; without them a pool's namespaceSelectors match nothing.
-    ns_labels: Labels = {}
-    for d in docs:
-        if isinstance(d, dict) and d.get("kind") == "Namespace":
-            meta = d.get("metadata") or {}
-            ns_labels[str(meta.get("name"))] = dict(meta.get("labels") or {})
+    ns_labels: Labels = namespace_labels(docs)
     return docs, ns_labels
 
 

@@ -35,8 +35,9 @@ from typing import Any
 
 import structlog
 
-from exalb.config.documents import parse_documents
+from exalb.config.documents import internal_error, parse_documents
 from exalb.config.model import Config
+from exalb.config.result import ParseResult
 from exalb.contracts.speaker_status import StatusDocument
 from speaker import metrics
 from speaker.announcer import Announcer, Inputs
@@ -202,7 +203,15 @@ class Speaker:
         return Computed(plans, self.config_state, seconds)
 
     def _parse_config(self, docs: tuple[tuple[str, Any], ...], generation: int) -> None:
-        result = parse_documents(docs, namespace=self.settings.namespace)
+        """Parse a new config generation; a refused one keeps the last good config in force
+        and says so (``config.stale`` in ``/status``, the stale metric), whatever the input:
+        an exception escaping the parser counts as a refusal, never as a failed recompute
+        that would leave ``/status`` claiming the config is current."""
+        try:
+            result = parse_documents(docs, namespace=self.settings.namespace)
+        except Exception as exc:  # parse_documents promises not to raise; be sure
+            log.exception("config_parse_crashed")
+            result = ParseResult(None, (internal_error("config", exc),))
         self._config_generation = generation
         problems = tuple(str(p) for p in result.problems)
         if result.config is not None:
@@ -237,7 +246,7 @@ class Speaker:
             node=self.settings.node_name,
             config=self.config_state,
             announcements=plan.announcements if plan else None,
-            rendered=plan.rendered if plan else None,
+            rendered=self.bgp.rendered or (plan.rendered if plan else None),
             wire=wire,
             service=params.get("service"),
             l2=self.l2.view() if self.l2 is not None else L2View(),
@@ -245,7 +254,7 @@ class Speaker:
         doc["speaker"] = {
             "recomputes": self.recomputes,
             "lastRecomputeSeconds": round(c.seconds, 4) if c else None,
-            "configApplied": self.bgp.applied_text is not None,
+            "configApplied": self.bgp.config_applied,
             "driverConnections": self.bgp.driver.connections,
         }
         return doc

@@ -10,9 +10,16 @@ depend on:
 * **Retry, never guess.** A reload that cannot be done now (bridge not connected, ExaBGP
   busy) makes :meth:`BGPAnnouncer.apply` return False and the loop retries; the driver
   converges routes by diff on its own meanwhile.
-* **A refused config keeps the old one in force.** ``exabgp validate`` refusing the rendered
-  file (:class:`~speaker.exabgp.driver.ConfigRefusedError`) is logged and counted once per text;
-  the routes still converge towards the neighbors ExaBGP runs with.
+* **One refused neighbor never freezes the others.** When ``exabgp validate`` refuses the
+  rendered file (:class:`~speaker.exabgp.driver.ConfigRefusedError`), the neighbors to blame
+  are found by validating parts of it (:mod:`speaker.exabgp.isolate`), left out, reported
+  on their BGPPeer (an error in ``/status`` ``renderProblems``, a Warning event) and the
+  rest is applied. Only a file refused for no single neighbor keeps the old one in force.
+  Each text is judged once; ``configApplied`` in ``/status`` and
+  ``exalb_speaker_exabgp_config_applied_bool`` say whether ExaBGP runs the latest decision.
+* **A password once known stays** (:mod:`speaker.passwords`): a password Secret that cannot
+  be read keeps the last known password (also the one in the file ExaBGP runs, across a
+  speaker restart) with a warning, so a deleted Secret never tears down a session.
 
 The driver is reached through :class:`RouteDriver`, so the decisions about *when* to reload
 and what to hand over are unit-tested with a fake (``tests/unit/test_speaker_loop.py``).
@@ -38,8 +45,10 @@ from speaker.decision_cache import DecisionCache
 from speaker.decisions import Announcements, Route, cluster_warnings
 from speaker.exabgp.connection import PEER_UP, CommandError
 from speaker.exabgp.driver import ConfigRefusedError, ReloadError
+from speaker.exabgp.isolate import TextValidator, refused_neighbors, summary
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
-from speaker.exabgp.render import Rendered, render_config
+from speaker.exabgp.render import Rendered, RenderProblem, passwords_in_config, render_config
+from speaker.peer_events import PeerEvents
 from speaker.sources import Resolver, kernel_source_address, with_source_addresses
 from speaker.status import WireView, established
 
@@ -49,7 +58,7 @@ log = structlog.get_logger("exalb.speaker")
 class PasswordResolver(Protocol):
     """BGP passwords by peer (:class:`speaker.passwords.SecretPasswords`)."""
 
-    def resolve(self, peers: list[Peer]) -> tuple[dict[str, str], list[str]]: ...
+    def resolve(self, peers: list[Peer]) -> tuple[dict[str, str], list[RenderProblem]]: ...
 
 
 class RouteDriver(Protocol):
@@ -64,6 +73,9 @@ class RouteDriver(Protocol):
     async def run(self) -> None: ...
 
     async def apply_config(self, rendered: Rendered) -> bool: ...
+
+    @property
+    def validate_text(self) -> TextValidator: ...
 
     def set_routes(self, routes: Iterable[Route]) -> None: ...
 
@@ -94,6 +106,7 @@ class BGPAnnouncer:
         bridge_argv: Sequence[str],
         config_path: Path,
         passwords: PasswordResolver | None = None,
+        events: PeerEvents | None = None,
         resolve_source: Resolver = kernel_source_address,
         session_poll: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -102,12 +115,19 @@ class BGPAnnouncer:
         self.bridge_argv = tuple(bridge_argv)
         self.config_path = config_path
         self.passwords = passwords
+        self.events = events
         self.resolve_source = resolve_source
         self.session_poll = session_poll
         self.clock = clock
         self.cache = DecisionCache()
         self.plan: BGPPlan | None = None  # the last plan handed to apply
         self.applied_text: str | None = None  # the config text ExaBGP runs (or will start with)
+        # What /status shows: the config in force, with every problem of the latest plan.
+        self.rendered: Rendered | None = None
+        self.config_applied = False  # ExaBGP runs the latest plan's config (less refusals)
+        # The verdict on the last refused text: what is applied instead (None: nothing).
+        self._verdict: tuple[str, Rendered | None] | None = None
+        self._file_passwords: dict[str, str] | None = None
         self.first_applied = asyncio.Event()
         self._cluster_warnings: tuple[str, ...] = ()
         self._poll_error: str | None = None
@@ -126,20 +146,49 @@ class BGPAnnouncer:
             for w in extra:
                 log.warning("cluster_warning", warning=w)
             self._cluster_warnings = extra
-        passwords: dict[str, str] = {}
-        if self.passwords is not None:
-            passwords, problems = self.passwords.resolve(list(ann.peers))
-            for p in problems:
-                log.warning("password_problem", problem=p)
+        passwords, problems = self._passwords(ann.peers)
         peers = with_source_addresses(ann.peers, self.resolve_source)
         rendered = render_config(peers, inputs.node, self.bridge_argv, passwords)
+        if problems:
+            rendered = dataclasses.replace(rendered, problems=(*problems, *rendered.problems))
         return BGPPlan(ann, rendered)
+
+    def _passwords(self, peers: Sequence[Peer]) -> tuple[dict[str, str], list[RenderProblem]]:
+        """Passwords from Secrets; a peer whose Secret never yielded one in this process
+        keeps the password of the file ExaBGP runs (a speaker restarted while the Secret
+        is gone must not tear the session down either)."""
+        if self.passwords is None:
+            return {}, []
+        passwords, problems = self.passwords.resolve(list(peers))
+        out: list[RenderProblem] = []
+        for p in problems:
+            known = self._running_passwords().get(p.peer) if p.severity == "error" else None
+            if known is not None and p.peer not in passwords:
+                passwords[p.peer] = known
+                p = dataclasses.replace(p, severity="warning",  # noqa: PLW2901
+                                        message=f"{p.message}; the password ExaBGP runs with "
+                                        "stays in use")  # fmt: skip
+            log.warning("password_problem", problem=str(p))
+            out.append(p)
+        return passwords, out
+
+    def _running_passwords(self) -> dict[str, str]:
+        if self.applied_text is not None:
+            return passwords_in_config(self.applied_text)
+        if self._file_passwords is None:
+            try:
+                self._file_passwords = passwords_in_config(self.config_path.read_text())
+            except (OSError, UnicodeDecodeError):
+                self._file_passwords = {}
+        return self._file_passwords
 
     async def apply(self, plan: BGPPlan) -> bool:
         self.plan = plan
         config_in_force = await self._apply_config(plan.rendered)
         self.driver.set_routes(plan.announcements.routes)
         self._update_metrics(plan)
+        if self.events is not None:
+            self.events.update(self.rendered.problems if self.rendered else ())
         return config_in_force
 
     async def run(self) -> None:
@@ -160,32 +209,77 @@ class BGPAnnouncer:
 
     # -- config -------------------------------------------------------------------------------
     async def _apply_config(self, rendered: Rendered) -> bool:
-        """True when ExaBGP runs (or will start with) exactly ``rendered``, or refused it."""
-        if rendered.text == self.applied_text:
+        """True when ExaBGP runs (or will start with) ``rendered`` less the neighbors it
+        refuses, or when it refuses ``rendered`` as a whole (only a new config can help;
+        :attr:`config_applied` tells which). False means: retry later."""
+        target: Rendered | None = rendered
+        if self._verdict is not None and self._verdict[0] == rendered.text:
+            target = self._verdict[1]
+            if target is None:
+                return True  # judged before: refused as a whole; the old config stays
+        assert target is not None
+        if target.text == self.applied_text:
+            self._in_force(target, None)
             return True
-        for p in rendered.problems:
+        for p in target.problems:
             log.warning("render_problem", problem=str(p), severity=p.severity)
-        if not self.driver.connected and not self._file_holds(rendered.text):
+        if not self.driver.connected and not self._file_holds(target.text):
             # ExaBGP runs (or will run) with the old file: the change needs a reload, which
             # needs the bridge. Converge the routes we can now, retry the config later.
             log.info("config_change_waits_for_bridge")
+            self._not_in_force(rendered, None)
             return False
         try:
-            reloaded = await self.driver.apply_config(rendered)
+            reloaded = await self.driver.apply_config(target)
         except ConfigRefusedError as exc:
-            metrics.CONFIG_APPLY_ERRORS.inc()
-            log.error("exabgp_config_refused", error=str(exc))
-            self.applied_text = rendered.text  # do not re-validate the same text forever
-            return True
+            return await self._refused(rendered, target, str(exc))
         except ReloadError as exc:
             metrics.CONFIG_APPLY_ERRORS.inc()
             log.warning("exabgp_reload_retry", error=str(exc))
+            self._not_in_force(rendered, None)
             return False
-        self.applied_text = rendered.text
-        self.first_applied.set()
-        log.info("exabgp_config_applied", reloaded=reloaded,
-                 neighbors=[n.address for n in rendered.neighbors])  # fmt: skip
+        self._in_force(target, reloaded)
         return True
+
+    async def _refused(self, rendered: Rendered, target: Rendered, complaint: str) -> bool:
+        """ExaBGP refused ``target``: leave out the neighbors to blame and apply the rest
+        (once: a reduced config refused again keeps the old one in force)."""
+        metrics.CONFIG_APPLY_ERRORS.inc()
+        log.error("exabgp_config_refused", error=complaint)
+        blamed = {}
+        if target is rendered:
+            blamed = await refused_neighbors(target, self.driver.validate_text, complaint)
+        if not blamed:
+            self._verdict = (rendered.text, None)
+            self._not_in_force(rendered, summary(complaint))
+            return True
+        for peer, why in sorted(blamed.items()):
+            log.error("exabgp_refused_neighbor", peer=peer, error=why)
+        self._verdict = (rendered.text, target.without(blamed))
+        return await self._apply_config(rendered)
+
+    def _in_force(self, target: Rendered, reloaded: bool | None) -> None:
+        if self.applied_text != target.text:
+            log.info("exabgp_config_applied", reloaded=reloaded,
+                     neighbors=[n.address for n in target.neighbors])  # fmt: skip
+        self.applied_text = target.text
+        self.rendered = target
+        self.config_applied = True
+        metrics.CONFIG_APPLIED.set(1)
+        self.first_applied.set()
+
+    def _not_in_force(self, rendered: Rendered, refusal: str | None) -> None:
+        """``rendered`` is not what ExaBGP runs: /status shows its problems, and the
+        neighbors of the config that *is* in force."""
+        problems = rendered.problems
+        if refusal is not None:
+            whole = RenderProblem("", "", f"ExaBGP refuses this config ({refusal}); the "
+                                  "previous config stays in force", "error")  # fmt: skip
+            problems = (*problems, whole)
+        neighbors = self.rendered.neighbors if self.rendered is not None else ()
+        self.rendered = Rendered(rendered.text, neighbors, problems)
+        self.config_applied = False
+        metrics.CONFIG_APPLIED.set(0)
 
     def _file_holds(self, text: str) -> bool:
         """No file yet (ExaBGP will start with what we write), or the file holds ``text``."""
@@ -232,9 +326,10 @@ class BGPAnnouncer:
         decisions = Counter("announce" if d.announce else str(d.reason) for d in ann.decisions)
         for key in set(decisions) | {"announce"}:
             metrics.SERVICES.labels(key).set(decisions.get(key, 0))
+        shown = self.rendered or plan.rendered
         for sev in ("error", "warning"):
             metrics.RENDER_PROBLEMS.labels(sev).set(
-                sum(1 for p in plan.rendered.problems if p.severity == sev)
+                sum(1 for p in shown.problems if p.severity == sev)
             )
 
     def _update_session_metrics(self, neighbors: list[NeighborStatus]) -> None:

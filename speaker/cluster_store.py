@@ -163,6 +163,16 @@ class ClusterStore:
             ref = self._refs.get(key)
             return None if ref is None else dict(ref)
 
+    def peer_ref(self, name: str) -> JSON | None:
+        """The reference an Event about BGPPeer ``name`` needs: the BGPPeer object, or the
+        legacy ConfigMap when the config comes from one (it has no BGPPeer objects)."""
+        with self._lock:
+            found = [o for k, o in self._config.items() if k.startswith("BGPPeer/")]
+            found = [o for o in found if (o.get("metadata") or {}).get("name") == name]
+            if not found:
+                found = [o for k, o in self._config.items() if k.startswith("ConfigMap/")]
+            return _object_ref(found[0]) if found else None
+
     def nodes(self) -> tuple[NodeView, ...]:
         with self._lock:
             return tuple(self._nodes.values())
@@ -181,6 +191,19 @@ def _service_ref(obj: Mapping[str, Any]) -> JSON:
         "metadata": {
             "name": meta.get("name"),
             "namespace": meta.get("namespace") or "default",
+            "uid": meta.get("uid"),
+        },
+    }
+
+
+def _object_ref(obj: Mapping[str, Any]) -> JSON:
+    meta = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
             "uid": meta.get("uid"),
         },
     }

@@ -8,7 +8,8 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
   (:mod:`speaker.passwords`), so RBAC stays least-privilege;
 * the ExaBGP driver on the bridge's unix socket; the config file it renders is where the
   ExaBGP container's launcher (:mod:`speaker.exabgp.launch`) waits for it;
-* the protocols (:mod:`speaker.announcer`): BGP always (:mod:`speaker.bgp`), L2 with
+* the protocols (:mod:`speaker.announcer`): BGP always (:mod:`speaker.bgp`, with Warning
+  events on BGPPeers through :mod:`speaker.peer_events`), L2 with
   ``--l2-state``, the garp sidecar's desired-state file (:mod:`speaker.l2.announcer`), with
   ``nodeAssigned`` events through an :class:`~exalb.k8s.events.EventRecorder`;
 * ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``, and
@@ -47,6 +48,7 @@ from speaker.exabgp.connection import unix_connector
 from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.l2.announcer import L2Announcer
 from speaker.passwords import SecretPasswords
+from speaker.peer_events import PeerEvents
 
 log = structlog.get_logger("exalb.speaker")
 
@@ -139,12 +141,16 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
         return all(i.synced.is_set() for i in informers)
 
     store = ClusterStore(args.node_name)
+    events = EventRecorder(kube, "exalb-speaker", args.node_name)
     bgp = BGPAnnouncer(
-        driver, bridge_argv=bridge, config_path=config_path, passwords=SecretPasswords(kube)
+        driver,
+        bridge_argv=bridge,
+        config_path=config_path,
+        passwords=SecretPasswords(kube),
+        events=PeerEvents(events, store.peer_ref, args.node_name),
     )
     l2 = None
     if args.l2_state:
-        events = EventRecorder(kube, "exalb-speaker", args.node_name)
         l2 = L2Announcer(
             args.node_name, args.l2_state, events=events, service_ref=store.service_ref
         )

@@ -39,6 +39,16 @@ CONFIG_APPLY_ERRORS = Counter(
     "exalb_speaker_config_apply_errors", "rendered ExaBGP configs refused or not reloaded"
 )
 SECRET_ERRORS = Counter("exalb_speaker_secret_errors", "passwordSecret lookups that failed")
+PASSWORD_STALE = Gauge(
+    "exalb_speaker_password_secret_stale",
+    "1 while a peer's password Secret cannot be read and its last known password is used",
+    ["peer"],
+)
+CONFIG_APPLIED = Gauge(
+    "exalb_speaker_exabgp_config_applied_bool",
+    "1 when ExaBGP runs the config of the latest decision (less the neighbors it refuses, "
+    "each reported), 0 while an older config stays in force",
+)
 L2_OWNED = Gauge(
     "exalb_speaker_l2_owned",
     "1 when this node is the elected L2 owner of the IP, 0 when it is not",

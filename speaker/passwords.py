@@ -22,10 +22,11 @@ from typing import Any
 
 import structlog
 
-from exalb.config.model import Peer
+from exalb.config.model import Peer, SecretRef
 from exalb.k8s.client import ApiError, KubeClient
 from exalb.k8s.resources import SECRETS
-from speaker.metrics import SECRET_ERRORS
+from speaker.exabgp.render import RenderProblem
+from speaker.metrics import PASSWORD_STALE, SECRET_ERRORS
 
 log = structlog.get_logger("exalb.speaker.passwords")
 
@@ -52,8 +53,21 @@ class _Entry:
     fetched: float
 
 
+#: Event reason on a BGPPeer whose password Secret cannot be read.
+SECRET_EVENT = "PasswordSecretUnavailable"
+
+
 class SecretPasswords:
-    """Resolve the passwords of peers with ``passwordSecret``; thread-safe, cached."""
+    """Resolve the passwords of peers with ``passwordSecret``; thread-safe, cached.
+
+    **A password once known is only replaced by another password.** When the Secret cannot
+    be read (deleted: 404, forbidden, the API server down, or edited into something that
+    holds no password), the last known password stays in use with a warning (log, a
+    problem in ``/status``, an event on the BGPPeer, ``exalb_speaker_password_secret_stale``):
+    dropping it would remove the neighbor and tear down a working session, the outage a
+    careless ``kubectl delete secret`` must not cause. Only a peer whose password was never
+    known is left unconfigured.
+    """
 
     def __init__(
         self, kube: KubeClient, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic
@@ -73,25 +87,24 @@ class SecretPasswords:
         try:
             obj = self._kube.get(SECRETS, name, namespace)
         except ApiError as exc:
-            SECRET_ERRORS.inc()
             log.warning("secret_get_failed", secret=f"{namespace}/{name}", error=str(exc))
-            if entry is not None:  # keep the last known password through API trouble
-                return entry
-            entry = _Entry(None, f"cannot be read: {exc}", now)
+            fresh = _Entry(None, f"cannot be read: {exc}", now)
         else:
-            if obj is None:
-                entry = _Entry(None, "not found", now)
-            else:
-                pw, problem = password_from_secret(obj)
-                entry = _Entry(pw, problem, now)
+            fresh = _Entry(None, "not found", now) if obj is None else _parse(obj, now)
+        if fresh.password is None:
+            SECRET_ERRORS.inc()
+            if entry is not None and entry.password is not None:
+                fresh = _Entry(entry.password, fresh.problem, now)  # keep the last known
         with self._lock:
-            self._cache[(namespace, name)] = entry
-        return entry
+            self._cache[(namespace, name)] = fresh
+        return fresh
 
-    def resolve(self, peers: Iterable[Peer]) -> tuple[dict[str, str], list[str]]:
-        """Peer name → password for the peers that reference a Secret, plus problems."""
+    def resolve(self, peers: Iterable[Peer]) -> tuple[dict[str, str], list[RenderProblem]]:
+        """Peer name → password for the peers that reference a Secret, plus problems (an
+        error: no password, the neighbor is left out; a warning: the last known one is
+        used)."""
         out: dict[str, str] = {}
-        problems: list[str] = []
+        problems: list[RenderProblem] = []
         for p in peers:
             ref = p.password_secret
             if ref is None:
@@ -99,9 +112,21 @@ class SecretPasswords:
             entry = self._fetch(ref.namespace, ref.name)
             if entry.password is not None:
                 out[p.name] = entry.password
-            else:
-                problems.append(
-                    f"BGPPeer/{p.name}: spec.passwordSecret: Secret {ref.namespace}/{ref.name} "
-                    f"{entry.problem}"
-                )
+            stale = entry.password is not None and entry.problem is not None
+            PASSWORD_STALE.labels(p.name).set(1 if stale else 0)
+            if entry.problem is not None:
+                problems.append(secret_problem(p.name, ref, entry.problem, kept=stale))
         return out, problems
+
+
+def _parse(obj: Mapping[str, Any], now: float) -> _Entry:
+    pw, problem = password_from_secret(obj)
+    return _Entry(pw, problem, now)
+
+
+def secret_problem(peer: str, ref: SecretRef, problem: str, *, kept: bool) -> RenderProblem:
+    where = f"Secret {ref.namespace}/{ref.name} {problem}"
+    if kept:
+        return RenderProblem(peer, "spec.passwordSecret", f"{where}; the last known password "
+                             "stays in use", "warning", SECRET_EVENT)  # fmt: skip
+    return RenderProblem(peer, "spec.passwordSecret", where, "error", SECRET_EVENT)

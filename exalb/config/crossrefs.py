@@ -6,8 +6,6 @@ conflict ("overlaps IPAddressPool/b spec.addresses: 198.18.0.0/28").
 
 from __future__ import annotations
 
-from itertools import combinations
-
 from exalb.config.model import BGPAdvertisement, Config, IPNetwork, Pool
 from exalb.config.problems import ObjectRef, Problems
 
@@ -119,47 +117,112 @@ def _check_bgp_ad_conflicts(config: Config, problems: Problems) -> None:
 
     Two advertisements identical but for their names are accepted, as in MetalLB (its
     duplicate check compares whole objects, names included): their routes are the same.
+
+    Each conflicting pair is reported once, on the later advertisement, for the first pool
+    (by name) they conflict on; at most :data:`MAX_CONFLICTS_SHOWN` per advertisement.
+    Linear: advertisements are indexed by what a conflict needs to share (pool, node
+    selectors, aggregation length, peer), so each lookup finds only true conflicts.
     """
-    for a, b in combinations(config.bgp_advertisements, 2):
-        if a.service_selectors or b.service_selectors:
+    by_pool: dict[str, list[BGPAdvertisement]] = {}
+    for ad in config.bgp_advertisements:
+        if not ad.service_selectors:
+            for name in ad.pools:
+                by_pool.setdefault(name, []).append(ad)
+    reported: set[tuple[str, str]] = set()
+    shown: dict[str, int] = {}
+    for name in sorted(by_pool):
+        pool = config.pool(name)
+        if pool is None or not pool.families():
             continue
-        same_nodes = set(a.node_selectors) == set(b.node_selectors)
-        for name in sorted(set(a.pools) & set(b.pools)):
-            pool = config.pool(name)
-            if pool is None or not local_pref_conflict(a, b, pool, shared_nodes=same_nodes):
-                continue
-            problems.error(
-                ObjectRef("BGPAdvertisement", b.name),
-                "spec.localPref",
-                f"{b.local_pref} conflicts with localPref {a.local_pref} of "
-                f"BGPAdvertisement/{a.name} for IPAddressPool/{name}: same aggregation, "
-                "a shared peer and the same nodes",
-            )
-            break
+        index = _ConflictIndex(pool)
+        for b in by_pool[name]:
+            for a in index.conflicts(b, MAX_CONFLICTS_SHOWN - shown.get(b.name, 0)):
+                if (a.name, b.name) in reported:
+                    continue
+                reported.add((a.name, b.name))
+                shown[b.name] = shown.get(b.name, 0) + 1
+                problems.error(
+                    ObjectRef("BGPAdvertisement", b.name),
+                    "spec.localPref",
+                    f"{b.local_pref} conflicts with localPref {a.local_pref} of "
+                    f"BGPAdvertisement/{a.name} for IPAddressPool/{name}: same aggregation, "
+                    "a shared peer and the same nodes",
+                )
+            index.add(b)
+
+
+MAX_CONFLICTS_SHOWN = 10
+_EVERY_PEER = object()  # the key of advertisements with an empty ``peers`` list
+_ANY_PEER = object()  # every advertisement, whatever its peers
+
+
+class _ConflictIndex:
+    """The advertisements of one pool seen so far, by (node selectors, family, aggregation
+    length, peer key) and then LOCAL_PREF, so :meth:`conflicts` lists exactly the earlier
+    advertisements :func:`local_pref_conflict` would report, without testing every pair."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.families = sorted(pool.families())
+        self._index: dict[tuple[object, ...], dict[int, list[BGPAdvertisement]]] = {}
+
+    def _keys(self, ad: BGPAdvertisement, peers: tuple[object, ...]) -> list[tuple[object, ...]]:
+        """One key per family whose length must match: a pool of one family conflicts on
+        that family's length, a dual-stack pool when either length is the same."""
+        nodes = frozenset(ad.node_selectors)
+        return [
+            (nodes, f, ad.aggregation_length if f == 4 else ad.aggregation_length_v6, p)
+            for f in self.families
+            for p in peers
+        ]
+
+    def add(self, ad: BGPAdvertisement) -> None:
+        peers: tuple[object, ...] = (*(ad.peers or (_EVERY_PEER,)), _ANY_PEER)
+        for key in self._keys(ad, peers):
+            self._index.setdefault(key, {}).setdefault(ad.local_pref, []).append(ad)
+
+    def conflicts(self, b: BGPAdvertisement, limit: int) -> list[BGPAdvertisement]:
+        """Earlier advertisements that conflict with ``b`` (at most ``limit``)."""
+        lookups: tuple[object, ...] = (_ANY_PEER,) if not b.peers else (*b.peers, _EVERY_PEER)
+        found: dict[str, BGPAdvertisement] = {}
+        for key in self._keys(b, lookups):
+            for local_pref, ads in self._index.get(key, {}).items():
+                if local_pref == b.local_pref:
+                    continue
+                for a in ads:
+                    if len(found) >= limit:
+                        return sorted(found.values(), key=lambda x: x.name)
+                    found.setdefault(a.name, a)
+        return sorted(found.values(), key=lambda x: x.name)
 
 
 def _check_peers(config: Config, problems: Problems) -> None:
-    for a, b in combinations(config.peers, 2):
-        if (
-            a.peer_address == b.peer_address
-            and a.peer_port == b.peer_port
-            and a.source_address == b.source_address
-            and set(a.node_selectors) == set(b.node_selectors)
-        ):
+    """Two peers with the same address, port and source on the same nodes are one session
+    twice; the later (by name) is refused, naming the first."""
+    first: dict[tuple[object, ...], str] = {}
+    for peer in config.peers:
+        key = (
+            peer.peer_address,
+            peer.peer_port,
+            peer.source_address,
+            frozenset(peer.node_selectors),
+        )
+        if key in first:
             problems.error(
-                ObjectRef("BGPPeer", b.name),
+                ObjectRef("BGPPeer", peer.name),
                 "spec.peerAddress",
-                f"duplicates BGPPeer/{a.name} ({a.peer_address} port {a.peer_port} on the "
-                "same nodes)",
+                f"duplicates BGPPeer/{first[key]} ({peer.peer_address} port {peer.peer_port} "
+                "on the same nodes)",
             )
+            continue
+        first[key] = peer.name
     names = {p.name for p in config.peers}
     for ad in config.bgp_advertisements:
-        for i, peer in enumerate(ad.peers):
-            if peer not in names:
+        for i, peer_name in enumerate(ad.peers):
+            if peer_name not in names:
                 problems.warn(
                     ObjectRef("BGPAdvertisement", ad.name),
                     f"spec.peers[{i}]",
-                    f"BGPPeer {peer!r} does not exist; nothing is announced to it",
+                    f"BGPPeer {peer_name!r} does not exist; nothing is announced to it",
                 )
 
 

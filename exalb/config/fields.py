@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from exalb.config.limits import describe
 from exalb.config.model import LabelSelector, SelectorRequirement
 from exalb.config.problems import Problems, Subject
 
@@ -75,7 +76,7 @@ class Fields:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.error(key, f"must be true or false, got {value!r}")
+            self.error(key, f"must be true or false, got {describe(value)}")
             return default
         return value
 
@@ -91,7 +92,7 @@ class Fields:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.error(key, f"must be an integer, got {value!r}")
+            self.error(key, f"must be an integer, got {describe(value)}")
             return default
         if (low is not None and value < low) or (high is not None and value > high):
             self.error(key, f"{value} is out of range ({low}..{high})")
@@ -113,10 +114,12 @@ class Fields:
         out: list[str] = []
         for path, item in self.items(key):
             if not isinstance(item, str) or not item:
-                self.problems.error(self.obj, path, f"must be a non-empty string, got {item!r}")
+                self.problems.error(
+                    self.obj, path, f"must be a non-empty string, got {describe(item)}"
+                )
                 continue
             if unique and item in out:
-                self.problems.error(self.obj, path, f"duplicate entry {item!r}")
+                self.problems.error(self.obj, path, f"duplicate entry {describe(item)}")
                 continue
             out.append(item)
         return tuple(out)
@@ -125,19 +128,21 @@ class Fields:
         return Fields(self.data.get(key), self.obj, self.sub(key), self.problems, known)
 
 
+_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "a boolean"),  # before int: a bool is an int
+    (int, "an integer"),
+    (str, "a string"),
+    (list, "a list"),
+    (Mapping, "a mapping"),
+)
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
+    for kind, name in _TYPE_NAMES:
+        if isinstance(value, kind):
+            return name
     return type(value).__name__
 
 
@@ -152,43 +157,59 @@ def read_selector(
         ("match-labels", "match-expressions") if legacy else ("matchLabels", "matchExpressions")
     )
     f = Fields(data, obj, path, problems, frozenset({ml_key, me_key}))
-    labels: list[tuple[str, str]] = []
-    ml = f.raw(ml_key)
-    if ml is not None:
-        if not isinstance(ml, Mapping):
-            f.error(ml_key, "must be a mapping of label keys to values")
-        else:
-            for k, v in ml.items():
-                if not isinstance(v, str | int | float | bool):
-                    f.error(f"{ml_key}.{k}", "must be a string")
-                    continue
-                labels.append((str(k), str(v)))
+    labels = _match_labels(f, ml_key)
     reqs: list[SelectorRequirement] = []
     seen: dict[tuple[str | None, str | None, tuple[str, ...]], str] = {}
     for epath, expr in f.items(me_key):
-        e = Fields(expr, obj, epath, problems, frozenset({"key", "operator", "values"}))
-        key = e.string("key", required=True)
-        op = e.string("operator", required=True)
-        # MetalLB refuses a value given twice in one expression, and one expression given
-        # twice in a selector (values compared as sets): internal/config/config.go,
-        # validateLabelSelectorMatchExpressions.
-        values = e.strings("values", unique=True)
-        ident = (key, op, tuple(sorted(values)))
-        if ident in seen:
-            problems.error(obj, epath, f"duplicates {seen[ident]} (same key, operator, values)")
-            continue
-        seen[ident] = epath.rsplit(".", 1)[-1]
-        if op is not None and op not in _OPERATORS:
-            e.error("operator", f"{op!r} is not one of {', '.join(_OPERATORS)}")
-            continue
-        if op in ("In", "NotIn") and not values:
-            e.error("values", f"must not be empty for operator {op}")
-        if op in ("Exists", "DoesNotExist") and values:
-            e.error("values", f"must be empty for operator {op}")
-        if key is None or op is None:
-            continue
-        reqs.append(SelectorRequirement(key, op, values))  # type: ignore[arg-type]
+        req = _requirement(Fields(expr, obj, epath, problems, _EXPRESSION_FIELDS), seen)
+        if req is not None:
+            reqs.append(req)
     return LabelSelector(tuple(sorted(labels)), tuple(reqs))
+
+
+_EXPRESSION_FIELDS = frozenset({"key", "operator", "values"})
+
+
+def _match_labels(f: Fields, key: str) -> list[tuple[str, str]]:
+    ml = f.raw(key)
+    if ml is None:
+        return []
+    if not isinstance(ml, Mapping):
+        f.error(key, "must be a mapping of label keys to values")
+        return []
+    labels: list[tuple[str, str]] = []
+    for k, v in ml.items():
+        if not isinstance(v, str | int | float | bool):
+            f.error(f"{key}.{k}", f"must be a string, got {describe(v)}")
+            continue
+        labels.append((str(k), str(v)))
+    return labels
+
+
+def _requirement(
+    e: Fields, seen: dict[tuple[str | None, str | None, tuple[str, ...]], str]
+) -> SelectorRequirement | None:
+    """One ``matchExpressions`` entry. MetalLB refuses a value given twice in one
+    expression, and one expression given twice in a selector (values compared as sets):
+    internal/config/config.go, validateLabelSelectorMatchExpressions."""
+    key = e.string("key", required=True)
+    op = e.string("operator", required=True)
+    values = e.strings("values", unique=True)
+    ident = (key, op, tuple(sorted(values)))
+    if ident in seen:
+        e.problems.error(e.obj, e.path, f"duplicates {seen[ident]} (same key, operator, values)")
+        return None
+    seen[ident] = e.path.rsplit(".", 1)[-1]
+    if op is not None and op not in _OPERATORS:
+        e.error("operator", f"{describe(op)} is not one of {', '.join(_OPERATORS)}")
+        return None
+    if op in ("In", "NotIn") and not values:
+        e.error("values", f"must not be empty for operator {op}")
+    if op in ("Exists", "DoesNotExist") and values:
+        e.error("values", f"must be empty for operator {op}")
+    if key is None or op is None:
+        return None
+    return SelectorRequirement(key, op, values)  # type: ignore[arg-type]
 
 
 def selector_identity(sel: LabelSelector) -> tuple[object, ...]:

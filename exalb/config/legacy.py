@@ -17,18 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from exalb.config.crd import (
-    BFD_FIELDS,
-    GROUP,
-    LEGACY_SOURCE_ANNOTATION,
-    check_bfd_profile,
-    parse_objects,
-)
+from exalb.config.crd import parse_objects
 from exalb.config.fields import Fields
-from exalb.config.problems import Problems, Subject
+from exalb.config.limits import InputError, describe
+from exalb.config.objects import GROUP, LEGACY_SOURCE_ANNOTATION
+from exalb.config.pools import BFD_FIELDS, check_bfd_profile
+from exalb.config.problems import Problems, Subject, capped
 from exalb.config.result import ParseResult
+from exalb.config.yamlsafe import load_one
 
 CONFIG_KEY = "config"
 
@@ -70,20 +66,23 @@ def parse_legacy_text(
 ) -> ParseResult:
     """Parse the YAML text under the ConfigMap's ``config`` key."""
     objects, problems = legacy_text_to_objects(text, namespace=namespace, origin=origin)
-    if problems.errors:
-        return ParseResult(None, tuple(problems.items))
+    if problems.error_count:
+        return ParseResult(None, capped(problems.items))
     result = parse_objects(objects, source="configmap")
-    return ParseResult(result.config, tuple(problems.items) + result.problems)
+    return ParseResult(result.config, capped((*problems.items, *result.problems)))
 
 
 def legacy_text_to_objects(
     text: str, *, namespace: str = "metallb-system", origin: Subject = "config"
 ) -> tuple[list[dict[str, Any]], Problems]:
+    """The objects of a legacy ``config`` text; its YAML is loaded within the bounds of
+    :mod:`exalb.config.limits` (the text is the one input here that is not JSON from the
+    API server: aliases, duplicate keys and absurd nesting are possible)."""
     problems = Problems()
     try:
-        doc = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        problems.error(origin, "", f"is not valid YAML: {exc}")
+        doc = load_one(text) if text.strip() else {}
+    except InputError as exc:
+        problems.error(origin, exc.path, exc.message)
         return [], problems
     return legacy_to_objects(doc, namespace=namespace, origin=origin, problems=problems)
 
@@ -97,98 +96,117 @@ def legacy_to_objects(
 ) -> tuple[list[dict[str, Any]], Problems]:
     """Convert a legacy config document to ``metallb.io`` objects (dicts, CRD form)."""
     problems = problems if problems is not None else Problems()
+    converter = _Converter(namespace, origin, problems)
     top = Fields(doc, origin, "", problems, _TOP)
-    objects: list[dict[str, Any]] = []
+    converter.peers(top)
+    converter.communities(top)
+    converter.bfd_profiles(top)
+    converter.pools(top)
+    return converter.objects, problems
 
-    def make(kind: str, version: str, name: str, source: str, spec: dict[str, Any]) -> None:
-        objects.append(
+
+class _Converter:
+    """Collects the objects one legacy document becomes; each section has its method."""
+
+    def __init__(self, namespace: str, origin: Subject, problems: Problems) -> None:
+        self.namespace = namespace
+        self.origin = origin
+        self.problems = problems
+        self.objects: list[dict[str, Any]] = []
+        self.bgp_count = 0
+        self.l2_count = 0
+
+    def make(self, kind: str, version: str, name: str, source: str, spec: dict[str, Any]) -> None:
+        self.objects.append(
             {
                 "apiVersion": f"{GROUP}/{version}",
                 "kind": kind,
                 "metadata": {
                     "name": name,
-                    "namespace": namespace,
+                    "namespace": self.namespace,
                     "annotations": {LEGACY_SOURCE_ANNOTATION: source},
                 },
                 "spec": spec,
             }
         )
 
-    for i, (path, item) in enumerate(top.items("peers"), start=1):
-        peer = Fields(item, origin, path, problems, frozenset(_PEER_KEYS) | {"node-selectors"})
-        spec = {_PEER_KEYS[k]: v for k, v in peer.data.items() if k in _PEER_KEYS}
-        if peer.has("node-selectors"):
-            spec["nodeSelectors"] = [
-                _selector(sel, origin, spath, problems)
-                for spath, sel in peer.items("node-selectors")
-            ]
-        make("BGPPeer", "v1beta2", f"peer{i}", path, spec)
+    def peers(self, top: Fields) -> None:
+        known = frozenset(_PEER_KEYS) | {"node-selectors"}
+        for i, (path, item) in enumerate(top.items("peers"), start=1):
+            peer = Fields(item, self.origin, path, self.problems, known)
+            spec = {_PEER_KEYS[k]: v for k, v in peer.data.items() if k in _PEER_KEYS}
+            if peer.has("node-selectors"):
+                spec["nodeSelectors"] = [
+                    _selector(sel, self.origin, spath, self.problems)
+                    for spath, sel in peer.items("node-selectors")
+                ]
+            self.make("BGPPeer", "v1beta2", f"peer{i}", path, spec)
 
-    communities = top.raw("bgp-communities")
-    if communities is not None:
+    def communities(self, top: Fields) -> None:
+        communities = top.raw("bgp-communities")
+        if communities is None:
+            return
         if not isinstance(communities, Mapping):
             top.error("bgp-communities", "must be a mapping of alias names to a:b values")
-        else:
-            make(
-                "Community",
-                "v1beta1",
-                "communities",
-                "bgp-communities",
-                {"communities": [{"name": str(k), "value": v} for k, v in communities.items()]},
+            return
+        entries = [{"name": str(k), "value": v} for k, v in communities.items()]
+        self.make("Community", "v1beta1", "communities", "bgp-communities",
+                  {"communities": entries})  # fmt: skip
+
+    def bfd_profiles(self, top: Fields) -> None:
+        names: dict[str, str] = {}
+        known = frozenset({"name", *_BFD_KEYS.values()})
+        for path, item in top.items("bfd-profiles"):
+            profile = Fields(item, self.origin, path, self.problems, known)
+            name = profile.string("name", required=True)
+            if name is not None and name in names:
+                profile.error("name", f"duplicate BFD profile name {name!r} ({names[name]})")
+            elif name is not None:
+                names[name] = path
+            check_bfd_profile(profile, _BFD_KEYS)
+            self.problems.warn(
+                self.origin, path, "BFD is not supported by ExaBGP; this profile is ignored"
             )
 
-    bfd_names: dict[str, str] = {}
-    for path, item in top.items("bfd-profiles"):
-        profile = Fields(item, origin, path, problems, frozenset({"name", *_BFD_KEYS.values()}))
-        name = profile.string("name", required=True)
-        if name is not None and name in bfd_names:
-            profile.error("name", f"duplicate BFD profile name {name!r} ({bfd_names[name]})")
-        elif name is not None:
-            bfd_names[name] = path
-        check_bfd_profile(profile, _BFD_KEYS)
-        problems.warn(origin, path, "BFD is not supported by ExaBGP; this profile is ignored")
+    def pools(self, top: Fields) -> None:
+        for path, item in top.items("address-pools"):
+            pool = Fields(item, self.origin, path, self.problems, _POOL_KEYS)
+            name = pool.string("name", required=True)
+            protocol = pool.raw("protocol")
+            if protocol is None:
+                pool.error("protocol", "missing the protocol field (layer2 or bgp)")
+            elif protocol not in ("layer2", "bgp"):
+                pool.error("protocol", f"unknown protocol {describe(protocol)} (layer2 or bgp)")
+                protocol = None
+            if name is None:
+                continue
+            pool_spec: dict[str, Any] = {"addresses": pool.raw("addresses")}
+            if pool.has("auto-assign"):
+                pool_spec["autoAssign"] = pool.raw("auto-assign")
+            if pool.has("avoid-buggy-ips"):
+                pool_spec["avoidBuggyIPs"] = pool.raw("avoid-buggy-ips")
+            self.make("IPAddressPool", "v1beta1", name, path, pool_spec)
+            if protocol == "layer2":
+                self._l2_advertisement(pool, name, path)
+            elif protocol == "bgp":
+                self._bgp_advertisements(pool, name, path)
 
-    bgp_count = 0
-    l2_count = 0
-    for path, item in top.items("address-pools"):
-        pool = Fields(item, origin, path, problems, _POOL_KEYS)
-        name = pool.string("name", required=True)
-        protocol = pool.raw("protocol")
-        if protocol is None:
-            pool.error("protocol", "missing the protocol field (layer2 or bgp)")
-        elif protocol not in ("layer2", "bgp"):
-            pool.error("protocol", f"unknown protocol {protocol!r} (layer2 or bgp)")
-            protocol = None
-        if name is None:
-            continue
-        pool_spec: dict[str, Any] = {"addresses": pool.raw("addresses")}
-        if pool.has("auto-assign"):
-            pool_spec["autoAssign"] = pool.raw("auto-assign")
-        if pool.has("avoid-buggy-ips"):
-            pool_spec["avoidBuggyIPs"] = pool.raw("avoid-buggy-ips")
-        make("IPAddressPool", "v1beta1", name, path, pool_spec)
-        if protocol == "layer2":
-            if pool.has("bgp-advertisements"):
-                pool.error("bgp-advertisements", "is only allowed in pools with protocol bgp")
-            l2_count += 1
-            make(
-                "L2Advertisement",
-                "v1beta1",
-                f"l2advertisement{l2_count}",
-                path,
-                {"ipAddressPools": [name]},
-            )
-        elif protocol == "bgp":
-            ads = list(pool.items("bgp-advertisements")) or [(path, {})]
-            for apath, ad in ads:
-                af = Fields(ad, origin, apath, problems, frozenset(_AD_KEYS))
-                ad_spec: dict[str, Any] = {
-                    _AD_KEYS[k]: v for k, v in af.data.items() if k in _AD_KEYS
-                }
-                ad_spec["ipAddressPools"] = [name]
-                bgp_count += 1
-                make("BGPAdvertisement", "v1beta1", f"bgpadvertisement{bgp_count}", apath, ad_spec)
-    return objects, problems
+    def _l2_advertisement(self, pool: Fields, name: str, path: str) -> None:
+        if pool.has("bgp-advertisements"):
+            pool.error("bgp-advertisements", "is only allowed in pools with protocol bgp")
+        self.l2_count += 1
+        self.make("L2Advertisement", "v1beta1", f"l2advertisement{self.l2_count}", path,
+                  {"ipAddressPools": [name]})  # fmt: skip
+
+    def _bgp_advertisements(self, pool: Fields, name: str, path: str) -> None:
+        ads = list(pool.items("bgp-advertisements")) or [(path, {})]
+        for apath, ad in ads:
+            af = Fields(ad, self.origin, apath, self.problems, frozenset(_AD_KEYS))
+            ad_spec: dict[str, Any] = {_AD_KEYS[k]: v for k, v in af.data.items() if k in _AD_KEYS}
+            ad_spec["ipAddressPools"] = [name]
+            self.bgp_count += 1
+            self.make("BGPAdvertisement", "v1beta1", f"bgpadvertisement{self.bgp_count}", apath,
+                      ad_spec)  # fmt: skip
 
 
 # MetalLB's converter leaves a legacy name alone when it matches this, and otherwise makes

@@ -13,7 +13,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import Literal, TypeVar
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -266,11 +267,27 @@ class Config:
     community_aliases: tuple[tuple[str, str], ...] = ()
     source: ConfigSource = "empty"
 
+    # Lookups by name are dictionary accesses, built on first use (the instance is frozen, so
+    # they never go stale): a consumer asking once per Service or per advertisement must not
+    # scan every pool each time.
+    @cached_property
+    def _pools_by_name(self) -> dict[str, Pool]:
+        return {p.name: p for p in reversed(self.pools)}  # the first of a name wins
+
+    @cached_property
+    def _peers_by_name(self) -> dict[str, Peer]:
+        return {p.name: p for p in reversed(self.peers)}
+
+    @cached_property
+    def _bgp_ads_by_pool(self) -> dict[str, tuple[BGPAdvertisement, ...]]:
+        return _by_pool(self.bgp_advertisements)
+
+    @cached_property
+    def _l2_ads_by_pool(self) -> dict[str, tuple[L2Advertisement, ...]]:
+        return _by_pool(self.l2_advertisements)
+
     def pool(self, name: str) -> Pool | None:
-        for p in self.pools:
-            if p.name == name:
-                return p
-        return None
+        return self._pools_by_name.get(name)
 
     def pool_of(self, ip: IPAddress) -> Pool | None:
         """The pool whose CIDRs hold ``ip`` (pools never overlap, so at most one)."""
@@ -285,16 +302,25 @@ class Config:
         return pool if pool is not None and pool.allows(ip) else None
 
     def peer(self, name: str) -> Peer | None:
-        for p in self.peers:
-            if p.name == name:
-                return p
-        return None
+        return self._peers_by_name.get(name)
 
     def bgp_advertisements_for(self, pool: str) -> tuple[BGPAdvertisement, ...]:
-        return tuple(a for a in self.bgp_advertisements if pool in a.pools)
+        return self._bgp_ads_by_pool.get(pool, ())
 
     def l2_advertisements_for(self, pool: str) -> tuple[L2Advertisement, ...]:
-        return tuple(a for a in self.l2_advertisements if pool in a.pools)
+        return self._l2_ads_by_pool.get(pool, ())
+
+
+_Ad = TypeVar("_Ad", BGPAdvertisement, L2Advertisement)
+
+
+def _by_pool(ads: tuple[_Ad, ...]) -> dict[str, tuple[_Ad, ...]]:
+    """Advertisements per pool name, each in the config's order, each once per pool."""
+    out: dict[str, list[_Ad]] = {}
+    for ad in ads:
+        for name in dict.fromkeys(ad.pools):
+            out.setdefault(name, []).append(ad)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 EMPTY_CONFIG = Config()

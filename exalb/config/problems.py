@@ -7,6 +7,7 @@ user fixes a broken config in one round trip. A problem renders as
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,8 @@ class Problem:
     path: str  # "spec.addresses[1]"; empty when the whole object is meant
     message: str
     severity: Severity = "error"
+    # Set on the line that stands for problems left out (:func:`capped`): how many, errors.
+    omitted: tuple[int, int] | None = None
 
     def __str__(self) -> str:
         where = f"{self.obj}: {self.path}" if self.path else self.obj
@@ -59,12 +62,26 @@ class Problems:
 
     def __init__(self) -> None:
         self.items: list[Problem] = []
+        self._counted = 0  # items[:_counted] are reflected in _error_count
+        self._error_count = 0
 
     def error(self, obj: Subject, path: str, message: str) -> None:
         self.items.append(Problem(obj, path, message))
 
     def warn(self, obj: Subject, path: str, message: str) -> None:
         self.items.append(Problem(obj, path, message, "warning"))
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        self.items.extend(problems)
+
+    @property
+    def error_count(self) -> int:
+        """How many errors so far, in amortised O(1): parsers ask before and after every
+        object, and a config with 20,000 bad objects must not make that quadratic."""
+        for p in self.items[self._counted :]:
+            self._error_count += p.severity == "error"
+        self._counted = len(self.items)
+        return self._error_count
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -73,3 +90,29 @@ class Problems:
     @property
     def warnings(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.items if p.severity == "warning")
+
+
+#: Problems handed on at most (to events, logs, ``/status``, the CLI); the rest are counted.
+MAX_PROBLEMS = 500
+
+
+def capped(problems: Sequence[Problem], limit: int = MAX_PROBLEMS) -> tuple[Problem, ...]:
+    """The first ``limit`` problems and one line counting the others: a config with 100,000
+    bad entries must not become 100,000 events. The cap is applied after validity was
+    decided, so it never turns an invalid config into a valid one; capping capped problems
+    again keeps the count right."""
+    kept = [p for p in problems if p.omitted is None]
+    omitted = [p.omitted for p in problems if p.omitted is not None]
+    rest = kept[limit:]
+    count = len(rest) + sum(n for n, _ in omitted)
+    errors = sum(1 for p in rest if p.severity == "error") + sum(e for _, e in omitted)
+    if not count:
+        return tuple(kept)
+    summary = Problem(
+        "config",
+        "",
+        f"and {count} more problems ({errors} errors) not shown",
+        "error" if errors else "warning",
+        (count, errors),
+    )
+    return (*kept[:limit], summary)

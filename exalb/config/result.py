@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exalb.config.model import Config
-from exalb.config.problems import Problem, Problems
+from exalb.config.problems import Problem, Problems, capped
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class ParseResult:
 
     @classmethod
     def of(cls, config: Config, problems: Problems) -> ParseResult:
-        return cls(None if problems.errors else config, tuple(problems.items))
+        return cls(None if problems.error_count else config, capped(problems.items))
 
     @property
     def ok(self) -> bool:

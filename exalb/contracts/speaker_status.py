@@ -157,7 +157,7 @@ class Summary(TypedDict):
 class SpeakerSection(TypedDict):
     recomputes: int
     lastRecomputeSeconds: float | None
-    configApplied: bool
+    configApplied: bool  # ExaBGP runs the latest decision (less the neighbors it refuses)
     driverConnections: int
 
 

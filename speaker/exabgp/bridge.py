@@ -14,7 +14,9 @@ that can fail with the speaker, uses only the standard library, and
 * swallows the answers that belong to commands of a client that went away, so a new client
   only ever sees answers to its own commands (ExaBGP answers commands in order: every
   command yields zero or more output lines followed by exactly one ``done``/``error``);
-* never forwards a partial command line (a client dying mid-line cannot inject garbage);
+* never forwards a partial command line (a client dying mid-line cannot inject garbage),
+  nor any part of a line longer than ``MAX_LINE``: it is dropped up to its newline, so its
+  tail can never reach ExaBGP as a command of its own;
 * exits when stdin reaches EOF (ExaBGP is gone) and removes its socket.
 
 stdout belongs to ExaBGP; logs go to stderr (which ExaBGP inherits into its own log).
@@ -62,6 +64,7 @@ class Bridge:
         self.listener: socket.socket | None = None
         self.client: socket.socket | None = None
         self.client_in = b""  # partial line from the client
+        self.discarding = False  # dropping an over-long client line up to its newline
         self.client_out = bytearray()  # pending bytes to the client
         self.exabgp_in = b""  # partial line from ExaBGP
         self.exabgp_out = bytearray()  # complete lines pending to ExaBGP
@@ -107,6 +110,7 @@ class Bridge:
         conn.setblocking(False)
         self.client = conn
         self.client_in = b""
+        self.discarding = False
         self.client_out = bytearray()
         self.mid_line = bool(self.exabgp_in)
         self.sel.register(conn, selectors.EVENT_READ, "client")
@@ -124,6 +128,7 @@ class Bridge:
             self.client.close()
         self.client = None
         self.client_in = b""
+        self.discarding = False
         self.client_out = bytearray()
         self.orphans += self.pending_current
         self.pending_current = 0
@@ -208,10 +213,19 @@ class Bridge:
             return
         buf = self.client_in + data
         *lines, self.client_in = buf.split(b"\n")
-        if len(self.client_in) > MAX_LINE:
+        if self.discarding and lines:
+            lines = lines[1:]  # the tail of the over-long line ends here: dropped with it
+            self.discarding = False
+        if self.discarding:
+            self.client_in = b""  # still inside the over-long line
+        elif len(self.client_in) > MAX_LINE:
             _log("client_line_too_long", size=len(self.client_in))
             self.client_in = b""
+            self.discarding = True
         for raw in lines:
+            if len(raw) > MAX_LINE:
+                _log("client_line_too_long", size=len(raw))
+                continue
             self.on_client_line(raw + b"\n")
 
     def _write_client(self) -> None:

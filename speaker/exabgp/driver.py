@@ -62,6 +62,7 @@ RELOADS = Counter("exalb_exabgp_reloads", "config reloads", ["result"])
 CONNECTED = Gauge("exalb_exabgp_bridge_connected", "1 while connected to the ExaBGP bridge")
 
 Validator = Callable[[Path], Awaitable[str | None]]  # None = valid, else the error text
+TextValidator = Callable[[str], Awaitable[str | None]]  # the same, for a text
 
 
 class ConfigRefusedError(Exception):
@@ -108,6 +109,25 @@ def routes_by_neighbor(
     if dropped:
         log.debug("routes_without_neighbor", count=dropped)
     return out
+
+
+def scratch_validator(config_path: Path | None, validate: Validator | None) -> TextValidator:
+    """``exabgp validate`` on a text in a scratch file next to the config (never the file
+    ExaBGP runs): ``None`` when valid or when there is no validator, else ExaBGP's
+    complaint. Finds the neighbors of a refused config that are to blame
+    (:mod:`speaker.exabgp.isolate`)."""
+
+    async def validate_text(text: str) -> str | None:
+        if validate is None or config_path is None:
+            return None
+        scratch = config_path.with_name(config_path.name + ".check")
+        scratch.write_text(text)
+        try:
+            return await validate(scratch)
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    return validate_text
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,7 @@ class Driver:
         self._connect = connect
         self._config_path = config_path
         self._validate = validate
+        self.validate_text = scratch_validator(config_path, validate)
         self._clock = clock or time.monotonic
         self._sleep = sleep
         self._reconnect_delay = reconnect_delay

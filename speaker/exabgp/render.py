@@ -65,16 +65,26 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True)
 class RenderProblem:
-    """Something the rendered config cannot honour; errors drop the neighbor."""
+    """Something the rendered config cannot honour; errors drop the neighbor.
+
+    ``event``: the reason of a Warning event the speaker puts on the BGPPeer for it (a
+    refused neighbor, a password Secret that cannot be read), ``None`` for none. ``peer``
+    is empty for a problem of the whole file."""
 
     peer: str
     field: str
     message: str
     severity: Severity = "warning"
+    event: str | None = None
 
     def __str__(self) -> str:
         prefix = "" if self.severity == "error" else "warning: "
-        return f"{prefix}BGPPeer/{self.peer}: {self.field}: {self.message}"
+        where = f"BGPPeer/{self.peer}: {self.field}" if self.peer else "exabgp.conf"
+        return f"{prefix}{where}: {self.message}"
+
+
+#: Event reason: ExaBGP refused this peer's neighbor; the others were applied without it.
+REFUSED_EVENT = "PeerRefusedByExaBGP"
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,8 @@ class Neighbor:
 
 @dataclass(frozen=True)
 class Rendered:
+    """The file's text: the head (the API process), then one block per neighbor, in order."""
+
     text: str
     neighbors: tuple[Neighbor, ...]
     problems: tuple[RenderProblem, ...]
@@ -97,6 +109,32 @@ class Rendered:
     @property
     def errors(self) -> tuple[RenderProblem, ...]:
         return tuple(p for p in self.problems if p.severity == "error")
+
+    @property
+    def head(self) -> str:
+        return self.text[: len(self.text) - sum(len(n.block) for n in self.neighbors)]
+
+    def with_neighbors(self, neighbors: Sequence[Neighbor]) -> str:
+        """The text this file would have with only ``neighbors`` (a subset, in order)."""
+        return self.head + "".join(n.block for n in neighbors)
+
+    def without(self, refused: Mapping[str, str]) -> Rendered:
+        """This config less the neighbors of the peers in ``refused`` (name → ExaBGP's
+        complaint), each reported as an error with an event: one peer ExaBGP will not take
+        must not keep every other peer's change from being applied."""
+        keep = tuple(n for n in self.neighbors if n.peer_name not in refused)
+        problems = tuple(
+            RenderProblem(
+                name,
+                "spec",
+                f"ExaBGP refuses this neighbor ({why}); it is left out and the other peers "
+                "are applied",
+                "error",
+                REFUSED_EVENT,
+            )
+            for name, why in sorted(refused.items())
+        )
+        return Rendered(self.with_neighbors(keep), keep, (*self.problems, *problems))
 
 
 _UNSAFE_TOKEN = re.compile(r"[\s;{}\"'\[\]#]")
@@ -270,3 +308,26 @@ def render_config(
         )
     text = config_head(bridge_argv, node.name) + "".join(n.block for n in neighbors)
     return Rendered(text=text, neighbors=tuple(neighbors), problems=tuple(problems))
+
+
+def passwords_in_config(text: str) -> dict[str, str]:
+    """Peer name → MD5 password of every neighbor in a file this module rendered (its
+    ``description`` is the peer's name, its ``md5-password`` base64). The file ExaBGP runs
+    with is the last known password of a session whose Secret cannot be read, also across
+    a speaker restart."""
+    out: dict[str, str] = {}
+    name: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("neighbor "):
+            name = None
+        elif line.startswith("description ") and line.endswith(";"):
+            name = line[len("description ") : -1].strip()
+        elif line.startswith('md5-password "') and line.endswith('";') and name:
+            try:
+                out[name] = base64.b64decode(
+                    line[len('md5-password "') : -2], validate=True
+                ).decode()
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return out

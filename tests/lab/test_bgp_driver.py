@@ -10,6 +10,7 @@ real rendered config; truth is read from FRR (``vtysh ... json``) and r1's kerne
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import signal
@@ -23,14 +24,18 @@ from typing import Any, TypeVar
 
 import pytest
 
-from exalb.config.model import Peer
+from exalb.config.model import Config, Peer, SecretRef
 from exalb.views import NodeView
 from lab.runner import Lab
 from lab.wait import wait_for
-from speaker.decisions import Route
+from speaker.announcer import Inputs
+from speaker.bgp import BGPAnnouncer, BGPPlan
+from speaker.cluster_store import ClusterStore
+from speaker.decisions import Announcements, Options, Route
 from speaker.exabgp.connection import unix_connector
 from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.exabgp.render import render_config
+from speaker.passwords import SecretPasswords
 
 pytestmark = pytest.mark.lab
 T = TypeVar("T")
@@ -307,3 +312,110 @@ def test_killed_speaker_leaves_routes_and_restart_converges_by_diff(ibgp_lab: La
     finally:
         lab.stop_process("n1", third, first=signal.SIGKILL)
     assert rendered.neighbors[0].address == "198.18.0.1"
+
+
+def test_a_peer_exabgp_refuses_is_left_out_and_every_other_peer_change_applies(
+    ibgp_lab: Lab,
+) -> None:
+    """Issue 12, point 4, with the real ExaBGP: a neighbor ``exabgp validate`` refuses used to
+    freeze every peer of the node (the old file stayed). Now r1 goes, r1b comes, the bad
+    peer is left out and reported, and FRR's sessions and FIB show exactly that."""
+    lab = ibgp_lab
+    sock, conf, _ = start_exabgp(lab, [PEER_R1])
+    driver = Driver(unix_connector(sock), config_path=conf, validate=exabgp_validate(EXABGP))
+    d = DriverThread(driver)
+    bgp = BGPAnnouncer(driver, bridge_argv=[BRIDGE, "--socket", str(sock)], config_path=conf,
+                       resolve_source=lambda _ip: None)  # fmt: skip
+
+    def plan(peers: list[Peer], routes: list[Route]) -> BGPPlan:
+        rendered = render_config(peers, NODE, [BRIDGE, "--socket", str(sock)])
+        return BGPPlan(Announcements(frozenset(routes), peers=tuple(peers)), rendered)
+
+    try:
+        r10 = Route(net("203.0.113.10/32"), "r1")
+        assert d.call(bgp.apply(plan([PEER_R1], [r10])))
+        wait_for("session up", lambda: established(lab, "198.18.0.2"), 15, 0.02)
+        d.converged()
+        wait_for("the route in the FIB", lambda: fib_routes(lab, 4) == {"203.0.113.10/32"}, 5, 0.02)
+        good = Peer(name="r1b", my_asn=64500, peer_asn=64500, peer_address=ip("198.18.0.5"),
+                    source_address=ip("198.18.0.6"), hold_time=9)  # fmt: skip
+        # the parser refuses this since issue 12; a model from elsewhere must not hurt
+        bad = Peer(name="bad", my_asn=64500, peer_asn=64500, peer_address=ip("2001:db8:1::1"),
+                   source_address=ip("2001:db8:1::2"), hold_time=1_000_000)  # fmt: skip
+        r12 = Route(net("203.0.113.12/32"), "r1b")
+        r13 = Route(net("2001:db8:ffff::13/128"), "bad")
+        assert d.call(bgp.apply(plan([good, bad], [r12, r13])), 120)
+        assert bgp.config_applied
+        assert bgp.rendered is not None
+        assert [n.peer_name for n in bgp.rendered.neighbors] == ["r1b"]
+        (refused,) = [p for p in bgp.rendered.errors if p.peer == "bad"]
+        assert "65535" in refused.message
+        assert "bad" not in conf.read_text() and "r1b" in conf.read_text()
+        wait_for("the good new peer came up", lambda: established(lab, "198.18.0.6"), 15, 0.02)
+        wait_for("the removed peer went", lambda: not established(lab, "198.18.0.2"), 15, 0.02)
+        d.converged()
+        wait_for(
+            "the new route in the FIB", lambda: fib_routes(lab, 4) == {"203.0.113.12/32"}, 5, 0.02
+        )
+        assert fib_routes(lab, 6) == set()
+        assert not established(lab, "2001:db8:1::2")  # ExaBGP never configured it
+    finally:
+        d.stop()
+
+
+class SecretKube:
+    """The one ``get`` SecretPasswords makes; ``secret = None`` is a deleted Secret (404)."""
+
+    def __init__(self, password: str) -> None:
+        data = {"password": base64.b64encode(password.encode()).decode()}
+        self.secret: dict[str, Any] | None = {"type": "kubernetes.io/basic-auth", "data": data}
+
+    def get(self, _res: object, _name: str, _namespace: str | None = None) -> Any:
+        return self.secret
+
+
+def test_a_deleted_password_secret_never_tears_the_md5_session_down(md5_lab: Lab) -> None:
+    """Issue 12, point 5, with the real ExaBGP and FRR's MD5 session: deleting the BGPPeer's
+    password Secret used to remove the neighbor. Neither the running speaker nor a restarted
+    one (which never saw the Secret) touches the session now."""
+    lab = md5_lab
+    peer = Peer(name="r1", my_asn=64501, peer_asn=64500, peer_address=ip("198.18.0.1"),
+                source_address=ip("198.18.0.2"), hold_time=9,
+                password_secret=SecretRef("bgp-pw", "metallb-system"))  # fmt: skip
+    sock = lab.node_dir("n1") / "bridge.sock"
+    argv = [BRIDGE, "--socket", str(sock)]
+    text = render_config([peer], NODE, argv, {"r1": "lab-pw"}).text
+    conf = lab.start_exabgp("n1", text, env=EXABGP_ENV).config_path
+    wait_for("the bridge's socket", sock.exists, 10, 0.02)
+    kube = SecretKube("lab-pw")
+    inputs = Inputs(Config(peers=(peer,)), NODE, ClusterStore("n1").snapshot(), Options())
+
+    def speaker() -> tuple[DriverThread, BGPAnnouncer]:
+        driver = Driver(unix_connector(sock), config_path=conf, validate=exabgp_validate(EXABGP))
+        bgp = BGPAnnouncer(driver, bridge_argv=argv, config_path=conf,
+                           passwords=SecretPasswords(kube, ttl=0),  # type: ignore[arg-type]
+                           resolve_source=lambda _ip: None)  # fmt: skip
+        return DriverThread(driver), bgp
+
+    d, bgp = speaker()
+    try:
+        assert d.call(bgp.apply(bgp.decide(inputs)))
+        wait_for("the MD5 session is up", lambda: established(lab, "198.18.0.2"), 15, 0.02)
+        before = _session(lab, "198.18.0.2")
+        kube.secret = None  # kubectl delete secret bgp-pw
+        plan = bgp.decide(inputs)
+        assert [p.severity for p in plan.rendered.problems] == ["warning"]
+        assert d.call(bgp.apply(plan)) and bgp.config_applied
+        assert "md5-password" in conf.read_text()
+    finally:
+        d.stop()
+    d, bgp = speaker()  # a restarted speaker: the Secret is still gone
+    try:
+        plan = bgp.decide(inputs)
+        assert plan.rendered.text == conf.read_text()
+        assert d.call(bgp.apply(plan)) and bgp.config_applied
+        d.converged()
+        wait_for("session still up", lambda: established(lab, "198.18.0.2"), 5, 0.02)
+        assert _same_session(_session(lab, "198.18.0.2"), before), "the session was reset"
+    finally:
+        d.stop()

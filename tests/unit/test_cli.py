@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exalb.config import parse_files
 from exalbctl.main import main
@@ -95,3 +100,113 @@ def test_plan_shows_out_of_pool_without_moving_ips() -> None:
     assert rows["prod/api"]["action"] == "keep"
     assert rows["infra/dns"]["planned"] == rows["infra/dns-tcp"]["planned"]
     assert rows["prod/internal"]["action"] == "skip"
+
+
+# -- hostile input: a clear error and exit 1, never a traceback (issue 12, point 8) ---------
+
+
+SERVICES, CONFIG = EX / "plan" / "services.yaml", EX / "plan" / "config-v1.yaml"
+
+
+def cli_on(tmp_path: Path, text: str) -> dict[str, tuple[int, str]]:
+    """Every command that reads a YAML file, on ``text``; each must exit 0 or 1."""
+    f = tmp_path / "input.yaml"
+    f.write_text(text)
+    commands = {
+        "check": ("config", "check", str(f)),
+        "check-json": ("config", "check", "-o", "json", str(f)),
+        "convert": ("config", "convert", str(f)),
+        "convert-json": ("config", "convert", "-o", "json", str(f)),
+        "plan-config": ("plan", "--config", str(f), "--services", str(SERVICES)),
+        "plan-services": ("plan", "--config", str(CONFIG), "--services", str(f)),
+    }
+    out = {}
+    for name, argv in commands.items():
+        code, printed = run(*argv)
+        assert code in (0, 1), (name, code, printed)
+        out[name] = (code, printed)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("apiVersion: v1\nkind: List\nitems: 5\n", "items: must be a list, got 5"),
+        ('kind: ConfigMap\nmetadata: "x"\n', "metadata: must be a mapping, got 'x'"),
+        ("apiVersion: v1\nkind: ConfigMap\ndata: 7\n", "data: must be a mapping, got 7"),
+        ("a: [\n", "is not valid YAML"),
+        ("a: 1\na: 2\n", "the key 'a' is given twice"),
+        ("address-pools: " + "[" * 3000 + "]" * 3000, "nested deeper than 64 levels"),
+        ("\x00\x01", "is not valid YAML"),
+    ],
+)  # fmt: skip
+def test_malformed_files_give_a_clear_error_and_exit_1(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    results = cli_on(tmp_path, text)
+    for name in ("check", "convert", "plan-config"):
+        code, printed = results[name]
+        assert code == 1 and message in printed, (name, printed)
+
+
+def test_a_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(b"address-pools: [\xe9]\n")
+    for argv in (("config", "check", str(f)), ("config", "convert", str(f))):
+        code, printed = run(*argv)
+        assert code == 1 and "is not UTF-8 text" in printed
+
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+EXAMPLES = [
+    doc
+    for path in sorted(EX.rglob("*.yaml"))
+    for doc in yaml.safe_load_all(path.read_text())
+    if doc is not None
+]
+
+
+def mutate(doc: Any, target: int, value: Any) -> Any:
+    """``doc`` with its ``target``-th value (depth first, modulo the count) replaced."""
+    paths: list[tuple[Any, ...]] = []
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        paths.append(path)
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*path, i))
+
+    walk(doc, ())
+    path = paths[target % len(paths)]
+    if not path:
+        return value
+    out = copy.deepcopy(doc)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+@given(st.sampled_from(EXAMPLES), st.integers(0, 10_000), plain, st.booleans())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_fuzzed_config_files_never_raise(
+    tmp_path: Path, example: Any, target: int, value: Any, bare: bool
+) -> None:
+    """Any YAML: a known-good example with one value replaced by anything, or anything."""
+    doc = value if bare else mutate(example, target, value)
+    cli_on(tmp_path, yaml.safe_dump(doc))
+    legacy = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+              "data": {"config": yaml.safe_dump(doc)}}  # fmt: skip
+    cli_on(tmp_path, yaml.safe_dump(legacy))

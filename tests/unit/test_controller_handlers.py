@@ -3,8 +3,13 @@ of what they read, write and requeue. The loop and the real API are covered by t
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+import pytest
+
+from controller import metrics
+from controller import reconciler as reconciler_module
 from controller.reconciler import CONFIG_KEY, POOLS_KEY, Reconciler, Result
 from controller.status import ServicePatches
 from exalb.config.problems import ObjectRef, Subject
@@ -237,3 +242,58 @@ def _applied(obj: JSON, writer: FakeWriter) -> JSON:
             ann.update(patches.metadata["metadata"]["annotations"])
             out["metadata"]["annotations"] = ann
     return out
+
+
+HOSTILE_LEGACY = {
+    "400-digit hold-time": "peers:\n- peer-address: 198.51.100.1\n  peer-asn: 64500\n"
+    f"  my-asn: 64512\n  hold-time: {'9' * 400}s\n",
+    "5,000-deep nesting": "address-pools: " + "[" * 5000 + "]" * 5000 + "\n",
+    "duplicate key": "address-pools: []\naddress-pools: []\n",
+    "alias bomb": "address-pools:\n- &a [x, x, x, x, x, x, x, x]\n"
+    + "".join(f"- &{c} [{', '.join([f'*{p}'] * 8)}]\n" for p, c in itertools.pairwise("abcdefgh")),
+}
+
+
+def test_hostile_config_keeps_the_controller_running_on_the_last_good_config() -> None:
+    """Issue 12, point 3: each of these crashed the controller (crash-loop) or froze it."""
+    cluster = FakeCluster(pool())
+    r, _, _ = reconciler(cluster)
+    cluster.svcs["app/web"] = service("web")
+    for key in r.restore(cluster.services()):
+        run(r.process(key))
+    good = r.allocator.config
+    for name, text in HOSTILE_LEGACY.items():
+        cluster.config = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "config", "namespace": NS},
+                "data": {"config": text},
+            }
+        ]
+        assert r.process(CONFIG_KEY) is Result.OK, name
+        assert r.allocator.config is good, name
+        assert metrics.CONFIG_STALE._value.get() == 1, name
+        # Services are still decided on the last good config
+        cluster.svcs["app/new"] = service("new")
+        assert run(r.process("svc:app/new")) is Result.OK
+        assert r.allocator.assigned("app/new"), name
+    cluster.config = [pool()]
+    r.process(CONFIG_KEY)
+    assert metrics.CONFIG_STALE._value.get() == 0
+
+
+def test_an_exception_escaping_the_parser_is_a_stale_config_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = FakeCluster(pool())
+    r, _, _ = reconciler(cluster)
+    r.process(CONFIG_KEY)
+
+    def crash(*_a: Any, **_k: Any) -> Any:
+        raise RecursionError("deep")
+
+    monkeypatch.setattr(reconciler_module, "parse_documents", crash)
+    assert r.process(CONFIG_KEY) is Result.OK
+    assert r.config_ready and metrics.CONFIG_STALE._value.get() == 1
+    r.restore([])  # the start-up path too

@@ -151,6 +151,27 @@ def test_partial_line_of_a_dying_client_is_not_forwarded(bridge: BridgeProc) -> 
     assert bridge.exabgp_reads(2) == ["announce route 203.0.113.1/32 next-hop self", "version"]
 
 
+def test_an_over_long_line_is_dropped_whole_its_tail_never_reaches_exabgp(
+    bridge: BridgeProc,
+) -> None:
+    """Issue 12, point 8: the bridge used to drop the first MiB of an over-long line and
+    forward the rest as a command of its own; here the tail is a command ExaBGP would run."""
+    c = bridge.client()
+    c.sendall(b"announce route 203.0.113.1/32 next-hop self\n")
+    padding = b"x" * ((1 << 20) + 100_000)  # past MAX_LINE, in many reads
+    c.sendall(padding + b" withdraw route 203.0.113.1/32 next-hop self\nversion\n")
+    # an over-long line that arrives complete in one read is dropped too
+    c.sendall(b"y" * ((1 << 20) + 1) + b"\nshow neighbor\n")
+    assert bridge.exabgp_reads(3) == [
+        "announce route 203.0.113.1/32 next-hop self",
+        "version",
+        "show neighbor",
+    ]
+    # the client is still served, and its answers are still attributed to it
+    bridge.exabgp_writes("done\nexabgp 5.0.15\ndone\ndone\n")
+    assert recv_lines(c, 4) == ["done", "exabgp 5.0.15", "done", "done"]
+
+
 def test_exits_on_stdin_eof_and_removes_socket(bridge: BridgeProc) -> None:
     c = bridge.client()
     assert bridge.proc.stdin is not None

@@ -243,7 +243,9 @@ def test_secret_passwords_are_cached_and_problems_named() -> None:
     ]
     pw, problems = sp.resolve(peers)
     assert pw == {"a": "pw"}
-    assert problems == [f"BGPPeer/b: spec.passwordSecret: Secret {NS}/missing not found"]
+    assert [str(p) for p in problems] == [
+        f"BGPPeer/b: spec.passwordSecret: Secret {NS}/missing not found"
+    ]
     sp.resolve(peers)
     assert kube.gets == 2
     now[0] = 31

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from exalb.config.model import IPNetwork
+from speaker import metrics
 from speaker.announcer import Inputs
 from speaker.app import Settings, Speaker
 from speaker.bgp import BGPAnnouncer, BGPPlan
@@ -22,22 +23,25 @@ from speaker.exabgp.driver import ConfigRefusedError, ReloadError
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered
 from tests.unit.helpers import sync
-from tests.unit.test_speaker_core import NS, loaded_world
+from tests.unit.test_speaker_core import NS, loaded_world, svc
 
 # -- fakes ------------------------------------------------------------------------------------
 
 
 class FakeDriver:
-    """Records what the announcer asks; ``refuse``/``fail_reload`` script apply_config."""
+    """Records what the announcer asks; ``refuse``/``refuse_text``/``fail_reload`` script
+    apply_config and validation (``refuse_text``: a text containing it is invalid)."""
 
     def __init__(self, *, connected: bool = True) -> None:
         self.connections = 1 if connected else 0
         self.last_error: str | None = None
         self._connected = connected
         self.applied: list[str] = []
+        self.validated: list[str] = []
         self.routes: list[frozenset[Route]] = []
         self.shutdowns: list[bool] = []
         self.refuse = False
+        self.refuse_text: str | None = None
         self.fail_reload = False
 
     @property
@@ -47,9 +51,21 @@ class FakeDriver:
     async def run(self) -> None:
         await asyncio.Event().wait()
 
-    async def apply_config(self, rendered: Rendered) -> bool:
+    def _judge(self, text: str) -> str | None:
+        self.validated.append(text)
         if self.refuse:
-            raise ConfigRefusedError("exabgp validate: nonsense")
+            return "exabgp validate: nonsense"
+        if self.refuse_text is not None and self.refuse_text in text:
+            return f"error: not valid\nline 9: {self.refuse_text}\nholdtime must be <= 65535"
+        return None
+
+    async def validate_text(self, text: str) -> str | None:
+        return self._judge(text)
+
+    async def apply_config(self, rendered: Rendered) -> bool:
+        complaint = self._judge(rendered.text)
+        if complaint is not None:
+            raise ConfigRefusedError(complaint)
         if self.fail_reload:
             raise ReloadError("no ack")
         self.applied.append(rendered.text)
@@ -254,3 +270,58 @@ async def test_stop_withdraws_only_what_was_announced(tmp_path: Path) -> None:
 def _no_real_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     """The announcer's default source-address lookup opens a UDP socket; not needed here."""
     monkeypatch.setattr("speaker.bgp.kernel_source_address", lambda _ip: None)
+
+
+@sync
+async def test_a_hostile_config_is_stale_in_status_and_new_services_still_announced(
+    tmp_path: Path,
+) -> None:
+    """Issue 12, point 3: a 400-digit hold-time or 5,000-deep nesting used to raise out of the
+    parser, so every recompute failed: no new Service was announced while ``/status`` said
+    the config was current."""
+    driver = FakeDriver()
+    store = loaded_world()
+    bgp = BGPAnnouncer(driver, bridge_argv=("/bridge",), config_path=tmp_path / "exabgp.conf")
+    sp = Speaker(Settings("n1", NS, retry_delay=60), store, bgp)
+    await sp.recompute()
+    good = sp.config
+    for text in (
+        "peers:\n- {peer-address: 192.0.2.1, peer-asn: 1, my-asn: 2, hold-time: %ss}\n"
+        % ("9" * 400),
+        "address-pools: " + "[" * 5000 + "]" * 5000 + "\n",
+    ):
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "config", "namespace": NS},
+            "data": {"config": text},
+        }
+        store.on_config("added", f"{NS}/config", None, cm)
+        name = f"new{len(text)}"
+        store.on_service("added", f"app/{name}", None, svc(name, "203.0.113.20"))
+        computed = await sp.recompute()
+        assert computed is not None and sp.config is good
+        doc = sp.status({})
+        assert doc["config"]["stale"] and doc["config"]["loaded"]
+        assert doc["config"]["problems"] and metrics.CONFIG_STALE._value.get() == 1
+        assert any(s["service"] == f"app/{name}" for s in doc["services"])
+        store.on_config("deleted", f"{NS}/config", cm, None)
+
+
+@sync
+async def test_an_exception_escaping_the_parser_is_reported_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    journal: list[str] = []
+    bgp = FakeAnnouncer("bgp", journal)
+    store = loaded_world()
+    sp, _ = speaker_with(store, bgp)
+    await sp.recompute()
+
+    def crash(*_a: Any, **_k: Any) -> Any:
+        raise RecursionError("deep")
+
+    monkeypatch.setattr("speaker.app.parse_documents", crash)
+    store.on_config("modified", f"{NS}/o0", None, {"kind": "IPAddressPool"})
+    assert await sp.recompute() is not None  # decided on the last good config
+    assert sp.config_state.stale and "RecursionError" in sp.config_state.problems[0]
