@@ -180,7 +180,8 @@ sizes() {
         "$(($(du -sm "$rootfs/usr" | cut -f1) - $(du -sm "$rootfs/usr/lib/python3.11" | cut -f1)))"
     printf '  %-44s %4s MiB\n' "Debian: python3.11 standard library" \
         "$(du -sm "$rootfs/usr/lib/python3.11" | cut -f1)"
-    du -sm "$site"/* | sort -rn | head -n 6 | while read -r mib path; do
+    # sed, not head: head exits early and, under pipefail, sort's SIGPIPE would fail the build
+    du -sm "$site"/* | sort -rn | sed -n '1,6p' | while read -r mib path; do
         printf '  %-44s %4s MiB\n' "venv: ${path#"$site/"}" "$mib"
     done
 }
@@ -204,7 +205,7 @@ install_exalb() {
     done
     local f
     for f in "$rootfs$VENV"/bin/*; do
-        if [[ -f "$f" && ! -L "$f" ]] && head -c2 "$f" | grep -q '#!'; then
+        if [[ -f "$f" && ! -L "$f" && "$(head -c2 "$f")" == '#!' ]]; then
             sed -i "1s|^#!.*python.*$|#!$VENV/bin/python3|" "$f"
         fi
     done

@@ -53,5 +53,5 @@ done
 echo "$pkg_version" >"$marker"
 
 "$bin_dir/helm" version --short >&2
-"$bin_dir/kubectl" version --client 2>/dev/null | head -1 >&2
+"$bin_dir/kubectl" version --client 2>/dev/null | sed -n 1p >&2
 echo "$bin_dir"
