@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exalb.config.model import IPAddress
@@ -86,16 +87,19 @@ class DesiredState:
     generation: int
     ips: tuple[IPState, ...] = ()
     ping: bool = False
+    _index: dict[IPAddress, IPState] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        self._index.update((e.ip, e) for e in self.ips)
 
     @property
     def owned(self) -> tuple[IPAddress, ...]:
         return tuple(e.ip for e in self.ips if e.rank_of(self.node) == 0)
 
     def entry(self, ip: IPAddress) -> IPState | None:
-        for e in self.ips:
-            if e.ip == ip:
-                return e
-        return None
+        return self._index.get(ip)
 
 
 @dataclass(frozen=True)
@@ -158,18 +162,33 @@ def _str_list(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def decode(data: bytes | str) -> DesiredState:
-    """Parse and validate a document; raise :class:`StateError` with a path on bad input."""
+def _json(data: bytes | str) -> Any:
+    """``json.loads`` that fails only with :class:`StateError` (a document nested thousands
+    deep raises RecursionError in the parser, which is input, not a bug)."""
     try:
-        doc = json.loads(data)
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StateError(f"not JSON: {exc}") from exc
+    except RecursionError:
+        raise StateError("not JSON: nested too deeply") from None
+
+
+def _generation(doc: Mapping[str, Any]) -> int:
+    generation: int = _req(doc, "generation", int, "$")
+    if not 0 <= generation < 2**63:
+        raise StateError("$.generation: out of range")
+    return generation
+
+
+def decode(data: bytes | str) -> DesiredState:
+    """Parse and validate a document; raise :class:`StateError` with a path on bad input."""
+    doc = _json(data)
     if not isinstance(doc, dict):
         raise StateError("document is not an object")
     if doc.get("version") != VERSION:
         raise StateError(f"unsupported version {doc.get('version')!r} (want {VERSION})")
     node = _req(doc, "node", str, "$")
-    generation = _req(doc, "generation", int, "$")
+    generation = _generation(doc)
     ping = doc.get("ping", False)
     if not isinstance(ping, bool):
         raise StateError("$.ping: not a boolean")
@@ -222,19 +241,25 @@ def encode_status(status: Status) -> bytes:
 
 
 def decode_status(data: bytes | str) -> Status:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise StateError(f"not JSON: {exc}") from exc
+    """Parse the sidecar's report; any malformed input raises :class:`StateError` (a reader
+    such as the speaker's ``/status`` then treats the sidecar as not reporting)."""
+    doc = _json(data)
     if not isinstance(doc, dict) or doc.get("version") != VERSION:
         raise StateError("not a version 1 status document")
     peers = doc.get("peers", {})
-    if not isinstance(peers, dict):
-        raise StateError("$.peers: not an object")
+    if not isinstance(peers, dict) or not all(isinstance(v, bool) for v in peers.values()):
+        raise StateError("$.peers: not an object of booleans")
+    written = doc.get("written") or 0.0
+    try:
+        if isinstance(written, bool) or not math.isfinite(written):
+            raise TypeError
+        written = float(written)
+    except (TypeError, OverflowError):
+        raise StateError("$.written: not a finite number") from None
     return Status(
         node=_req(doc, "node", str, "$"),
-        generation=_req(doc, "generation", int, "$"),
+        generation=_generation(doc),
         answering=tuple(_ip(x, "$.answering") for x in _str_list(doc, "answering", "$")),
-        peers=tuple(sorted((str(k), bool(v)) for k, v in peers.items())),
-        written=float(doc.get("written") or 0.0),
+        peers=tuple(sorted((str(k), v) for k, v in peers.items())),
+        written=written,
     )
