@@ -5,11 +5,22 @@ and a signal wake-up pipe. Timers (probes, peer deaths, gratuitous bursts, state
 interface rescans) are folded into the select timeout, so an idle sidecar wakes ~10-20
 times per second and does a handful of syscalls each time.
 
+The probe channel (see :mod:`garp.probe` and :mod:`garp.peers`): one UDP socket per IP
+version, bound to this node's own address as the desired state lists it (its ``nodeIP``,
+the address its peers probe), not to every address. A datagram from an address that is no
+peer's is dropped before any hashing; the rest must carry a valid tag made with the key in
+``--key-dir`` (the chart mounts that Secret into this container only). Without a valid
+key the sidecar does not start.
+
 Life cycle:
 
 * no desired-state file yet → answers nothing, waits;
 * a valid file appears or changes → adopted at once (≤ poll interval, 100 ms);
 * an invalid file → logged and counted; the previous state stays in force;
+* the key files change → re-read; a change that leaves no valid key is refused (logged,
+  counted) and the keys in use stay;
+* anything unexpected inside the loop → logged with its traceback and counted; the loop
+  goes on with the state it has;
 * the speaker dies → the file stays, the sidecar keeps serving it;
 * SIGTERM/SIGINT → stop answering, send BYE to the other candidates (they take over
   immediately), write a final status, exit 0.
@@ -39,11 +50,14 @@ from exalb.contracts import l2_state as state
 from exalb.filechannel import FileWatcher, write_atomic
 from garp import probe
 from garp.failover import Change, Engine, Timing
+from garp.keys import KeyFileError, KeyWatcher
 from garp.links import DEFAULT_EXCLUDES, Link
 from garp.metrics import Metrics
 from garp.responder import Responder, desired_ips
 
 MAX_BATCH = 64  # frames drained per socket per wake-up, so one busy link cannot starve others
+PROBE_RCVBUF = 1 << 20  # absorbs a flood while the loop is busy (capped by net.core.rmem_max)
+LOG_EVERY = 10.0  # seconds between two log lines about the same kind of rejected datagram
 
 
 def configure_logging(level: str) -> None:
@@ -73,6 +87,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated regexes (full match); '' excludes nothing",
     )
     ap.add_argument("--probe-port", type=int, default=probe.DEFAULT_PORT)
+    ap.add_argument(
+        "--key-dir",
+        default=env("EXALB_GARP_KEY_DIR", "/etc/exalb/garp-key"),
+        help="directory with the probe key file 'key' (and 'previous' while rotating)",
+    )
     ap.add_argument("--probe-interval", type=float, default=0.1)
     ap.add_argument("--dead-after", type=float, default=0.35)
     ap.add_argument("--poll-interval", type=float, default=0.1)
@@ -102,26 +121,73 @@ class Sidecar:
         self._status_written = 0.0
         self.sel = selectors.DefaultSelector()
         self.udp: dict[int, socket.socket] = {}
+        self.udp_addr: dict[int, IPAddress] = {}
+        self.key_watcher = KeyWatcher(args.key_dir)
+        self.keys: probe.Keyring | None = None
         self.stop = False
         self._peers: tuple[tuple[str, bool], ...] = ()
+        self._next_poll = 0.0
+        self._next_rescan = 0.0
+        self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last log, unlogged)
+        self._errors_logged = 0.0
+
+    # --- keys ---------------------------------------------------------------------------
+
+    def load_keys(self) -> bool:
+        """Re-read the key files if they changed; False when no valid key is in force."""
+        try:
+            keys = self.key_watcher.poll()
+        except KeyFileError as exc:
+            self.metrics.key_errors.inc()
+            if self.keys is None:
+                self.log.error("no valid probe key, cannot start", error=str(exc))
+                return False
+            self.log.error("probe key change refused, keeping the keys in use", error=str(exc))
+            return True
+        if keys is not None and keys != self.keys:
+            self.keys = keys
+            self.log.info("probe keys loaded", key_ids=list(keys.ids))
+        return self.keys is not None
 
     # --- setup --------------------------------------------------------------------------
 
-    def open_probe_sockets(self) -> None:
-        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    def sync_probe_sockets(self) -> None:
+        """One UDP socket per IP version, bound to this node's own probe address (from the
+        state); rebound when it changes, retried at each rescan while it cannot bind."""
+        want = self.engine.own_addresses()
+        for version in (4, 6):
+            addr = want.get(version)
+            if addr is not None and self.udp_addr.get(version) == addr:
+                continue
+            old = self.udp.pop(version, None)
+            self.udp_addr.pop(version, None)
+            if old is not None:
+                self.sel.unregister(old)
+                old.close()
+            if addr is None:
+                continue
+            family = socket.AF_INET if version == 4 else socket.AF_INET6
+            s = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                s = socket.socket(family, socket.SOCK_DGRAM)
-                if family == socket.AF_INET6:
+                if version == 6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((host, self.args.probe_port))
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PROBE_RCVBUF)
+                s.bind((str(addr), self.args.probe_port))
                 s.setblocking(False)
             except OSError as exc:
-                self.log.warning("probe socket unavailable", family=int(family), error=str(exc))
+                s.close()
+                self.log.warning("probe socket unavailable", address=str(addr), error=str(exc))
                 continue
-            self.udp[4 if family == socket.AF_INET else 6] = s
+            self.udp[version] = s
+            self.udp_addr[version] = addr
             self.sel.register(s, selectors.EVENT_READ, "udp")
+            self.log.info("probe socket bound", address=str(addr), port=self.args.probe_port)
 
     def rescan(self) -> None:
+        if self.engine.own_addresses().keys() != self.udp.keys():
+            self.sync_probe_sockets()
+        self.load_keys()  # after start-up a refused change keeps the keys in use
         names = [n for _, n in socket.if_nameindex()]
         opened, closed = self.responder.rescan(names)
         for link in closed:
@@ -167,6 +233,7 @@ class Sidecar:
         if old is not None and new.generation < old.generation:
             self.log.warning("generation went backwards", old=old.generation, new=new.generation)
         change = self.engine.apply_state(new, now)
+        self.sync_probe_sockets()
         self.metrics.generation.set(new.generation)
         self.metrics.track_ips(desired_ips(new))
         self.responder.apply_state()
@@ -180,6 +247,7 @@ class Sidecar:
         self.report(change, now, force_status=True)
 
     def on_udp(self, s: socket.socket, now: float) -> None:
+        assert self.keys is not None
         for _ in range(MAX_BATCH):
             try:
                 data, addr = s.recvfrom(2048)
@@ -187,16 +255,37 @@ class Sidecar:
                 return
             except OSError:
                 continue  # e.g. ICMP errors surfaced on the socket
-            msg = probe.decode(data)
-            if msg is None or msg.node == self.engine.node:
+            src = _source(addr[0])
+            if src is None or not self.engine.known_address(src):
+                self.reject("unknown-address", addr[0])  # junk: no hashing, no answer
                 continue
-            if msg.kind == probe.BYE:
+            msg = probe.decode(data, self.keys)
+            if isinstance(msg, str):
+                self.reject(msg, addr[0])
+                continue
+            heard = self.engine.receive(msg, src, now)
+            if heard.rejected is not None:
+                self.reject(heard.rejected, addr[0], msg.node)
+                continue
+            if heard.bye:
                 self.log.info("peer leaving", peer=msg.node)
-            change = self.engine.heard(msg, now)
-            if msg.kind == probe.PROBE:
+            if heard.reply is not None:
                 with contextlib.suppress(OSError):
-                    s.sendto(probe.encode(self.engine.ack_for(msg)), addr[:2])
-            self.report(change, now)
+                    s.sendto(probe.encode(heard.reply, self.keys), (str(src), self.args.probe_port))
+            self.report(heard.change, now)
+
+    def reject(self, reason: str, src: str, node: str | None = None) -> None:
+        """Count a dropped datagram; log at most one line per reason per ``LOG_EVERY``."""
+        self.metrics.probe_rejected.labels(reason).inc()
+        now = time.monotonic()
+        last, unlogged = self._rejects.get(reason, (-LOG_EVERY, 0))
+        if now - last < LOG_EVERY:
+            self._rejects[reason] = (last, unlogged + 1)
+            return
+        self._rejects[reason] = (now, 0)
+        self.log.warning(
+            "probe datagram dropped", reason=reason, source=src, node=node, since_last=unlogged
+        )
 
     def on_link(self, link: Link, s: socket.socket, now: float) -> None:
         for _ in range(MAX_BATCH):
@@ -217,10 +306,10 @@ class Sidecar:
         sent = 0
         for addr, msg in items:
             s = self.udp.get(addr.version)
-            if s is None:
+            if s is None or self.keys is None:
                 continue
             try:
-                s.sendto(probe.encode(msg), (str(addr), self.args.probe_port))
+                s.sendto(probe.encode(msg, self.keys), (str(addr), self.args.probe_port))
                 sent += 1
             except OSError:
                 continue  # unreachable while partitioned: that is what we detect
@@ -263,6 +352,8 @@ class Sidecar:
     # --- loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        if not self.load_keys():
+            return 2
         rd, wr = socket.socketpair()
         rd.setblocking(False)
         wr.setblocking(False)
@@ -270,41 +361,51 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.sel.register(rd, selectors.EVENT_READ, "signal")
-        self.open_probe_sockets()
         if self.args.metrics_port:
             self.metrics.serve(self.args.metrics_port, self.args.metrics_addr)
         self.log.info("started", session=self.engine.session, state=self.args.state)
-        next_poll = next_rescan = 0.0
         while not self.stop:
-            now = time.monotonic()
-            if now - self._status_written >= STATUS_HEARTBEAT:
-                self.write_status()  # the speaker treats an old report as a dead sidecar
-            if now >= next_rescan:
-                self.rescan()
-                next_rescan = now + self.args.rescan_interval
-            if now >= next_poll:
-                self.poll_state(now)
-                next_poll = now + self.args.poll_interval
-            self.report(self.engine.tick(now), now)
-            self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
-            for ip in self.engine.announcements_due(now):
-                self.responder.announce(ip)
-            deadline = min(
-                self.engine.next_deadline(now),
-                next_poll,
-                next_rescan,
-                self._status_written + STATUS_HEARTBEAT,
-            )
-            for key, _ in self.sel.select(max(0.0, deadline - time.monotonic())):
+            try:
+                self.iterate(rd)
+            except Exception:  # one bad input or bug must not take the node's L2 down
+                self.metrics.loop_errors.inc()
                 now = time.monotonic()
-                if key.data == "signal":
-                    with contextlib.suppress(OSError):
-                        rd.recv(64)
-                elif key.data == "udp":
-                    self.on_udp(key.fileobj, now)  # type: ignore[arg-type]
-                elif isinstance(key.data, Link):
-                    self.on_link(key.data, key.fileobj, now)  # type: ignore[arg-type]
+                if now - self._errors_logged >= 1.0:
+                    self._errors_logged = now
+                    self.log.exception("sidecar loop error, continuing with the current state")
+                time.sleep(0.05)  # never spin on an error that repeats
         return self.shutdown()
+
+    def iterate(self, rd: socket.socket) -> None:
+        """One pass: timers, then wait for and handle input until the next deadline."""
+        now = time.monotonic()
+        if now - self._status_written >= STATUS_HEARTBEAT:
+            self.write_status()  # the speaker treats an old report as a dead sidecar
+        if now >= self._next_rescan:
+            self._next_rescan = now + self.args.rescan_interval
+            self.rescan()
+        if now >= self._next_poll:
+            self._next_poll = now + self.args.poll_interval
+            self.poll_state(now)
+        self.report(self.engine.tick(now), now)
+        self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
+        for ip in self.engine.announcements_due(now):
+            self.responder.announce(ip)
+        deadline = min(
+            self.engine.next_deadline(now),
+            self._next_poll,
+            self._next_rescan,
+            self._status_written + STATUS_HEARTBEAT,
+        )
+        for key, _ in self.sel.select(max(0.0, deadline - time.monotonic())):
+            now = time.monotonic()
+            if key.data == "signal":
+                with contextlib.suppress(OSError):
+                    rd.recv(64)
+            elif key.data == "udp":
+                self.on_udp(key.fileobj, now)  # type: ignore[arg-type]
+            elif isinstance(key.data, Link):
+                self.on_link(key.data, key.fileobj, now)  # type: ignore[arg-type]
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop = True
@@ -319,6 +420,13 @@ class Sidecar:
         self.write_status()
         self.log.info("stopped", released=[str(ip) for ip in answered], byes=len(byes))
         return 0
+
+
+def _source(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,6 +68,23 @@ class Metrics:
         self.state_errors = Counter(
             "exalb_l2_state_errors_total", "Desired-state documents rejected", registry=r
         )
+        self.probe_rejected = Counter(
+            "exalb_l2_probe_rejected_total",
+            "Probe-channel datagrams dropped: unknown-address, malformed, unauthenticated, "
+            "unknown-node, wrong-address, rate-limited, replay, unsolicited-ack, unverified-bye",
+            ["reason"],
+            registry=r,
+        )
+        self.key_errors = Counter(
+            "exalb_l2_probe_key_errors_total",
+            "Changes of the probe key files refused (the keys in use stay in force)",
+            registry=r,
+        )
+        self.loop_errors = Counter(
+            "exalb_l2_loop_errors_total",
+            "Unexpected errors caught by the sidecar loop (logged; the loop goes on)",
+            registry=r,
+        )
         self._ips: set[str] = set()
         self._nodes: set[str] = set()
 

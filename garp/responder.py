@@ -2,7 +2,12 @@
 
 The responder holds no ownership logic: it asks the engine's ``answering`` set, which is
 re-read for every frame, so a lost IP stops being answered with the very next frame. It
-reports foreign claims (another MAC announcing an IP we answer) back to the engine.
+reports foreign claims (another MAC announcing an IP we answer) back to the engine. Every
+lookup per frame is a dict or set lookup (the engine indexes the state by IP), so a frame
+costs the same with 10 IPs or 10,000, and junk for unknown IPs is dropped after one lookup.
+
+No rate limit on answers: they are one-for-one with requests (no amplification), and a
+router that lost its cache legitimately asks for every IP at once.
 
 Opt-in ping: the reply means "the node that answers ARP for this IP is alive", nothing about
 the Service's health. When the VIP is configured locally (e.g. on ``lo``) the kernel
@@ -35,6 +40,7 @@ class Responder:
         self.links: dict[str, Link] = {}
         self.local: set[IPAddress] = set()
         self.send_errors = 0
+        self._applied: dict[str, tuple[Link, DesiredState | None]] = {}
         self.log = structlog.get_logger("exalb.garp")
 
     # --- interfaces ---------------------------------------------------------------------
@@ -67,23 +73,29 @@ class Responder:
         link.close()
 
     def apply_state(self) -> None:
-        """Per-link multicast groups and echo sockets for the current state."""
+        """Per-link multicast groups and echo sockets for the current state (only on links
+        that have not seen this state yet: a rescan must not walk every IP again)."""
         state = self.engine.state
         for link in self.links.values():
+            done = self._applied.get(link.name)
+            if done is not None and done[0] is link and done[1] is state:
+                continue
             v6 = [
                 e.ip
                 for e in (state.ips if state else ())
                 if isinstance(e.ip, ipaddress.IPv6Address) and _allowed(e.interfaces, link)
             ]
-            link.set_groups(v6)
+            complete = link.set_groups(v6)
             try:
                 link.set_echo4(bool(state and state.ping))
             except OSError as exc:
                 self.log.warning("echo socket failed", interface=link.name, error=str(exc))
+                complete = False
+            if complete:  # else retried at the next rescan
+                self._applied[link.name] = (link, state)
 
     def links_for(self, ip: IPAddress) -> list[Link]:
-        state = self.engine.state
-        entry = state.entry(ip) if state else None
+        entry = self.engine.entry(ip)
         if entry is None:
             return []
         return [lk for lk in self.links.values() if _allowed(entry.interfaces, lk)]
@@ -137,15 +149,13 @@ class Responder:
         return mac is not None and any(lk.mac == mac for lk in self.links.values())
 
     def _may_answer(self, ip: IPAddress, link: Link) -> bool:
-        state = self.engine.state
-        entry = state.entry(ip) if state else None
+        entry = self.engine.entry(ip)
         return (
             entry is not None and ip in self.engine.answering and _allowed(entry.interfaces, link)
         )
 
     def _known(self, ip: IPAddress) -> bool:
-        state = self.engine.state
-        return state is not None and state.entry(ip) is not None
+        return self.engine.entry(ip) is not None
 
     def _arp(self, link: Link, frame: bytes, now: float) -> None:
         arp = p.parse_arp(frame)

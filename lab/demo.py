@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -324,6 +325,10 @@ class Demo:
             ],
             name="speaker",
         )
+        keys = self.workdir / "garp-key"  # one probe key for every node's sidecar (a Secret)
+        if not (keys / "key").exists():
+            keys.mkdir(mode=0o700, exist_ok=True)
+            (keys / "key").write_text(secrets.token_urlsafe(48))
         self.procs[name]["garp"] = self.lab.popen(
             name,
             [
@@ -332,6 +337,8 @@ class Demo:
                 name,
                 "--state",
                 str(d / "l2-state.json"),
+                "--key-dir",
+                str(keys),
                 "--metrics-addr",
                 "127.0.0.1",
                 "--metrics-port",

@@ -29,6 +29,7 @@ import ctypes
 import ipaddress
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -190,7 +191,10 @@ class L2Lab:
         self.generation = 0
         self.elections: tuple[IPElection, ...] = ()
         self.client_mac = b""
-        self.sidecar_args: list[str] = []
+        self.key_dir = self.dir / "garp-key"  # the probe key, as the chart's Secret mounts it
+        self.key_dir.mkdir()
+        (self.key_dir / "key").write_text(secrets.token_urlsafe(48))
+        self.sidecar_args: list[str] = ["--key-dir", str(self.key_dir)]
 
     # --- setup ---------------------------------------------------------------------------
 
