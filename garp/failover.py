@@ -18,7 +18,8 @@ Here each sidecar watches, on the segment itself, the candidates ranked above it
   slack for scheduling jitter) or "said BYE". Rank 0 therefore always answers, the standby
   takes over ≈350-450 ms after the owner falls silent, and rank 2 only when both are gone.
   New peers get one ``dead_after`` of grace, so a restarting standby never grabs an IP
-  from a live owner.
+  from a live owner; so do live peers when a new state arrives (every sidecar is busy
+  adopting it at the same moment), at most once per ``state_grace_every``.
 * **Graceful shutdown.** On SIGTERM the sidecar stops answering and sends BYE to every
   other candidate; they treat it as dead at once (no detection delay). BYE is tied to the
   sender's random session, so a restarted sidecar is alive again with its first ack.
@@ -77,6 +78,11 @@ class Timing:
     # 1.1 s rounds matter for ARP's locktime, and they stay on their schedule.
     early_repeats: tuple[float, ...] = (0.1, 0.3)
     reassert_gap: float = 1.0
+    # A new desired state is a cluster-wide event: every speaker rewrites its file at the
+    # same moment and every sidecar is busy adopting it, so live peers get one dead_after of
+    # grace then (at most once per this many seconds, so that a state that changes all the
+    # time cannot postpone a real failover for more than one dead_after).
+    state_grace_every: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ class Engine:
         # Probing.
         self._next_probe = 0.0
         self._early_probe = -math.inf
+        self._state_grace_at = -math.inf
         self._seq = 0
 
     @property
@@ -198,7 +205,10 @@ class Engine:
         self._entries, self._rank, self._betters = entries, rank, betters
         self._pinned, self._by_peer, self._below = pinned, by_peer, below
         self._own = {v: min(a, key=_addr_key) for v, a in own.items()}
-        self.peers.set_known(known, set(by_peer), now)
+        grace = now - self._state_grace_at >= self.timing.state_grace_every
+        if grace:
+            self._state_grace_at = now
+        self.peers.set_known(known, set(by_peer), now, grace_alive=grace)
         alive = {n for n in self.peers.watched if self.peers.peers[n].alive}
         self._live_betters = {ip: sum(b in alive for b in bs) for ip, bs in betters.items()}
         new = {ip for ip in rank if ip not in pinned and self._live_betters[ip] == 0}
@@ -251,6 +261,14 @@ class Engine:
             self._early_probe = now
             self._next_probe = now  # ask our betters right away; an ack makes us yield
 
+    def stalled(self, seconds: float) -> None:
+        """The caller's loop was busy for ``seconds`` without listening (parsing a large
+        state, say): shift the live peers' silence by that much, so our own stall never
+        reads as their death. The peers may have stalled at the same moment (every speaker
+        rewrites its state at once), and an ack they owe us cannot come before they
+        resume."""
+        self.peers.stalled(seconds)
+
     def tick(self, now: float) -> Change:
         dead = self.peers.expire(now)
         return self._liveness(dict.fromkeys(dead, False), now) if dead else Change()
@@ -293,12 +311,14 @@ class Engine:
             out.append((addr, Message(PROBE, self.node, self.session, seq, self._flags_for(name))))
         return out
 
-    def announcements_due(self, now: float) -> list[IPAddress]:
+    def announcements_due(self, now: float, limit: int | None = None) -> list[IPAddress]:
         """IPs whose gratuitous ARP / unsolicited NA should go out now (once, even if the
-        loop ran late and several rounds are due)."""
+        loop ran late and several rounds are due). At most ``limit``: the rest stay due, so
+        a takeover of thousands of IPs is sent in slices between which the loop still
+        answers its peers (a loop busy for ``dead_after`` would look dead to them)."""
         out: list[IPAddress] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
             _, token, ip = heapq.heappop(heap)
             burst = self._bursts.get(ip)
             if burst is None or burst.token != token:

@@ -1,9 +1,12 @@
 """``exalb-garp``: the garp sidecar (second container of the speaker pod, CAP_NET_RAW only).
 
-One thread, one ``selectors`` loop: AF_PACKET sockets per link, the two UDP probe sockets
-and a signal wake-up pipe. Timers (probes, peer deaths, gratuitous bursts, state polling,
-interface rescans) are folded into the select timeout, so an idle sidecar wakes ~10-20
-times per second and does a handful of syscalls each time.
+One ``selectors`` loop: AF_PACKET sockets per link, the two UDP probe sockets and wake-up
+pipes for signals and for the state reader (:mod:`garp.reader`, a thread that polls and
+parses the state file so that a large document never stalls the loop). Timers (probes,
+peer deaths, gratuitous bursts, interface rescans) are folded into the select timeout, so
+an idle sidecar wakes ~10-20 times per second and does a handful of syscalls each time.
+The loop never judges a peer before reading what it sent, and time it spent unable to
+listen is not counted as the peer's silence (see ``Engine.stalled``).
 
 The probe channel (see :mod:`garp.probe` and :mod:`garp.peers`): one UDP socket per IP
 version, bound to this node's own address as the desired state lists it (its ``nodeIP``,
@@ -41,21 +44,25 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import structlog
 
 from exalb.config.model import IPAddress
 from exalb.contracts import l2_state as state
-from exalb.filechannel import FileWatcher, write_atomic
+from exalb.filechannel import write_atomic
 from garp import probe
 from garp.failover import Change, Engine, Timing
 from garp.keys import KeyFileError, KeyWatcher
 from garp.links import DEFAULT_EXCLUDES, Link
 from garp.metrics import Metrics
+from garp.reader import StateReader
 from garp.responder import Responder, desired_ips
 
 MAX_BATCH = 64  # frames drained per socket per wake-up, so one busy link cannot starve others
+# IPs announced per loop pass: a burst for thousands of IPs goes out in slices, and the probe
+# socket is served between them (a loop that stalls for dead_after looks dead to its peers).
+ANNOUNCE_BATCH = 128
 PROBE_RCVBUF = 1 << 20  # absorbs a flood while the loop is busy (capped by net.core.rmem_max)
 LOG_EVERY = 10.0  # seconds between two log lines about the same kind of rejected datagram
 
@@ -116,7 +123,10 @@ class Sidecar:
         self.metrics = Metrics()
         excludes = tuple(x for x in args.exclude_interfaces.split(",") if x)
         self.responder = Responder(self.engine, self.metrics, excludes)
-        self.watcher = FileWatcher(args.state)
+        self.reader = StateReader(args.state, args.poll_interval, self._wake_for_state)
+        self._state_rd, self._state_wr = socket.socketpair()
+        for end in (self._state_rd, self._state_wr):
+            end.setblocking(False)
         self.status_path = args.status or f"{args.state}.status"
         self._status_written = 0.0
         self.sel = selectors.DefaultSelector()
@@ -126,8 +136,8 @@ class Sidecar:
         self.keys: probe.Keyring | None = None
         self.stop = False
         self._peers: tuple[tuple[str, bool], ...] = ()
-        self._next_poll = 0.0
         self._next_rescan = 0.0
+        self._listened = time.monotonic()
         self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last log, unlogged)
         self._errors_logged = 0.0
 
@@ -218,11 +228,21 @@ class Sidecar:
     # --- inputs -------------------------------------------------------------------------
 
     def poll_state(self, now: float) -> None:
-        data = self.watcher.poll()
-        if data is None:
-            return
+        """Read, parse and adopt the state file now, on this thread (the loop itself has
+        the reader thread do the first two)."""
+        result = self.reader.read_once()
+        if result is not None:
+            self.adopt(result)
+
+    def _wake_for_state(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            self._state_wr.send(b"\0")
+
+    def adopt(self, result: state.DesiredState | state.StateError) -> None:
         try:
-            new = state.decode(data)
+            if isinstance(result, state.StateError):
+                raise result
+            new = result
             if self.args.node and new.node != self.args.node:
                 raise state.StateError(f"document is for node {new.node!r}")
         except state.StateError as exc:
@@ -232,8 +252,12 @@ class Sidecar:
         old = self.engine.state
         if old is not None and new.generation < old.generation:
             self.log.warning("generation went backwards", old=old.generation, new=new.generation)
+        now = time.monotonic()  # new peers' grace starts when the state is adopted
         change = self.engine.apply_state(new, now)
         self.sync_probe_sockets()
+        # Probe new peers before the bookkeeping below (which takes a while for thousands
+        # of IPs): their acks then arrive while we work and are read before any judgement.
+        self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
         self.metrics.generation.set(new.generation)
         self.metrics.track_ips(desired_ips(new))
         self.responder.apply_state()
@@ -316,15 +340,22 @@ class Sidecar:
         return sent
 
     def report(self, change: Change, now: float, force_status: bool = False) -> None:
-        for ip in sorted(change.gained, key=str):
-            why = "takeover" if ip in change.takeovers else "owner"
-            self.log.info("answering", ip=str(ip), reason=why, peers=dict(self._peers))
-            self.metrics.owner.labels(str(ip)).set(1)
-            if ip in change.takeovers:
-                self.metrics.takeovers.labels(str(ip)).inc()
-        for ip in sorted(change.lost, key=str):
-            self.log.info("stopped answering", ip=str(ip))
-            self.metrics.owner.labels(str(ip)).set(0)
+        # One log line per change and reason (with every IP), not one per IP: a takeover of
+        # thousands of IPs must not keep the loop from answering its peers.
+        owner = change.gained - change.takeovers
+        for why, ips in (("owner", owner), ("takeover", change.takeovers)):
+            if ips:
+                self.log.info("answering", reason=why, count=len(ips), ips=_texts(ips),
+                              peers=dict(self._peers))  # fmt: skip
+        if change.lost:
+            self.log.info("stopped answering", count=len(change.lost), ips=_texts(change.lost))
+        for ip in change.gained:
+            self.metrics.of(self.metrics.owner, ip).set(1)
+        for ip in change.takeovers:
+            self.metrics.of(self.metrics.takeovers, ip).inc()
+        for ip in change.lost:
+            if self.engine.entry(ip) is not None:  # else its series are gone with it
+                self.metrics.of(self.metrics.owner, ip).set(0)
         peers = self.engine.peers_alive(now)
         if peers != self._peers:
             for node, alive in peers:
@@ -361,6 +392,8 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.sel.register(rd, selectors.EVENT_READ, "signal")
+        self.sel.register(self._state_rd, selectors.EVENT_READ, "state")
+        self.reader.start()
         if self.args.metrics_port:
             self.metrics.serve(self.args.metrics_port, self.args.metrics_addr)
         self.log.info("started", session=self.engine.session, state=self.args.state)
@@ -384,24 +417,38 @@ class Sidecar:
         if now >= self._next_rescan:
             self._next_rescan = now + self.args.rescan_interval
             self.rescan()
-        if now >= self._next_poll:
-            self._next_poll = now + self.args.poll_interval
-            self.poll_state(now)
+        for result in self.reader.take():
+            self.adopt(result)
+        # Hear before judging: acks that arrived while this pass (or the last) was busy count
+        # before silence is measured, and time we could not listen is not silence.
+        now = time.monotonic()
+        deaf = now - self._listened - self.args.probe_interval
+        if deaf > self.args.probe_interval:
+            self.engine.stalled(deaf)
+            self.metrics.stalls.inc()
+            self.log.debug("loop stalled", seconds=round(deaf, 3))
+        for s in list(self.udp.values()):
+            self.on_udp(s, now)
+        self._listened = now
         self.report(self.engine.tick(now), now)
         self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
-        for ip in self.engine.announcements_due(now):
+        for ip in self.engine.announcements_due(now, ANNOUNCE_BATCH):
             self.responder.announce(ip)
         deadline = min(
             self.engine.next_deadline(now),
-            self._next_poll,
             self._next_rescan,
             self._status_written + STATUS_HEARTBEAT,
         )
-        for key, _ in self.sel.select(max(0.0, deadline - time.monotonic())):
+        ready = self.sel.select(max(0.0, deadline - time.monotonic()))
+        ready.sort(key=lambda kv: kv[0].data != "udp")  # peers first: they time us out
+        for key, _ in ready:
             now = time.monotonic()
             if key.data == "signal":
                 with contextlib.suppress(OSError):
                     rd.recv(64)
+            elif key.data == "state":  # a parsed state is waiting: adopted at the next pass
+                with contextlib.suppress(OSError):
+                    self._state_rd.recv(64)
             elif key.data == "udp":
                 self.on_udp(key.fileobj, now)  # type: ignore[arg-type]
             elif isinstance(key.data, Link):
@@ -411,15 +458,20 @@ class Sidecar:
         self.stop = True
 
     def shutdown(self) -> int:
+        self.reader.stop()
         answered = sorted(self.engine.answering, key=str)
         byes = self.engine.leave()
         for _ in range(2):  # UDP may drop one; a duplicate BYE is harmless
             self.send_udp(byes)
         for ip in answered:
-            self.metrics.owner.labels(str(ip)).set(0)
+            self.metrics.of(self.metrics.owner, ip).set(0)
         self.write_status()
         self.log.info("stopped", released=[str(ip) for ip in answered], byes=len(byes))
         return 0
+
+
+def _texts(ips: Iterable[IPAddress]) -> list[str]:
+    return [str(ip) for ip in sorted(ips, key=lambda a: (a.version, int(a)))]
 
 
 def _source(host: str) -> IPAddress | None:

@@ -13,10 +13,10 @@ sent by a holder of the cluster's probe key. The table adds *who*, *where* and *
   session is a replay or a duplicate and is dropped. The seq of the *verified* session (see
   below) is never forgotten; a few others are remembered (least recently used first out).
 * **Life is proven by challenge.** An ACK counts only if it answers a probe this sidecar
-  sent to that peer less than ``dead_after`` ago (it echoes our session and the probe's
-  seq, and each probe can be answered once), so a recorded ack cannot keep a dead peer
-  alive. The ack's session becomes the peer's *verified* session; later probes in that
-  session count as life too.
+  sent to that peer (it echoes our session and the probe's seq; each probe can be answered
+  once, within :data:`CHALLENGE_TTL`), so a recorded ack cannot keep a dead peer alive.
+  The ack's session becomes the peer's *verified* session; later probes in that session
+  count as life too.
 * **BYE only in the verified session.** A BYE from the session we last saw alive makes the
   peer dead at once. A BYE recorded earlier and replayed after the sender restarted names
   a session that is no longer the verified one and changes nothing; a forged one fails the
@@ -45,6 +45,10 @@ from garp.probe import ACK, BYE, PROBE, Message
 
 #: Sessions (besides the verified one) whose highest seq is remembered per peer.
 MAX_SESSIONS = 4
+#: How long a probe stays answerable. Each probe can be answered once and every ack has a
+#: new seq, so this bounds memory, not replay; it is generous so that an ack which arrived
+#: in time but was read late (this sidecar was busy) still counts.
+CHALLENGE_TTL = 2.0
 
 
 @dataclass(frozen=True)
@@ -135,10 +139,15 @@ class PeerTable:
         self.watched: tuple[str, ...] = ()  # sorted
 
     def set_known(
-        self, known: Mapping[str, Collection[IPAddress]], watched: Collection[str], now: float
+        self,
+        known: Mapping[str, Collection[IPAddress]],
+        watched: Collection[str],
+        now: float,
+        grace_alive: bool = False,
     ) -> None:
         """Adopt the peers of a new desired state. A peer that starts being watched gets one
-        ``dead_after`` of grace, so a restarting standby never grabs an IP from a live owner."""
+        ``dead_after`` of grace, so a restarting standby never grabs an IP from a live owner;
+        with ``grace_alive`` so does every live watched peer (a dead one stays dead)."""
         for name in [n for n in self.peers if n not in known]:
             del self.peers[name]
         for name, addrs in known.items():
@@ -151,6 +160,8 @@ class PeerTable:
             if peer.watched and not was:
                 peer.last_seen, peer.bye_session = now, None
                 peer.outstanding.clear()
+            elif peer.watched and grace_alive and peer.is_alive(now, self.dead_after):
+                peer.last_seen = max(peer.last_seen, now)
             peer.alive = peer.watched and peer.is_alive(now, self.dead_after)
         self.addresses = frozenset(a for p in self.peers.values() for a in p.addrs)
         self.watched = tuple(sorted(n for n, p in self.peers.items() if p.watched))
@@ -158,7 +169,7 @@ class PeerTable:
     def probe_sent(self, peer: Peer, seq: int, now: float) -> None:
         """Remember a challenge; forget those too old to prove anything."""
         out = peer.outstanding
-        while out and now - next(iter(out.values())) > self.dead_after:
+        while out and now - next(iter(out.values())) > CHALLENGE_TTL:
             del out[next(iter(out))]
         out[seq] = now
 
@@ -178,7 +189,7 @@ class PeerTable:
                 if msg.echo_session == self.session
                 else None
             )
-            if sent is None or now - sent > self.dead_after or not peer.watched:
+            if sent is None or now - sent > CHALLENGE_TTL or not peer.watched:
                 return Verdict("unsolicited-ack")
             if msg.session == peer.bye_session:
                 return Verdict()  # a late ack of the sidecar that said BYE
@@ -198,6 +209,14 @@ class PeerTable:
             peer.bye_session = msg.session
             return Verdict(alive=self._refresh(peer, now), bye=True)
         return Verdict()
+
+    def stalled(self, seconds: float) -> None:
+        """This sidecar could not listen for ``seconds`` (its loop was busy): silence it
+        could not have heard is not held against live peers."""
+        for name in self.watched:
+            peer = self.peers[name]
+            if peer.alive:
+                peer.last_seen += seconds
 
     def expire(self, now: float) -> list[str]:
         """Watched peers that have just fallen silent for ``dead_after``."""

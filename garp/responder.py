@@ -129,7 +129,7 @@ class Responder:
                 frames = [p.unsolicited_na(link.mac, ip)]
             sent += sum(self._send(link, f) for f in frames)
         if sent:
-            self.metrics.gratuitous.labels(str(ip)).inc(sent)
+            self.metrics.of(self.metrics.gratuitous, ip).inc(sent)
         return sent
 
     # --- receiving ----------------------------------------------------------------------
@@ -163,14 +163,14 @@ class Responder:
             return
         if (arp.gratuitous or arp.op == p.ARP_REPLY) and arp.spa in self.engine.answering:
             if not self._mine(arp.sha):
-                self.metrics.conflicts.labels(str(arp.spa)).inc()
+                self.metrics.of(self.metrics.conflicts, arp.spa).inc()
                 self.engine.foreign_claim(arp.spa, now)
             return
         if arp.op != p.ARP_REQUEST or arp.gratuitous or not self._known(arp.tpa):
             return
-        self.metrics.requests.labels(str(arp.tpa)).inc()
+        self.metrics.of(self.metrics.requests, arp.tpa).inc()
         if self._may_answer(arp.tpa, link) and self._send(link, p.arp_reply(arp, link.mac)):
-            self.metrics.responses.labels(str(arp.tpa)).inc()
+            self.metrics.of(self.metrics.responses, arp.tpa).inc()
 
     def _icmp6(self, link: Link, frame: bytes, pkttype: int, now: float) -> None:
         msg = p.parse_icmp6(frame)
@@ -180,14 +180,14 @@ class Responder:
             ns = p.parse_ns(msg)
             if ns is None or not self._known(ns.target):
                 return
-            self.metrics.requests.labels(str(ns.target)).inc()
+            self.metrics.of(self.metrics.requests, ns.target).inc()
             if self._may_answer(ns.target, link) and self._send(link, p.na_reply(ns, link.mac)):
-                self.metrics.responses.labels(str(ns.target)).inc()
+                self.metrics.of(self.metrics.responses, ns.target).inc()
         elif msg.type == p.ICMP6_NA:
             na = p.parse_na(msg)
             claimed = na is not None and na.target in self.engine.answering
             if na is not None and claimed and not self._mine(na.tlla or na.eth_src):
-                self.metrics.conflicts.labels(str(na.target)).inc()
+                self.metrics.of(self.metrics.conflicts, na.target).inc()
                 self.engine.foreign_claim(na.target, now)
         elif (
             msg.type == p.ICMP6_ECHO_REQUEST
@@ -196,13 +196,13 @@ class Responder:
         ):
             reply = p.echo6_reply(msg, link.mac)
             if reply is not None and self._send(link, reply):
-                self.metrics.echo.labels(str(msg.dst)).inc()
+                self.metrics.of(self.metrics.echo, msg.dst).inc()
 
     def _echo4(self, link: Link, frame: bytes) -> None:
         req = p.parse_echo4(frame)
         ok = req is not None and self._echo_allowed(req.dst, link)
         if req is not None and ok and self._send(link, p.echo4_reply(req, link.mac)):
-            self.metrics.echo.labels(str(req.dst)).inc()
+            self.metrics.of(self.metrics.echo, req.dst).inc()
 
     def _echo_allowed(self, ip: IPAddress, link: Link) -> bool:
         state = self.engine.state

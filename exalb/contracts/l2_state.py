@@ -194,30 +194,42 @@ def decode(data: bytes | str) -> DesiredState:
         raise StateError("$.ping: not a boolean")
     entries: list[IPState] = []
     seen: set[IPAddress] = set()
+    # The same few candidates repeat on every IP: parse each (node, nodeIP) once and share
+    # the (immutable) Candidate, which makes a 10,000-IP document several times cheaper to
+    # read. Anything unusual takes the slow path, which names the offending field.
+    known: dict[tuple[str, str | None], Candidate] = {}
     for i, raw in enumerate(_req(doc, "ips", list, "$")):
-        where = f"$.ips[{i}]"
         if not isinstance(raw, dict):
-            raise StateError(f"{where}: not an object")
-        ip = _ip(_req(raw, "ip", str, where), f"{where}.ip")
+            raise StateError(f"$.ips[{i}]: not an object")
+        ip = _ip(_req(raw, "ip", str, f"$.ips[{i}]"), f"$.ips[{i}].ip")
         if ip in seen:
-            raise StateError(f"{where}.ip: {ip} listed twice")
+            raise StateError(f"$.ips[{i}].ip: {ip} listed twice")
         seen.add(ip)
         cands: list[Candidate] = []
-        for j, c in enumerate(_req(raw, "candidates", list, where)):
-            cw = f"{where}.candidates[{j}]"
-            if not isinstance(c, dict):
-                raise StateError(f"{cw}: not an object")
-            name = _req(c, "node", str, cw)
-            nip = c.get("nodeIP")
-            cands.append(Candidate(name, None if nip is None else _ip(nip, f"{cw}.nodeIP")))
+        for j, c in enumerate(_req(raw, "candidates", list, f"$.ips[{i}]")):
+            name = c.get("node") if isinstance(c, dict) else None
+            nip = c.get("nodeIP") if isinstance(c, dict) else None
+            if type(name) is str and (nip is None or type(nip) is str):
+                cand = known.get((name, nip))
+                if cand is None:
+                    cw = f"$.ips[{i}].candidates[{j}].nodeIP"
+                    cand = Candidate(name, None if nip is None else _ip(nip, cw))
+                    known[(name, nip)] = cand
+            else:
+                cw = f"$.ips[{i}].candidates[{j}]"
+                if not isinstance(c, dict):
+                    raise StateError(f"{cw}: not an object")
+                name = _req(c, "node", str, cw)
+                cand = Candidate(name, _ip(nip, f"{cw}.nodeIP"))
+            cands.append(cand)
         if len({c.node for c in cands}) != len(cands):
-            raise StateError(f"{where}.candidates: a node is listed twice")
+            raise StateError(f"$.ips[{i}].candidates: a node is listed twice")
         entries.append(
             IPState(
                 ip=ip,
                 candidates=tuple(cands),
-                services=_str_list(raw, "services", where),
-                interfaces=_str_list(raw, "interfaces", where),
+                services=_str_list(raw, "services", f"$.ips[{i}]"),
+                interfaces=_str_list(raw, "interfaces", f"$.ips[{i}]"),
             )
         )
     state = DesiredState(node=node, generation=generation, ips=tuple(entries), ping=ping)

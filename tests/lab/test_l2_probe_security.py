@@ -93,9 +93,11 @@ def _send_raw(lab: L2Lab, frames: list[bytes]) -> None:
 
 
 def _spoofed(lab: L2Lab, src: str, dst: str, payload: bytes) -> bytes:
-    """A datagram to ``dst``'s sidecar that claims to come from node ``src``."""
+    """A datagram to ``dst``'s sidecar that claims to come from node ``src`` (its IP; the
+    Ethernet source stays the client's, or the bridge would move ``src``'s MAC to the
+    client's port and misdeliver the real probes: a different attack, outside this test)."""
     return udp4_frame(
-        lab.mac[dst], lab.mac[src], NODE_IP4[src], NODE_IP4[dst], PROBE_PORT, PROBE_PORT, payload
+        lab.mac[dst], lab.client_mac, NODE_IP4[src], NODE_IP4[dst], PROBE_PORT, PROBE_PORT, payload
     )
 
 

@@ -21,7 +21,7 @@ from exalb.contracts.l2_state import Candidate, DesiredState, IPState
 from garp import probe
 from garp.failover import Engine, Heard, Timing
 from garp.keys import KeyFileError, KeyWatcher, read_keyring
-from garp.peers import MAX_SESSIONS, Budget
+from garp.peers import CHALLENGE_TTL, MAX_SESSIONS, Budget
 from garp.probe import ACK, BYE, COVERING, PROBE, Keyring, Message
 
 KEY = Keyring((b"k" * 32,))
@@ -172,7 +172,8 @@ def test_recorded_ack_cannot_keep_a_dead_owner_alive() -> None:
     assert e.receive(other, ADDR["a"], 0.31).rejected == "unsolicited-ack"
     late = ack_to(e, "a", 1)
     assert e.tick(0.41).gained == {VIP}  # owner silent since 0.05
-    assert e.receive(late, ADDR["a"], 0.7).rejected == "unsolicited-ack"  # probe 0.3: stale
+    stale = 0.3 + CHALLENGE_TTL + 0.01  # the probe it answers is too old to prove anything
+    assert e.receive(late, ADDR["a"], stale).rejected == "unsolicited-ack"
     assert e.answering == {VIP}
 
 
@@ -334,3 +335,22 @@ def test_indexed_engine_matches_the_rule(scenario: tuple[DesiredState, list]) ->
             assert not (c.gained & c.lost)
             answering = (answering - c.lost) | c.gained
         assert set(e.answering) == answering == _reference(e, now)
+
+
+def test_own_stall_is_not_peer_silence() -> None:
+    e = engine("b")
+    owner_alive(e, 1, 1.0)
+    e.stalled(0.5)  # our loop could not listen (parsing a large state, say)
+    assert not e.tick(1.6)  # 0.6 s since the last ack, 0.1 s of it while listening
+    assert e.tick(1.86).gained == {VIP}
+
+
+def test_a_new_state_gives_live_peers_one_grace_period() -> None:
+    e = engine("b")
+    owner_alive(e, 1, 1.0)
+    e.apply_state(state("b"), 1.3)  # every sidecar adopts it now: busy, acks late
+    assert not e.tick(1.5)  # would be dead at 1.35 without the grace
+    e.apply_state(state("b"), 1.5)  # again within state_grace_every: no more grace
+    assert e.tick(1.66).gained == {VIP}
+    e.apply_state(state("b"), 3.0)  # a dead owner stays dead
+    assert e.answering == {VIP}
