@@ -118,6 +118,68 @@ def _addr_key(a: IPAddress) -> tuple[int, int]:
     return (a.version, int(a))
 
 
+@dataclass(frozen=True)
+class StateIndex:
+    """A desired state indexed for one node (see :func:`index_state`); read-only."""
+
+    state: DesiredState
+    entries: dict[IPAddress, IPState]
+    rank: dict[IPAddress, int]  # this node's rank per IP
+    betters: dict[IPAddress, tuple[str, ...]]  # probe-able candidates ranked above it
+    pinned: set[IPAddress]  # a better-ranked candidate cannot be probed
+    by_peer: dict[str, list[IPAddress]]  # peer -> IPs it ranks above this node for
+    below: dict[str, list[IPAddress]]  # peer -> IPs it ranks below this node for
+    known: dict[str, set[IPAddress]]  # every other candidate -> its nodeIPs
+    own: dict[int, IPAddress]  # this node's nodeIP per IP version
+
+
+def index_state(state: DesiredState) -> StateIndex:
+    """Everything the engine looks up per message and per frame, built once per state
+    (pure: the sidecar runs it on its reader thread, off the loop)."""
+    me = state.node
+    entries: dict[IPAddress, IPState] = {}
+    rank: dict[IPAddress, int] = {}
+    betters: dict[IPAddress, tuple[str, ...]] = {}
+    pinned: set[IPAddress] = set()
+    by_peer: dict[str, list[IPAddress]] = {}
+    below: dict[str, list[IPAddress]] = {}
+    known: dict[str, set[IPAddress]] = {}
+    own: dict[int, set[IPAddress]] = {}
+    for e in state.ips:
+        entries[e.ip] = e
+        mine = e.rank_of(me)
+        if mine is None:
+            continue
+        rank[e.ip] = mine
+        above: list[str] = []
+        for i, c in enumerate(e.candidates):
+            if c.node == me:
+                if c.node_ip is not None:
+                    own.setdefault(c.node_ip.version, set()).add(c.node_ip)
+                continue
+            if c.node_ip is not None:
+                known.setdefault(c.node, set()).add(c.node_ip)
+            if i > mine:
+                below.setdefault(c.node, []).append(e.ip)
+            elif c.node_ip is None:
+                pinned.add(e.ip)  # cannot be probed: presumed alive, Kubernetes decides
+            else:
+                above.append(c.node)
+                by_peer.setdefault(c.node, []).append(e.ip)
+        betters[e.ip] = tuple(above)
+    return StateIndex(
+        state,
+        entries,
+        rank,
+        betters,
+        pinned,
+        by_peer,
+        below,
+        known,
+        {v: min(a, key=_addr_key) for v, a in own.items()},
+    )
+
+
 class Engine:
     """State machine of one sidecar. Feed it inputs with ``now`` (monotonic seconds)."""
 
@@ -162,49 +224,31 @@ class Engine:
     def entry(self, ip: IPAddress) -> IPState | None:
         return self._entries.get(ip)
 
+    def owned(self) -> list[IPAddress]:
+        """IPs where this node ranks first (what Kubernetes says it owns)."""
+        return [ip for ip, rank in self._rank.items() if rank == 0]
+
     def own_addresses(self) -> dict[int, IPAddress]:
         """This node's probe address per IP version (its own ``nodeIP`` in the state)."""
         return dict(self._own)
 
     # --- inputs -------------------------------------------------------------------------
 
-    def apply_state(self, state: DesiredState, now: float) -> Change:
-        """Adopt a new desired state; new peers start with one ``dead_after`` of grace."""
+    def apply_state(
+        self, state: DesiredState, now: float, index: StateIndex | None = None
+    ) -> Change:
+        """Adopt a new desired state; new peers start with one ``dead_after`` of grace.
+
+        ``index`` is :func:`index_state` of ``state``, when the caller built it elsewhere
+        (the sidecar does on its reader thread: it is the costly part)."""
+        if index is None or index.state is not state:
+            index = index_state(state)
         self.state = state
-        me = state.node
-        entries: dict[IPAddress, IPState] = {}
-        rank: dict[IPAddress, int] = {}
-        betters: dict[IPAddress, tuple[str, ...]] = {}
-        pinned: set[IPAddress] = set()
-        by_peer: dict[str, list[IPAddress]] = {}
-        below: dict[str, list[IPAddress]] = {}
-        known: dict[str, set[IPAddress]] = {}
-        own: dict[int, set[IPAddress]] = {}
-        for e in state.ips:
-            entries[e.ip] = e
-            mine = e.rank_of(me)
-            if mine is None:
-                continue
-            rank[e.ip] = mine
-            above: list[str] = []
-            for i, c in enumerate(e.candidates):
-                if c.node == me:
-                    if c.node_ip is not None:
-                        own.setdefault(c.node_ip.version, set()).add(c.node_ip)
-                    continue
-                if c.node_ip is not None:
-                    known.setdefault(c.node, set()).add(c.node_ip)
-                if i > mine:
-                    below.setdefault(c.node, []).append(e.ip)
-                elif c.node_ip is None:
-                    pinned.add(e.ip)  # cannot be probed: presumed alive, Kubernetes decides
-                else:
-                    above.append(c.node)
-                    by_peer.setdefault(c.node, []).append(e.ip)
-            betters[e.ip] = tuple(above)
-        self._entries, self._rank, self._betters = entries, rank, betters
-        self._pinned, self._by_peer, self._below = pinned, by_peer, below
-        self._own = {v: min(a, key=_addr_key) for v, a in own.items()}
+        self._entries, self._rank, self._betters = index.entries, index.rank, index.betters
+        self._pinned, self._by_peer, self._below = index.pinned, index.by_peer, index.below
+        self._own = dict(index.own)
+        rank, betters, pinned = index.rank, index.betters, index.pinned
+        known, by_peer = index.known, index.by_peer
         grace = now - self._state_grace_at >= self.timing.state_grace_every
         if grace:
             self._state_grace_at = now
@@ -273,16 +317,22 @@ class Engine:
         dead = self.peers.expire(now)
         return self._liveness(dict.fromkeys(dead, False), now) if dead else Change()
 
-    def leave(self) -> list[tuple[IPAddress, Message]]:
-        """Stop answering everything; BYE messages for every other candidate."""
+    def leave(self, rounds: int = 1) -> list[tuple[IPAddress, Message]]:
+        """Stop answering everything; BYE messages for every other candidate, ``rounds``
+        times (UDP may drop one). Each copy has its own seq, so a receiver believes the
+        first that arrives and finds the others harmless, never replays."""
         self._answering = set()
         self._covering = {}
         self._bursts.clear()
         self._heap.clear()
         if self.state is None:
             return []
-        msg = Message(BYE, self.node, self.session, self._next_seq())
-        return [(a, msg) for a in sorted(self.peers.addresses, key=_addr_key)]
+        addrs = sorted(self.peers.addresses, key=_addr_key)
+        return [
+            (a, Message(BYE, self.node, self.session, self._next_seq()))
+            for _ in range(rounds)
+            for a in addrs
+        ]
 
     # --- outputs ------------------------------------------------------------------------
 

@@ -117,7 +117,7 @@ def local_addresses() -> set[IPAddress]:
     return out
 
 
-def _attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
     insns = b"".join(struct.pack("HBBI", *i) for i in prog)
     buf = ctypes.create_string_buffer(insns)
     fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
@@ -130,7 +130,7 @@ def _packet_socket(
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     try:
         if prog is not None:
-            _attach_filter(sock, prog)
+            attach_filter(sock, prog)
         sock.bind((name, proto))
         sock.setblocking(False)
     except OSError:

@@ -51,8 +51,8 @@ import structlog
 from exalb.config.model import IPAddress
 from exalb.contracts import l2_state as state
 from exalb.filechannel import write_atomic
-from garp import probe
-from garp.failover import Change, Engine, Timing
+from garp import probe, probesock
+from garp.failover import Change, Engine, StateIndex, Timing
 from garp.keys import KeyFileError, KeyWatcher
 from garp.links import DEFAULT_EXCLUDES, Link
 from garp.metrics import Metrics
@@ -132,6 +132,7 @@ class Sidecar:
         self.sel = selectors.DefaultSelector()
         self.udp: dict[int, socket.socket] = {}
         self.udp_addr: dict[int, IPAddress] = {}
+        self._filtered: dict[int, frozenset[IPAddress]] = {}  # peers each socket admits
         self.key_watcher = KeyWatcher(args.key_dir)
         self.keys: probe.Keyring | None = None
         self.stop = False
@@ -176,23 +177,33 @@ class Sidecar:
                 old.close()
             if addr is None:
                 continue
-            family = socket.AF_INET if version == 4 else socket.AF_INET6
-            s = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                if version == 6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                with contextlib.suppress(OSError):
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PROBE_RCVBUF)
-                s.bind((str(addr), self.args.probe_port))
-                s.setblocking(False)
+                s = probesock.open_probe_socket(addr, self.args.probe_port, PROBE_RCVBUF)
             except OSError as exc:
-                s.close()
                 self.log.warning("probe socket unavailable", address=str(addr), error=str(exc))
                 continue
             self.udp[version] = s
             self.udp_addr[version] = addr
+            self._filtered.pop(version, None)
             self.sel.register(s, selectors.EVENT_READ, "udp")
             self.log.info("probe socket bound", address=str(addr), port=self.args.probe_port)
+        self.filter_peers()
+
+    def filter_peers(self) -> None:
+        """Let the kernel admit only the current peers' addresses on each probe socket."""
+        peers = self.engine.peers.addresses
+        for version, s in self.udp.items():
+            if self._filtered.get(version) == peers:
+                continue
+            try:
+                complete = probesock.set_peers(s, version, peers)
+            except OSError as exc:
+                self.log.warning("probe socket filter failed", error=str(exc))
+                continue
+            self._filtered[version] = peers
+            if not complete:
+                self.log.warning("too many peers for a kernel filter: checked in user space",
+                                 version=version, peers=len(peers))  # fmt: skip
 
     def rescan(self) -> None:
         if self.engine.own_addresses().keys() != self.udp.keys():
@@ -238,11 +249,11 @@ class Sidecar:
         with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
             self._state_wr.send(b"\0")
 
-    def adopt(self, result: state.DesiredState | state.StateError) -> None:
+    def adopt(self, result: StateIndex | state.StateError) -> None:
         try:
             if isinstance(result, state.StateError):
                 raise result
-            new = result
+            new = result.state
             if self.args.node and new.node != self.args.node:
                 raise state.StateError(f"document is for node {new.node!r}")
         except state.StateError as exc:
@@ -253,7 +264,7 @@ class Sidecar:
         if old is not None and new.generation < old.generation:
             self.log.warning("generation went backwards", old=old.generation, new=new.generation)
         now = time.monotonic()  # new peers' grace starts when the state is adopted
-        change = self.engine.apply_state(new, now)
+        change = self.engine.apply_state(new, now, result)
         self.sync_probe_sockets()
         # Probe new peers before the bookkeeping below (which takes a while for thousands
         # of IPs): their acks then arrive while we work and are read before any judgement.
@@ -262,13 +273,14 @@ class Sidecar:
         self.metrics.track_ips(desired_ips(new))
         self.responder.apply_state()
         self._sync_link_sockets()
+        self.report(change, now, force_status=True)
         self.log.info(
             "desired state applied",
             generation=new.generation,
-            owned=[str(ip) for ip in new.owned],
+            owned=_texts(self.engine.owned()),
             candidate_for=len(new.ips),
+            seconds=round(time.monotonic() - now, 3),
         )
-        self.report(change, now, force_status=True)
 
     def on_udp(self, s: socket.socket, now: float) -> None:
         assert self.keys is not None
@@ -459,14 +471,13 @@ class Sidecar:
 
     def shutdown(self) -> int:
         self.reader.stop()
-        answered = sorted(self.engine.answering, key=str)
-        byes = self.engine.leave()
-        for _ in range(2):  # UDP may drop one; a duplicate BYE is harmless
-            self.send_udp(byes)
+        answered = list(self.engine.answering)
+        byes = self.engine.leave(rounds=2)  # UDP may drop one; a second BYE is harmless
+        self.send_udp(byes)
         for ip in answered:
             self.metrics.of(self.metrics.owner, ip).set(0)
         self.write_status()
-        self.log.info("stopped", released=[str(ip) for ip in answered], byes=len(byes))
+        self.log.info("stopped", released=_texts(answered), byes=len(byes))
         return 0
 
 

@@ -206,6 +206,8 @@ class PeerTable:
         if msg.kind == BYE and peer.watched:
             if msg.session != peer.session:
                 return Verdict("unverified-bye")
+            if peer.bye_session == msg.session:
+                return Verdict()  # the second copy (or the other address family's)
             peer.bye_session = msg.session
             return Verdict(alive=self._refresh(peer, now), bye=True)
         return Verdict()

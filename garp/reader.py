@@ -5,7 +5,8 @@ loaded node: hundreds), and every speaker rewrites its file at the same moment. 
 busy that long stops answering its peers, which then see it as dead and take its IPs over
 (false takeover), while it sees them the same way. On a thread the parse shares the CPU
 with the loop instead of stopping it (the interpreter hands the loop the lock within a few
-milliseconds of a datagram arriving); the loop then only adopts the finished document.
+milliseconds of a datagram arriving), and so does indexing it for the engine
+(:func:`garp.failover.index_state`); the loop then only swaps the finished index in.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections.abc import Callable
 
 import structlog
 
-from exalb.contracts.l2_state import DesiredState, StateError, decode
+from exalb.contracts.l2_state import StateError, decode
 from exalb.filechannel import FileWatcher
+from garp.failover import StateIndex, index_state
 
-Result = DesiredState | StateError
+Result = StateIndex | StateError
 
 
 class StateReader:
@@ -41,7 +43,7 @@ class StateReader:
         if data is None:
             return None
         try:
-            return decode(data)
+            return index_state(decode(data))
         except StateError as exc:
             return exc
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from exalb.config.model import IPAddress
 from exalb.contracts.l2_state import Candidate, DesiredState, IPState
-from garp import probe
+from garp import probe, probesock
 from garp.failover import Engine, Heard, Timing
 from garp.keys import KeyFileError, KeyWatcher, read_keyring
 from garp.peers import CHALLENGE_TTL, MAX_SESSIONS, Budget
@@ -354,3 +354,64 @@ def test_a_new_state_gives_live_peers_one_grace_period() -> None:
     assert e.tick(1.66).gained == {VIP}
     e.apply_state(state("b"), 3.0)  # a dead owner stays dead
     assert e.answering == {VIP}
+
+
+def test_every_copy_of_a_bye_is_genuine_and_only_the_first_acts() -> None:
+    owner = engine("a")
+    byes = owner.leave(rounds=2)
+    assert len({m.seq for _, m in byes}) == len(byes) == 4  # b and c, twice
+    e = engine("b")
+    e.probes_due(0.1)
+    echo = max(e.peers.peers["a"].outstanding)
+    e.receive(Message(ACK, "a", owner.session, 0, 0, e.session, echo), ADDR["a"], 0.1)
+    to_b = [m for a, m in byes if a == ADDR["b"]]
+    first, second = (e.receive(m, ADDR["a"], 0.2) for m in to_b)
+    assert first.bye and first.change.gained == {VIP}
+    assert second.rejected is None and not second.bye and not second.change
+
+
+# --------------------------------------------------------------------------- kernel filter
+
+
+def _run_bpf(prog: list[tuple[int, int, int, int]], net_header: bytes) -> bool:
+    """A tiny classic-BPF interpreter for the instructions ``peer_filter`` emits."""
+    a, pc = 0, 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        if code == 0x20:  # ld word at SKF_NET_OFF + offset
+            off = k - (probesock.SKF_NET_OFF & 0xFFFFFFFF)
+            a = int.from_bytes(net_header[off : off + 4], "big")
+            pc += 1
+        elif code == 0x15:  # jeq k
+            pc += 1 + (jt if a == k else jf)
+        elif code == 0x06:
+            return k != 0
+        else:
+            raise AssertionError(f"unexpected opcode {code:#x}")
+
+
+def _v4(src: str) -> bytes:
+    return bytes(12) + ipaddress.IPv4Address(src).packed + bytes(4)
+
+
+def _v6(src: str) -> bytes:
+    return bytes(8) + ipaddress.IPv6Address(src).packed + bytes(16)
+
+
+def test_kernel_filter_admits_exactly_the_peers() -> None:
+    v4 = [ipaddress.ip_address(f"198.51.{i // 250}.{i % 250 + 1}") for i in range(600)]
+    v6 = [ipaddress.ip_address(f"2001:db8::{i:x}:1") for i in range(300)]
+    prog4 = probesock.peer_filter(4, [*v4, *v6])
+    prog6 = probesock.peer_filter(6, [*v4, *v6])
+    assert prog4 is not None and prog6 is not None
+    for a in v4[::37]:
+        assert _run_bpf(prog4, _v4(str(a)))
+    for bad in ("198.51.100.99", "0.0.0.0", "203.0.113.1"):
+        assert not _run_bpf(prog4, _v4(bad))
+    for a6 in v6[::29]:
+        assert _run_bpf(prog6, _v6(str(a6)))
+    for bad in ("2001:db8::1:2", "2001:db8::", "::1", "2001:db8::12b:1:0"):
+        assert not _run_bpf(prog6, _v6(bad))
+    assert not _run_bpf(probesock.peer_filter(4, ()) or [], _v4("198.51.0.1"))
+    too_many = [ipaddress.ip_address(f"2001:db8::{i:x}") for i in range(600)]
+    assert probesock.peer_filter(6, too_many) is None  # over BPF_MAXINSNS: no filter
