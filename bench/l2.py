@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # lab/ is not installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lab"))
 
 from l2_topology import (

@@ -119,7 +119,7 @@ class Sidecar:
         self.args = args
         self.log = structlog.get_logger("exalb.garp")
         timing = Timing(probe_interval=args.probe_interval, dead_after=args.dead_after)
-        self.engine = Engine(session=secrets.randbits(32), timing=timing)
+        self.engine = Engine(session=secrets.randbits(64), timing=timing)
         self.metrics = Metrics()
         excludes = tuple(x for x in args.exclude_interfaces.split(",") if x)
         self.responder = Responder(self.engine, self.metrics, excludes)
@@ -432,9 +432,10 @@ class Sidecar:
         for result in self.reader.take():
             self.adopt(result)
         # Hear before judging: acks that arrived while this pass (or the last) was busy count
-        # before silence is measured, and time we could not listen is not silence.
+        # before silence is measured, and time we could not listen (busy since select last
+        # returned) is not silence: our probes did not go out meanwhile.
         now = time.monotonic()
-        deaf = now - self._listened - self.args.probe_interval
+        deaf = now - self._listened
         if deaf > self.args.probe_interval:
             self.engine.stalled(deaf)
             self.metrics.stalls.inc()
@@ -452,6 +453,7 @@ class Sidecar:
             self._status_written + STATUS_HEARTBEAT,
         )
         ready = self.sel.select(max(0.0, deadline - time.monotonic()))
+        self._listened = time.monotonic()  # waiting in select is listening
         ready.sort(key=lambda kv: kv[0].data != "udp")  # peers first: they time us out
         for key, _ in ready:
             now = time.monotonic()
@@ -470,10 +472,10 @@ class Sidecar:
         self.stop = True
 
     def shutdown(self) -> int:
-        self.reader.stop()
         answered = list(self.engine.answering)
         byes = self.engine.leave(rounds=2)  # UDP may drop one; a second BYE is harmless
-        self.send_udp(byes)
+        self.send_udp(byes)  # first: the hand-over waits for nothing else
+        self.reader.stop()
         for ip in answered:
             self.metrics.of(self.metrics.owner, ip).set(0)
         self.write_status()

@@ -415,3 +415,17 @@ def test_kernel_filter_admits_exactly_the_peers() -> None:
     assert not _run_bpf(probesock.peer_filter(4, ()) or [], _v4("198.51.0.1"))
     too_many = [ipaddress.ip_address(f"2001:db8::{i:x}") for i in range(600)]
     assert probesock.peer_filter(6, too_many) is None  # over BPF_MAXINSNS: no filter
+
+
+def test_key_watcher_follows_a_secret_volume_update(tmp_path: Path) -> None:
+    """kubelet updates a Secret volume by swapping the ``..data`` symlink to a new dir."""
+    for name, key in (("..v1", b"1" * 32), ("..v2", b"2" * 32)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "key").write_bytes(key)
+    (tmp_path / "..data").symlink_to("..v1")
+    (tmp_path / "key").symlink_to("..data/key")
+    w = KeyWatcher(tmp_path)
+    assert w.poll() == Keyring((b"1" * 32,))
+    (tmp_path / "..data_tmp").symlink_to("..v2")
+    (tmp_path / "..data_tmp").replace(tmp_path / "..data")  # atomic, as kubelet does
+    assert w.poll() == Keyring((b"2" * 32,))
