@@ -55,7 +55,17 @@ WRONG = probe.Keyring((secrets.token_bytes(32),))
 
 @pytest.fixture
 def lab() -> Iterator[L2Lab]:
+    """The lab with every sidecar running and hearing the owner (``l2_lab`` only waits for
+    the owner to answer; on a loaded machine another sidecar may still be starting)."""
     with l2_lab() as lab:
+        owner = lab.ranking()[0]
+
+        def hears_owner(n: str) -> bool:
+            st = lab.status(n)
+            return st is not None and (n == owner or dict(st.peers).get(owner) is True)
+
+        wait_for(lambda: all(hears_owner(n) for n in NODES), timeout=15)
+        time.sleep(0.3)  # a few probe rounds: each has verified the owner's session
         yield lab
 
 
