@@ -117,7 +117,7 @@ def local_addresses() -> set[IPAddress]:
     return out
 
 
-def _attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
     insns = b"".join(struct.pack("HBBI", *i) for i in prog)
     buf = ctypes.create_string_buffer(insns)
     fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
@@ -130,7 +130,7 @@ def _packet_socket(
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     try:
         if prog is not None:
-            _attach_filter(sock, prog)
+            attach_filter(sock, prog)
         sock.bind((name, proto))
         sock.setblocking(False)
     except OSError:
@@ -175,13 +175,14 @@ class Link:
             self.v4.close()
             self.v4 = None
 
-    def set_groups(self, ips: Iterable[ipaddress.IPv6Address]) -> None:
+    def set_groups(self, ips: Iterable[ipaddress.IPv6Address]) -> bool:
         """Be a member of exactly the solicited-node groups of ``ips`` on this link.
 
         Joined through an IPv6 datagram socket (``IPV6_JOIN_GROUP``), so the kernel both
         programs the NIC's multicast filter and sends MLD reports: on MLD-snooping switches
         an AF_PACKET membership alone would never receive the solicitations. Falls back to
-        ``PACKET_ADD_MEMBERSHIP`` (filter only) when IPv6 is disabled on the link.
+        ``PACKET_ADD_MEMBERSHIP`` (filter only) when IPv6 is disabled on the link. True when
+        every group is joined (else the caller retries later).
         """
         wanted = {solicited_node(ip) for ip in ips}
         for group in self.groups - wanted:
@@ -190,6 +191,7 @@ class Link:
         for group in wanted - self.groups:
             if self._membership(group, join=True):
                 self.groups.add(group)
+        return self.groups == wanted
 
     def _membership(self, group: ipaddress.IPv6Address, *, join: bool) -> bool:
         if self.mcast6 is None and join:

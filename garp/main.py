@@ -1,15 +1,29 @@
 """``exalb-garp``: the garp sidecar (second container of the speaker pod, CAP_NET_RAW only).
 
-One thread, one ``selectors`` loop: AF_PACKET sockets per link, the two UDP probe sockets
-and a signal wake-up pipe. Timers (probes, peer deaths, gratuitous bursts, state polling,
-interface rescans) are folded into the select timeout, so an idle sidecar wakes ~10-20
-times per second and does a handful of syscalls each time.
+One ``selectors`` loop: AF_PACKET sockets per link, the two UDP probe sockets and wake-up
+pipes for signals and for the state reader (:mod:`garp.reader`, a thread that polls and
+parses the state file so that a large document never stalls the loop). Timers (probes,
+peer deaths, gratuitous bursts, interface rescans) are folded into the select timeout, so
+an idle sidecar wakes ~10-20 times per second and does a handful of syscalls each time.
+The loop never judges a peer before reading what it sent, and time it spent unable to
+listen is not counted as the peer's silence (see ``Engine.stalled``).
+
+The probe channel (see :mod:`garp.probe` and :mod:`garp.peers`): one UDP socket per IP
+version, bound to this node's own address as the desired state lists it (its ``nodeIP``,
+the address its peers probe), not to every address. A datagram from an address that is no
+peer's is dropped before any hashing; the rest must carry a valid tag made with the key in
+``--key-dir`` (the chart mounts that Secret into this container only). Without a valid
+key the sidecar does not start.
 
 Life cycle:
 
 * no desired-state file yet → answers nothing, waits;
 * a valid file appears or changes → adopted at once (≤ poll interval, 100 ms);
 * an invalid file → logged and counted; the previous state stays in force;
+* the key files change → re-read; a change that leaves no valid key is refused (logged,
+  counted) and the keys in use stay;
+* anything unexpected inside the loop → logged with its traceback and counted; the loop
+  goes on with the state it has;
 * the speaker dies → the file stays, the sidecar keeps serving it;
 * SIGTERM/SIGINT → stop answering, send BYE to the other candidates (they take over
   immediately), write a final status, exit 0.
@@ -30,20 +44,27 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import structlog
 
 from exalb.config.model import IPAddress
 from exalb.contracts import l2_state as state
-from exalb.filechannel import FileWatcher, write_atomic
-from garp import probe
-from garp.failover import Change, Engine, Timing
+from exalb.filechannel import write_atomic
+from garp import probe, probesock
+from garp.failover import Change, Engine, StateIndex, Timing
+from garp.keys import KeyFileError, KeyWatcher
 from garp.links import DEFAULT_EXCLUDES, Link
 from garp.metrics import Metrics
+from garp.reader import StateReader
 from garp.responder import Responder, desired_ips
 
 MAX_BATCH = 64  # frames drained per socket per wake-up, so one busy link cannot starve others
+# IPs announced per loop pass: a burst for thousands of IPs goes out in slices, and the probe
+# socket is served between them (a loop that stalls for dead_after looks dead to its peers).
+ANNOUNCE_BATCH = 128
+PROBE_RCVBUF = 1 << 20  # absorbs a flood while the loop is busy (capped by net.core.rmem_max)
+LOG_EVERY = 10.0  # seconds between two log lines about the same kind of rejected datagram
 
 
 def configure_logging(level: str) -> None:
@@ -73,6 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated regexes (full match); '' excludes nothing",
     )
     ap.add_argument("--probe-port", type=int, default=probe.DEFAULT_PORT)
+    ap.add_argument(
+        "--key-dir",
+        default=env("EXALB_GARP_KEY_DIR", "/etc/exalb/garp-key"),
+        help="directory with the probe key file 'key' (and 'previous' while rotating)",
+    )
     ap.add_argument("--probe-interval", type=float, default=0.1)
     ap.add_argument("--dead-after", type=float, default=0.35)
     ap.add_argument("--poll-interval", type=float, default=0.1)
@@ -93,35 +119,96 @@ class Sidecar:
         self.args = args
         self.log = structlog.get_logger("exalb.garp")
         timing = Timing(probe_interval=args.probe_interval, dead_after=args.dead_after)
-        self.engine = Engine(session=secrets.randbits(32), timing=timing)
+        self.engine = Engine(session=secrets.randbits(64), timing=timing)
         self.metrics = Metrics()
         excludes = tuple(x for x in args.exclude_interfaces.split(",") if x)
         self.responder = Responder(self.engine, self.metrics, excludes)
-        self.watcher = FileWatcher(args.state)
+        self.reader = StateReader(args.state, args.poll_interval, self._wake_for_state)
+        self._state_rd, self._state_wr = socket.socketpair()
+        for end in (self._state_rd, self._state_wr):
+            end.setblocking(False)
         self.status_path = args.status or f"{args.state}.status"
         self._status_written = 0.0
         self.sel = selectors.DefaultSelector()
         self.udp: dict[int, socket.socket] = {}
+        self.udp_addr: dict[int, IPAddress] = {}
+        self._filtered: dict[int, frozenset[IPAddress]] = {}  # peers each socket admits
+        self.key_watcher = KeyWatcher(args.key_dir)
+        self.keys: probe.Keyring | None = None
         self.stop = False
         self._peers: tuple[tuple[str, bool], ...] = ()
+        self._next_rescan = 0.0
+        self._listened = time.monotonic()
+        self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last log, unlogged)
+        self._errors_logged = 0.0
+
+    # --- keys ---------------------------------------------------------------------------
+
+    def load_keys(self) -> bool:
+        """Re-read the key files if they changed; False when no valid key is in force."""
+        try:
+            keys = self.key_watcher.poll()
+        except KeyFileError as exc:
+            self.metrics.key_errors.inc()
+            if self.keys is None:
+                self.log.error("no valid probe key, cannot start", error=str(exc))
+                return False
+            self.log.error("probe key change refused, keeping the keys in use", error=str(exc))
+            return True
+        if keys is not None and keys != self.keys:
+            self.keys = keys
+            self.log.info("probe keys loaded", key_ids=list(keys.ids))
+        return self.keys is not None
 
     # --- setup --------------------------------------------------------------------------
 
-    def open_probe_sockets(self) -> None:
-        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            try:
-                s = socket.socket(family, socket.SOCK_DGRAM)
-                if family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((host, self.args.probe_port))
-                s.setblocking(False)
-            except OSError as exc:
-                self.log.warning("probe socket unavailable", family=int(family), error=str(exc))
+    def sync_probe_sockets(self) -> None:
+        """One UDP socket per IP version, bound to this node's own probe address (from the
+        state); rebound when it changes, retried at each rescan while it cannot bind."""
+        want = self.engine.own_addresses()
+        for version in (4, 6):
+            addr = want.get(version)
+            if addr is not None and self.udp_addr.get(version) == addr:
                 continue
-            self.udp[4 if family == socket.AF_INET else 6] = s
+            old = self.udp.pop(version, None)
+            self.udp_addr.pop(version, None)
+            if old is not None:
+                self.sel.unregister(old)
+                old.close()
+            if addr is None:
+                continue
+            try:
+                s = probesock.open_probe_socket(addr, self.args.probe_port, PROBE_RCVBUF)
+            except OSError as exc:
+                self.log.warning("probe socket unavailable", address=str(addr), error=str(exc))
+                continue
+            self.udp[version] = s
+            self.udp_addr[version] = addr
+            self._filtered.pop(version, None)
             self.sel.register(s, selectors.EVENT_READ, "udp")
+            self.log.info("probe socket bound", address=str(addr), port=self.args.probe_port)
+        self.filter_peers()
+
+    def filter_peers(self) -> None:
+        """Let the kernel admit only the current peers' addresses on each probe socket."""
+        peers = self.engine.peers.addresses
+        for version, s in self.udp.items():
+            if self._filtered.get(version) == peers:
+                continue
+            try:
+                complete = probesock.set_peers(s, version, peers)
+            except OSError as exc:
+                self.log.warning("probe socket filter failed", error=str(exc))
+                continue
+            self._filtered[version] = peers
+            if not complete:
+                self.log.warning("too many peers for a kernel filter: checked in user space",
+                                 version=version, peers=len(peers))  # fmt: skip
 
     def rescan(self) -> None:
+        if self.engine.own_addresses().keys() != self.udp.keys():
+            self.sync_probe_sockets()
+        self.load_keys()  # after start-up a refused change keeps the keys in use
         names = [n for _, n in socket.if_nameindex()]
         opened, closed = self.responder.rescan(names)
         for link in closed:
@@ -152,11 +239,21 @@ class Sidecar:
     # --- inputs -------------------------------------------------------------------------
 
     def poll_state(self, now: float) -> None:
-        data = self.watcher.poll()
-        if data is None:
-            return
+        """Read, parse and adopt the state file now, on this thread (the loop itself has
+        the reader thread do the first two)."""
+        result = self.reader.read_once()
+        if result is not None:
+            self.adopt(result)
+
+    def _wake_for_state(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            self._state_wr.send(b"\0")
+
+    def adopt(self, result: StateIndex | state.StateError) -> None:
         try:
-            new = state.decode(data)
+            if isinstance(result, state.StateError):
+                raise result
+            new = result.state
             if self.args.node and new.node != self.args.node:
                 raise state.StateError(f"document is for node {new.node!r}")
         except state.StateError as exc:
@@ -166,20 +263,27 @@ class Sidecar:
         old = self.engine.state
         if old is not None and new.generation < old.generation:
             self.log.warning("generation went backwards", old=old.generation, new=new.generation)
-        change = self.engine.apply_state(new, now)
+        now = time.monotonic()  # new peers' grace starts when the state is adopted
+        change = self.engine.apply_state(new, now, result)
+        self.sync_probe_sockets()
+        # Probe new peers before the bookkeeping below (which takes a while for thousands
+        # of IPs): their acks then arrive while we work and are read before any judgement.
+        self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
         self.metrics.generation.set(new.generation)
         self.metrics.track_ips(desired_ips(new))
         self.responder.apply_state()
         self._sync_link_sockets()
+        self.report(change, now, force_status=True)
         self.log.info(
             "desired state applied",
             generation=new.generation,
-            owned=[str(ip) for ip in new.owned],
+            owned=_texts(self.engine.owned()),
             candidate_for=len(new.ips),
+            seconds=round(time.monotonic() - now, 3),
         )
-        self.report(change, now, force_status=True)
 
     def on_udp(self, s: socket.socket, now: float) -> None:
+        assert self.keys is not None
         for _ in range(MAX_BATCH):
             try:
                 data, addr = s.recvfrom(2048)
@@ -187,16 +291,37 @@ class Sidecar:
                 return
             except OSError:
                 continue  # e.g. ICMP errors surfaced on the socket
-            msg = probe.decode(data)
-            if msg is None or msg.node == self.engine.node:
+            src = _source(addr[0])
+            if src is None or not self.engine.known_address(src):
+                self.reject("unknown-address", addr[0])  # junk: no hashing, no answer
                 continue
-            if msg.kind == probe.BYE:
+            msg = probe.decode(data, self.keys)
+            if isinstance(msg, str):
+                self.reject(msg, addr[0])
+                continue
+            heard = self.engine.receive(msg, src, now)
+            if heard.rejected is not None:
+                self.reject(heard.rejected, addr[0], msg.node)
+                continue
+            if heard.bye:
                 self.log.info("peer leaving", peer=msg.node)
-            change = self.engine.heard(msg, now)
-            if msg.kind == probe.PROBE:
+            if heard.reply is not None:
                 with contextlib.suppress(OSError):
-                    s.sendto(probe.encode(self.engine.ack_for(msg)), addr[:2])
-            self.report(change, now)
+                    s.sendto(probe.encode(heard.reply, self.keys), (str(src), self.args.probe_port))
+            self.report(heard.change, now)
+
+    def reject(self, reason: str, src: str, node: str | None = None) -> None:
+        """Count a dropped datagram; log at most one line per reason per ``LOG_EVERY``."""
+        self.metrics.probe_rejected.labels(reason).inc()
+        now = time.monotonic()
+        last, unlogged = self._rejects.get(reason, (-LOG_EVERY, 0))
+        if now - last < LOG_EVERY:
+            self._rejects[reason] = (last, unlogged + 1)
+            return
+        self._rejects[reason] = (now, 0)
+        self.log.warning(
+            "probe datagram dropped", reason=reason, source=src, node=node, since_last=unlogged
+        )
 
     def on_link(self, link: Link, s: socket.socket, now: float) -> None:
         for _ in range(MAX_BATCH):
@@ -217,25 +342,32 @@ class Sidecar:
         sent = 0
         for addr, msg in items:
             s = self.udp.get(addr.version)
-            if s is None:
+            if s is None or self.keys is None:
                 continue
             try:
-                s.sendto(probe.encode(msg), (str(addr), self.args.probe_port))
+                s.sendto(probe.encode(msg, self.keys), (str(addr), self.args.probe_port))
                 sent += 1
             except OSError:
                 continue  # unreachable while partitioned: that is what we detect
         return sent
 
     def report(self, change: Change, now: float, force_status: bool = False) -> None:
-        for ip in sorted(change.gained, key=str):
-            why = "takeover" if ip in change.takeovers else "owner"
-            self.log.info("answering", ip=str(ip), reason=why, peers=dict(self._peers))
-            self.metrics.owner.labels(str(ip)).set(1)
-            if ip in change.takeovers:
-                self.metrics.takeovers.labels(str(ip)).inc()
-        for ip in sorted(change.lost, key=str):
-            self.log.info("stopped answering", ip=str(ip))
-            self.metrics.owner.labels(str(ip)).set(0)
+        # One log line per change and reason (with every IP), not one per IP: a takeover of
+        # thousands of IPs must not keep the loop from answering its peers.
+        owner = change.gained - change.takeovers
+        for why, ips in (("owner", owner), ("takeover", change.takeovers)):
+            if ips:
+                self.log.info("answering", reason=why, count=len(ips), ips=_texts(ips),
+                              peers=dict(self._peers))  # fmt: skip
+        if change.lost:
+            self.log.info("stopped answering", count=len(change.lost), ips=_texts(change.lost))
+        for ip in change.gained:
+            self.metrics.of(self.metrics.owner, ip).set(1)
+        for ip in change.takeovers:
+            self.metrics.of(self.metrics.takeovers, ip).inc()
+        for ip in change.lost:
+            if self.engine.entry(ip) is not None:  # else its series are gone with it
+                self.metrics.of(self.metrics.owner, ip).set(0)
         peers = self.engine.peers_alive(now)
         if peers != self._peers:
             for node, alive in peers:
@@ -263,6 +395,8 @@ class Sidecar:
     # --- loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        if not self.load_keys():
+            return 2
         rd, wr = socket.socketpair()
         rd.setblocking(False)
         wr.setblocking(False)
@@ -270,55 +404,94 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.sel.register(rd, selectors.EVENT_READ, "signal")
-        self.open_probe_sockets()
+        self.sel.register(self._state_rd, selectors.EVENT_READ, "state")
+        self.reader.start()
         if self.args.metrics_port:
             self.metrics.serve(self.args.metrics_port, self.args.metrics_addr)
         self.log.info("started", session=self.engine.session, state=self.args.state)
-        next_poll = next_rescan = 0.0
         while not self.stop:
-            now = time.monotonic()
-            if now - self._status_written >= STATUS_HEARTBEAT:
-                self.write_status()  # the speaker treats an old report as a dead sidecar
-            if now >= next_rescan:
-                self.rescan()
-                next_rescan = now + self.args.rescan_interval
-            if now >= next_poll:
-                self.poll_state(now)
-                next_poll = now + self.args.poll_interval
-            self.report(self.engine.tick(now), now)
-            self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
-            for ip in self.engine.announcements_due(now):
-                self.responder.announce(ip)
-            deadline = min(
-                self.engine.next_deadline(now),
-                next_poll,
-                next_rescan,
-                self._status_written + STATUS_HEARTBEAT,
-            )
-            for key, _ in self.sel.select(max(0.0, deadline - time.monotonic())):
+            try:
+                self.iterate(rd)
+            except Exception:  # one bad input or bug must not take the node's L2 down
+                self.metrics.loop_errors.inc()
                 now = time.monotonic()
-                if key.data == "signal":
-                    with contextlib.suppress(OSError):
-                        rd.recv(64)
-                elif key.data == "udp":
-                    self.on_udp(key.fileobj, now)  # type: ignore[arg-type]
-                elif isinstance(key.data, Link):
-                    self.on_link(key.data, key.fileobj, now)  # type: ignore[arg-type]
+                if now - self._errors_logged >= 1.0:
+                    self._errors_logged = now
+                    self.log.exception("sidecar loop error, continuing with the current state")
+                time.sleep(0.05)  # never spin on an error that repeats
         return self.shutdown()
+
+    def iterate(self, rd: socket.socket) -> None:
+        """One pass: timers, then wait for and handle input until the next deadline."""
+        now = time.monotonic()
+        if now - self._status_written >= STATUS_HEARTBEAT:
+            self.write_status()  # the speaker treats an old report as a dead sidecar
+        if now >= self._next_rescan:
+            self._next_rescan = now + self.args.rescan_interval
+            self.rescan()
+        for result in self.reader.take():
+            self.adopt(result)
+        # Hear before judging: acks that arrived while this pass (or the last) was busy count
+        # before silence is measured, and time we could not listen (busy since select last
+        # returned) is not silence: our probes did not go out meanwhile.
+        now = time.monotonic()
+        deaf = now - self._listened
+        if deaf > self.args.probe_interval:
+            self.engine.stalled(deaf)
+            self.metrics.stalls.inc()
+            self.log.debug("loop stalled", seconds=round(deaf, 3))
+        for s in list(self.udp.values()):
+            self.on_udp(s, now)
+        self._listened = now
+        self.report(self.engine.tick(now), now)
+        self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
+        for ip in self.engine.announcements_due(now, ANNOUNCE_BATCH):
+            self.responder.announce(ip)
+        deadline = min(
+            self.engine.next_deadline(now),
+            self._next_rescan,
+            self._status_written + STATUS_HEARTBEAT,
+        )
+        ready = self.sel.select(max(0.0, deadline - time.monotonic()))
+        self._listened = time.monotonic()  # waiting in select is listening
+        ready.sort(key=lambda kv: kv[0].data != "udp")  # peers first: they time us out
+        for key, _ in ready:
+            now = time.monotonic()
+            if key.data == "signal":
+                with contextlib.suppress(OSError):
+                    rd.recv(64)
+            elif key.data == "state":  # a parsed state is waiting: adopted at the next pass
+                with contextlib.suppress(OSError):
+                    self._state_rd.recv(64)
+            elif key.data == "udp":
+                self.on_udp(key.fileobj, now)  # type: ignore[arg-type]
+            elif isinstance(key.data, Link):
+                self.on_link(key.data, key.fileobj, now)  # type: ignore[arg-type]
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop = True
 
     def shutdown(self) -> int:
-        answered = sorted(self.engine.answering, key=str)
-        byes = self.engine.leave()
-        for _ in range(2):  # UDP may drop one; a duplicate BYE is harmless
-            self.send_udp(byes)
+        answered = list(self.engine.answering)
+        byes = self.engine.leave(rounds=2)  # UDP may drop one; a second BYE is harmless
+        self.send_udp(byes)  # first: the hand-over waits for nothing else
+        self.reader.stop()
         for ip in answered:
-            self.metrics.owner.labels(str(ip)).set(0)
+            self.metrics.of(self.metrics.owner, ip).set(0)
         self.write_status()
-        self.log.info("stopped", released=[str(ip) for ip in answered], byes=len(byes))
+        self.log.info("stopped", released=_texts(answered), byes=len(byes))
         return 0
+
+
+def _texts(ips: Iterable[IPAddress]) -> list[str]:
+    return [str(ip) for ip in sorted(ips, key=lambda a: (a.version, int(a)))]
+
+
+def _source(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,10 +9,13 @@ A private registry keeps the sidecar independent of whatever else is imported.
 from __future__ import annotations
 
 import contextlib
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from exalb.config.model import IPAddress
+
+_M = TypeVar("_M", Counter, Gauge)
 
 
 class Metrics:
@@ -68,13 +71,46 @@ class Metrics:
         self.state_errors = Counter(
             "exalb_l2_state_errors_total", "Desired-state documents rejected", registry=r
         )
-        self._ips: set[str] = set()
+        self.probe_rejected = Counter(
+            "exalb_l2_probe_rejected_total",
+            "Probe-channel datagrams dropped: unknown-address, malformed, unauthenticated, "
+            "unknown-node, wrong-address, rate-limited, replay, unsolicited-ack, unverified-bye",
+            ["reason"],
+            registry=r,
+        )
+        self.key_errors = Counter(
+            "exalb_l2_probe_key_errors_total",
+            "Changes of the probe key files refused (the keys in use stay in force)",
+            registry=r,
+        )
+        self.stalls = Counter(
+            "exalb_l2_loop_stalls_total",
+            "Loop passes that could not listen to peers for over two probe intervals "
+            "(the silence of that time is not held against them)",
+            registry=r,
+        )
+        self.loop_errors = Counter(
+            "exalb_l2_loop_errors_total",
+            "Unexpected errors caught by the sidecar loop (logged; the loop goes on)",
+            registry=r,
+        )
+        self._ips: set[IPAddress] = set()
         self._nodes: set[str] = set()
+        # The labelled series of each (metric, IP), created once: labels() formats the IP
+        # and takes a lock, which adds up per frame and per IP of a large takeover.
+        self._children: dict[tuple[int, IPAddress], Any] = {}
+
+    def of(self, metric: _M, ip: IPAddress) -> _M:
+        """``metric.labels(str(ip))``, cached."""
+        key = (id(metric), ip)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(str(ip))
+        return child
 
     def track_ips(self, ips: set[IPAddress]) -> None:
         """Drop the series of IPs no longer in the desired state."""
-        names = {str(ip) for ip in ips}
-        for gone in self._ips - names:
+        for gone in self._ips - ips:
             for m in (
                 self.requests,
                 self.responses,
@@ -84,11 +120,12 @@ class Metrics:
                 self.takeovers,
                 self.conflicts,
             ):
+                self._children.pop((id(m), gone), None)
                 with contextlib.suppress(KeyError):
-                    m.remove(gone)
-        for new in names - self._ips:
-            self.owner.labels(new).set(0)
-        self._ips = names
+                    m.remove(str(gone))
+        for new in ips - self._ips:
+            self.of(self.owner, new).set(0)
+        self._ips = set(ips)
 
     def set_peers(self, peers: tuple[tuple[str, bool], ...]) -> None:
         names = {n for n, _ in peers}

@@ -2,7 +2,12 @@
 
 The responder holds no ownership logic: it asks the engine's ``answering`` set, which is
 re-read for every frame, so a lost IP stops being answered with the very next frame. It
-reports foreign claims (another MAC announcing an IP we answer) back to the engine.
+reports foreign claims (another MAC announcing an IP we answer) back to the engine. Every
+lookup per frame is a dict or set lookup (the engine indexes the state by IP), so a frame
+costs the same with 10 IPs or 10,000, and junk for unknown IPs is dropped after one lookup.
+
+No rate limit on answers: they are one-for-one with requests (no amplification), and a
+router that lost its cache legitimately asks for every IP at once.
 
 Opt-in ping: the reply means "the node that answers ARP for this IP is alive", nothing about
 the Service's health. When the VIP is configured locally (e.g. on ``lo``) the kernel
@@ -35,6 +40,7 @@ class Responder:
         self.links: dict[str, Link] = {}
         self.local: set[IPAddress] = set()
         self.send_errors = 0
+        self._applied: dict[str, tuple[Link, DesiredState | None]] = {}
         self.log = structlog.get_logger("exalb.garp")
 
     # --- interfaces ---------------------------------------------------------------------
@@ -67,23 +73,29 @@ class Responder:
         link.close()
 
     def apply_state(self) -> None:
-        """Per-link multicast groups and echo sockets for the current state."""
+        """Per-link multicast groups and echo sockets for the current state (only on links
+        that have not seen this state yet: a rescan must not walk every IP again)."""
         state = self.engine.state
         for link in self.links.values():
+            done = self._applied.get(link.name)
+            if done is not None and done[0] is link and done[1] is state:
+                continue
             v6 = [
                 e.ip
                 for e in (state.ips if state else ())
                 if isinstance(e.ip, ipaddress.IPv6Address) and _allowed(e.interfaces, link)
             ]
-            link.set_groups(v6)
+            complete = link.set_groups(v6)
             try:
                 link.set_echo4(bool(state and state.ping))
             except OSError as exc:
                 self.log.warning("echo socket failed", interface=link.name, error=str(exc))
+                complete = False
+            if complete:  # else retried at the next rescan
+                self._applied[link.name] = (link, state)
 
     def links_for(self, ip: IPAddress) -> list[Link]:
-        state = self.engine.state
-        entry = state.entry(ip) if state else None
+        entry = self.engine.entry(ip)
         if entry is None:
             return []
         return [lk for lk in self.links.values() if _allowed(entry.interfaces, lk)]
@@ -117,7 +129,7 @@ class Responder:
                 frames = [p.unsolicited_na(link.mac, ip)]
             sent += sum(self._send(link, f) for f in frames)
         if sent:
-            self.metrics.gratuitous.labels(str(ip)).inc(sent)
+            self.metrics.of(self.metrics.gratuitous, ip).inc(sent)
         return sent
 
     # --- receiving ----------------------------------------------------------------------
@@ -137,15 +149,13 @@ class Responder:
         return mac is not None and any(lk.mac == mac for lk in self.links.values())
 
     def _may_answer(self, ip: IPAddress, link: Link) -> bool:
-        state = self.engine.state
-        entry = state.entry(ip) if state else None
+        entry = self.engine.entry(ip)
         return (
             entry is not None and ip in self.engine.answering and _allowed(entry.interfaces, link)
         )
 
     def _known(self, ip: IPAddress) -> bool:
-        state = self.engine.state
-        return state is not None and state.entry(ip) is not None
+        return self.engine.entry(ip) is not None
 
     def _arp(self, link: Link, frame: bytes, now: float) -> None:
         arp = p.parse_arp(frame)
@@ -153,14 +163,14 @@ class Responder:
             return
         if (arp.gratuitous or arp.op == p.ARP_REPLY) and arp.spa in self.engine.answering:
             if not self._mine(arp.sha):
-                self.metrics.conflicts.labels(str(arp.spa)).inc()
+                self.metrics.of(self.metrics.conflicts, arp.spa).inc()
                 self.engine.foreign_claim(arp.spa, now)
             return
         if arp.op != p.ARP_REQUEST or arp.gratuitous or not self._known(arp.tpa):
             return
-        self.metrics.requests.labels(str(arp.tpa)).inc()
+        self.metrics.of(self.metrics.requests, arp.tpa).inc()
         if self._may_answer(arp.tpa, link) and self._send(link, p.arp_reply(arp, link.mac)):
-            self.metrics.responses.labels(str(arp.tpa)).inc()
+            self.metrics.of(self.metrics.responses, arp.tpa).inc()
 
     def _icmp6(self, link: Link, frame: bytes, pkttype: int, now: float) -> None:
         msg = p.parse_icmp6(frame)
@@ -170,14 +180,14 @@ class Responder:
             ns = p.parse_ns(msg)
             if ns is None or not self._known(ns.target):
                 return
-            self.metrics.requests.labels(str(ns.target)).inc()
+            self.metrics.of(self.metrics.requests, ns.target).inc()
             if self._may_answer(ns.target, link) and self._send(link, p.na_reply(ns, link.mac)):
-                self.metrics.responses.labels(str(ns.target)).inc()
+                self.metrics.of(self.metrics.responses, ns.target).inc()
         elif msg.type == p.ICMP6_NA:
             na = p.parse_na(msg)
             claimed = na is not None and na.target in self.engine.answering
             if na is not None and claimed and not self._mine(na.tlla or na.eth_src):
-                self.metrics.conflicts.labels(str(na.target)).inc()
+                self.metrics.of(self.metrics.conflicts, na.target).inc()
                 self.engine.foreign_claim(na.target, now)
         elif (
             msg.type == p.ICMP6_ECHO_REQUEST
@@ -186,13 +196,13 @@ class Responder:
         ):
             reply = p.echo6_reply(msg, link.mac)
             if reply is not None and self._send(link, reply):
-                self.metrics.echo.labels(str(msg.dst)).inc()
+                self.metrics.of(self.metrics.echo, msg.dst).inc()
 
     def _echo4(self, link: Link, frame: bytes) -> None:
         req = p.parse_echo4(frame)
         ok = req is not None and self._echo_allowed(req.dst, link)
         if req is not None and ok and self._send(link, p.echo4_reply(req, link.mac)):
-            self.metrics.echo.labels(str(req.dst)).inc()
+            self.metrics.of(self.metrics.echo, req.dst).inc()
 
     def _echo_allowed(self, ip: IPAddress, link: Link) -> bool:
         state = self.engine.state

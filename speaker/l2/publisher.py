@@ -74,6 +74,7 @@ class StatePublisher:
         self.writes = 0
         self.generation = 0
         self._written: DesiredState | None = None  # with generation 0, for comparison
+        self._status_error: str | None = None
         self._adopt_existing()
 
     def _adopt_existing(self) -> None:
@@ -117,11 +118,19 @@ class StatePublisher:
     def sidecar_status(self) -> Status | None:
         """What the sidecar answers right now; None when it has not reported (yet), or when
         its report is older than :data:`SIDECAR_STALE_AFTER` (it rewrites it every second:
-        an old one was left by a sidecar that died and must not read as "answering")."""
+        an old one was left by a sidecar that died and must not read as "answering").
+        A malformed report reads as "not reported" too, logged once per distinct error."""
         try:
             status = decode_status(self.status_path.read_bytes())
-        except (OSError, StateError):
+        except OSError:
             return None
+        except StateError as exc:
+            if str(exc) != self._status_error:
+                self._status_error = str(exc)
+                log.warning("l2_sidecar_status_unreadable", path=str(self.status_path),
+                            error=str(exc))  # fmt: skip
+            return None
+        self._status_error = None
         if status.written and self._wall() - status.written > SIDECAR_STALE_AFTER:
             return None
         return status

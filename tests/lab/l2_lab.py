@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import secrets
 import select
 import signal
 import socket
@@ -119,6 +120,10 @@ class L2Lab:
         self.mac = {n: pk.mac_bytes(netns.link_mac(lab.ns(n), IFACE)) for n in NODES}
         self.client_mac = pk.mac_bytes(netns.link_mac(lab.ns(CLIENT), IFACE))
         self.sidecars: dict[str, subprocess.Popen[bytes]] = {}
+        # the probe key every sidecar holds, as the chart's Secret mounts it
+        self.key_dir = lab.directory / "garp-key"
+        self.key_dir.mkdir(mode=0o700, exist_ok=True)
+        (self.key_dir / "key").write_text(secrets.token_urlsafe(48))
         self.generation = 0
         self.elections: tuple[IPElection, ...] = ()
         for n in NODES:
@@ -152,7 +157,8 @@ class L2Lab:
 
     def start_sidecar(self, n: str, *extra: str) -> subprocess.Popen[bytes]:
         argv = [GARP, "--state", str(self.state_path(n)), "--node", n,
-                "--metrics-port", str(METRICS_PORT), *extra]  # fmt: skip
+                "--metrics-port", str(METRICS_PORT), "--key-dir", str(self.key_dir),
+                *extra]  # fmt: skip
         proc = self.lab.popen(n, argv, name="garp")
         self.sidecars[n] = proc
         return proc

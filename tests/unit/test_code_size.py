@@ -30,7 +30,8 @@ REASON = re.compile(r"#\s*size:\s*(\S.{3,})")
 # Temporary: files other changes are still restructuring. The same files have ruff's
 # complexity rules switched off in pyproject.toml; both lists go when those changes land.
 NOT_YET: dict[str, str] = {
-    "garp/": "until the garp sidecar changes land",
+    "garp/": "until the garp sidecar is split to the size rules",
+    "bench/l2_scale.py": "until the garp sidecar is split to the size rules (its bench)",
 }
 
 

@@ -114,12 +114,13 @@ def test_status_roundtrip() -> None:
 
 
 def test_probe_codec() -> None:
+    keys = probe.Keyring((b"k" * 32,))
     msg = probe.Message(probe.PROBE, "node-ä", 0xDEADBEEF, 7, probe.COVERING)
-    data = probe.encode(msg)
-    assert probe.decode(data) == msg and probe.decode(data).covering  # type: ignore[union-attr]
-    assert probe.decode(data[:-1]) is None
-    assert probe.decode(b"XLB1" + b"\x09" + data[5:]) is None
-    assert probe.decode(b"") is None
+    data = probe.encode(msg, keys)
+    assert probe.decode(data, keys) == msg and probe.decode(data, keys).covering  # type: ignore[union-attr]
+    assert probe.decode(data[:-1], keys) == "malformed"
+    assert probe.decode(b"XLB2" + b"\x09" + data[5:], keys) == "malformed"
+    assert probe.decode(b"", keys) == "malformed"
 
 
 def test_channel_atomic_write_and_watch(tmp_path: Path) -> None:

@@ -49,8 +49,7 @@ from speaker.decisions import decide_service
 from speaker.l2.announcer import owned_services
 from speaker.l2.election import SHARED_IP_WITH_SERVICE_SELECTOR, NodeL2View, elect, for_node
 from speaker.status import l2_service_json
-
-from .helpers import config, ips, pool, svc
+from tests.unit.helpers import config, ips, pool, svc
 
 DUAL = pool("dual", "198.51.100.0/30", "2001:db8:1::/126")
 V4ONLY = pool("dual", "198.51.100.0/30")

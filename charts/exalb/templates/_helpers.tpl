@@ -68,6 +68,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret with the garp sidecars' probe key (chart-managed unless garp.keySecret). */}}
+{{- define "exalb.garp.keySecretName" -}}
+{{- default (printf "%s-garp-key" (include "exalb.fullname" .) | trunc 63 | trimSuffix "-") .Values.garp.keySecret -}}
+{{- end -}}
+
 {{- define "exalb.leaseName" -}}
 {{- default (include "exalb.controller.fullname" .) .Values.controller.leaderElection.leaseName -}}
 {{- end -}}
