@@ -18,7 +18,7 @@ import yaml
 
 from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import backend_deployment, dump, load_balancer
-from lab.demo import http_get, node_of
+from lab.demo_show import http_get, node_of
 from lab.fib import Fib
 from lab.runner import Lab
 from lab.wait import wait_for

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from lab import netns
-from lab.demo import L2_TO, POOL, Demo, in_range
+from lab.demo import Demo, in_range
+from lab.demo_config import L2_TO, POOL
 from tests.e2e.conftest import cluster_unavailable
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
