@@ -4,7 +4,7 @@
 Two parts, both printed as tables:
 
 1. **Cost per input, in process** (no root). The sidecar's own handlers
-   (``Sidecar.on_udp``, ``Responder.handle``, one loop pass) are driven with fake sockets
+   (``ProbeChannel.on_udp``, ``Responder.handle``, one loop pass) are driven with fake sockets
    at 10, 100, 1,000 and 10,000 IPs on three nodes (ranks rotate, so this node owns a
    third, is standby for a third and third for a third). This is the code the real loop
    runs per datagram and per frame, minus the syscalls (which do not depend on the number
@@ -138,7 +138,7 @@ def _sidecar(tmp: Path) -> Sidecar:
         ]
     )
     sc = Sidecar(args)
-    assert sc.load_keys()
+    assert sc.probes.load_keys()
     sc.write_status = lambda: None  # type: ignore[method-assign]  # no disk in the figures
     return sc
 
@@ -147,7 +147,7 @@ def cost(n_ips: int, reps: int) -> dict[str, float]:
     """Mean seconds per input for each column."""
     with tempfile.TemporaryDirectory() as tmp:
         sc = _sidecar(Path(tmp))
-        keys = sc.keys
+        keys = sc.probes.keys
         assert keys is not None
         wrong = probe.Keyring((secrets.token_bytes(32),))
         sc.engine.apply_state(_state(n_ips), 0.9)
@@ -174,7 +174,7 @@ def cost(n_ips: int, reps: int) -> dict[str, float]:
 
         def deliver(item: tuple[bytes, str]) -> None:
             udp.queue.append((item[0], (item[1], probe.DEFAULT_PORT)))
-            sc.on_udp(udp, now)  # type: ignore[arg-type]
+            sc.probes.on_udp(udp, now)  # type: ignore[arg-type]
 
         seq = iter(range(1, 10**9))
         timed(
