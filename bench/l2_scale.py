@@ -4,7 +4,7 @@
 Two parts, both printed as tables:
 
 1. **Cost per input, in process** (no root). The sidecar's own handlers
-   (``Sidecar.on_udp``, ``Responder.handle``, one loop pass) are driven with fake sockets
+   (``ProbeChannel.on_udp``, ``Responder.handle``, one loop pass) are driven with fake sockets
    at 10, 100, 1,000 and 10,000 IPs on three nodes (ranks rotate, so this node owns a
    third, is standby for a third and third for a third). This is the code the real loop
    runs per datagram and per frame, minus the syscalls (which do not depend on the number
@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from exalb.contracts.l2_state import (  # noqa: E402
     encode,
 )
 from exalb.filechannel import write_atomic  # noqa: E402
+from exalb.views import EndpointsView, ServiceView  # noqa: E402
 from garp import packets as pk  # noqa: E402
 from garp import probe  # noqa: E402
 from garp.links import Link  # noqa: E402
@@ -138,93 +140,98 @@ def _sidecar(tmp: Path) -> Sidecar:
         ]
     )
     sc = Sidecar(args)
-    assert sc.load_keys()
+    assert sc.probes.load_keys()
     sc.write_status = lambda: None  # type: ignore[method-assign]  # no disk in the figures
     return sc
 
 
-def cost(n_ips: int, reps: int) -> dict[str, float]:
-    """Mean seconds per input for each column."""
-    with tempfile.TemporaryDirectory() as tmp:
-        sc = _sidecar(Path(tmp))
-        keys = sc.keys
-        assert keys is not None
-        wrong = probe.Keyring((secrets.token_bytes(32),))
+def _best(prepare: Callable[[int], Any], run: Callable[[Any], object], reps: int) -> float:
+    """Mean seconds of ``run(prepare(i))`` (only ``run`` timed), best batch of ``BATCHES``
+    (a shared 2-core machine adds noise, never removes it, so the least disturbed batch is
+    the truest figure)."""
+    best = math.inf
+    for b in range(BATCHES):
+        total = 0.0
+        for i in range(reps):
+            arg = prepare(b * reps + i)
+            t = time.perf_counter()
+            run(arg)
+            total += time.perf_counter() - t
+        best = min(best, total / reps)
+    return best
+
+
+class _CostRig:
+    """The sidecar of n2 holding ``n_ips`` IPs, with one fake link and one fake probe
+    socket, at a fixed ``NOW``: the inputs of each column and the handlers they go to."""
+
+    NOW = 1.0
+
+    def __init__(self, tmp: Path, n_ips: int) -> None:
+        self.sc = sc = _sidecar(tmp)
+        assert sc.probes.keys is not None
+        self.keys = sc.probes.keys
         sc.engine.apply_state(_state(n_ips), 0.9)
-        link = Link("eth0", 2, b"\x02\x00\x00\x00\x00\x02", _FakeRaw(), _FakeRaw())  # type: ignore[arg-type]
-        sc.responder.links["eth0"] = link
-        now = 1.0
+        self.link = Link("eth0", 2, b"\x02\x00\x00\x00\x00\x02", _FakeRaw(), _FakeRaw())  # type: ignore[arg-type]
+        sc.responder.links["eth0"] = self.link
+        sc.report(sc.engine.tick(self.NOW), self.NOW)
+        self.udp = _FakeUDP()
+        self.seq = iter(range(1, 10**9))
+
+    def deliver(self, item: tuple[bytes, str]) -> None:
+        self.udp.queue.append((item[0], (item[1], probe.DEFAULT_PORT)))
+        self.sc.probes.on_udp(self.udp, self.NOW)  # type: ignore[arg-type]
+
+    def frame(self, frame: bytes) -> None:
+        self.sc.responder.handle(self.link, frame, 1, self.NOW)
+
+    def genuine_probe(self, _i: int) -> tuple[bytes, str]:
+        """A genuine probe from n3 (ranked below us for some IPs, it probes us; acked)."""
+        msg = probe.Message(probe.PROBE, "n3", 5, next(self.seq))
+        return probe.encode(msg, self.keys), str(ADDR["n3"])
+
+    def genuine_ack(self, _i: int) -> tuple[bytes, str]:
+        """A genuine ack from n1, to a new challenge of ours each time (made untimed)."""
+        engine = self.sc.engine
+        engine._next_probe = 0.0
+        (echo,) = [m.seq for a, m in engine.probes_due(self.NOW) if a == ADDR["n1"]]
+        msg = probe.Message(probe.ACK, "n1", 6, next(self.seq), 0, engine.session, echo)
+        return probe.encode(msg, self.keys), str(ADDR["n1"])
+
+    def loop_pass(self, _arg: None) -> None:
+        sc, now = self.sc, self.NOW
         sc.report(sc.engine.tick(now), now)
-        udp = _FakeUDP()
-        out: dict[str, float] = {}
+        sc.engine.probes_due(now)
+        sc.engine.announcements_due(now)
+        sc.engine.next_deadline(now)
 
-        def timed(name: str, prepare: Any, run: Any) -> None:
-            """Best batch mean of ``BATCHES`` (a shared 2-core machine adds noise, never
-            removes it, so the least disturbed batch is the truest figure)."""
-            best = math.inf
-            for b in range(BATCHES):
-                total = 0.0
-                for i in range(reps):
-                    arg = prepare(b * reps + i)
-                    t = time.perf_counter()
-                    run(arg)
-                    total += time.perf_counter() - t
-                best = min(best, total / reps)
-            out[name] = best
 
-        def deliver(item: tuple[bytes, str]) -> None:
-            udp.queue.append((item[0], (item[1], probe.DEFAULT_PORT)))
-            sc.on_udp(udp, now)  # type: ignore[arg-type]
-
-        seq = iter(range(1, 10**9))
-        timed(
-            "probe",
-            lambda i: (
-                probe.encode(probe.Message(probe.PROBE, "n3", 5, next(seq)), keys),
-                str(ADDR["n3"]),
-            ),
-            deliver,
-        )
-
-        def ack(_i: int) -> tuple[bytes, str]:
-            sc.engine._next_probe = 0.0  # a new challenge each time (not timed)
-            (echo,) = [m.seq for a, m in sc.engine.probes_due(now) if a == ADDR["n1"]]
-            msg = probe.Message(probe.ACK, "n1", 6, next(seq), 0, sc.engine.session, echo)
-            return probe.encode(msg, keys), str(ADDR["n1"])
-
-        timed("ack", ack, deliver)
+def cost(n_ips: int, reps: int) -> dict[str, float]:
+    """Mean seconds per input for each column, measured in ``COLUMNS`` order (each on the
+    state the ones before left)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = _CostRig(Path(tmp), n_ips)
+        out = {
+            "probe": _best(rig.genuine_probe, rig.deliver, reps),
+            "ack": _best(rig.genuine_ack, rig.deliver, reps),
+        }
         junk = os.urandom(60)
-        timed("junk", lambda i: (junk, f"198.51.100.{100 + i % 100}"), deliver)
+        out["junk"] = _best(lambda i: (junk, f"198.51.100.{100 + i % 100}"), rig.deliver, reps)
+        wrong = probe.Keyring((secrets.token_bytes(32),))
         forged = probe.encode(probe.Message(probe.BYE, "n1", 6, 10**9), wrong)
-        timed("forged", lambda i: (forged, str(ADDR["n1"])), deliver)
+        out["forged"] = _best(lambda i: (forged, str(ADDR["n1"])), rig.deliver, reps)
         client = b"\x02\x00\x00\x00\x00\x99"
         src = ipaddress.IPv4Address("198.51.100.20")
         unknown = [
             pk.arp_request(client, src, ipaddress.IPv4Address(f"203.0.113.{i % 250 + 1}"))
             for i in range(250)
         ]
-        timed(
-            "arp unknown",
-            lambda i: unknown[i % 250],
-            lambda f: sc.responder.handle(link, f, 1, now),
-        )
-        answered = sorted(sc.engine.answering, key=int)
+        out["arp unknown"] = _best(lambda i: unknown[i % 250], rig.frame, reps)
+        answered = sorted(rig.sc.engine.answering, key=int)
         known = [pk.arp_request(client, src, ip) for ip in answered[:250]]  # type: ignore[arg-type]
-        timed(
-            "arp answered",
-            lambda i: known[i % len(known)],
-            lambda f: sc.responder.handle(link, f, 1, now),
-        )
-
-        sc.engine.announcements_due(now)  # the start-up bursts are work, not loop overhead
-
-        def loop_pass(_arg: None) -> None:
-            sc.report(sc.engine.tick(now), now)
-            sc.engine.probes_due(now)
-            sc.engine.announcements_due(now)
-            sc.engine.next_deadline(now)
-
-        timed("loop pass", lambda i: None, loop_pass)
+        out["arp answered"] = _best(lambda i: known[i % len(known)], rig.frame, reps)
+        rig.sc.engine.announcements_due(rig.NOW)  # the start-up bursts are work, not overhead
+        out["loop pass"] = _best(lambda i: None, rig.loop_pass, reps)
         return out
 
 
@@ -372,17 +379,40 @@ def _watch(lab: L2Lab, starts: dict[str, int], ignore: str) -> dict[str, dict[st
     return out
 
 
-def flood(n_ips: int, pps: int, seconds: float, baseline: float) -> None:  # noqa: C901 (one run, step by step)
-    reason = unavailable_reason(bgp=False)
-    if reason:
-        print(f"\njunk flood: skipped ({reason})")
-        return
+_Service = tuple[ServiceView, EndpointsView]
+
+
+def _flood_services(n_ips: int) -> tuple[Config, list[_Service], IPAddress]:
+    """The config, ``n_ips`` one-IP Services and the IP of the one the rewrites add."""
     pool = Pool("flood", cidrs=(ipaddress.ip_network("198.18.0.0/18"),))
     cfg = Config(pools=(pool,), l2_advertisements=(L2Advertisement("f", pools=("flood",)),))
     first = int(ipaddress.ip_address("198.18.0.1"))
     svcs = [service(ips=(ipaddress.ip_address(first + i),), name=f"s{i}") for i in range(n_ips)]
-    with l2_lab(start=False) as lab:
+    return cfg, svcs, ipaddress.ip_address(first + n_ips)
+
+
+class _FloodRun:
+    """The lab with every sidecar settled on its share of the IPs, and the windows measured
+    on it one after another."""
+
+    def __init__(self, lab: L2Lab, n_ips: int, seconds: float) -> None:
+        self.lab = lab
+        cfg, svcs, self.extra_ip = _flood_services(n_ips)
         t0 = time.monotonic()
+        self.owned = self._start(cfg, svcs)
+        print(
+            f"\njunk flood: {n_ips:,} IPs on 3 nodes (owned {[len(self.owned[n]) for n in NODES]}),"
+            f" settled in {time.monotonic() - t0:.1f} s"
+        )
+        time.sleep(6.0)  # every gratuitous burst (5 s) over
+        self.target = NODES[0]
+        self.sample = [ip for n in NODES for ip in sorted(self.owned[n], key=int)[:4]]
+        self.rewrites = self._rewrites(cfg, svcs, seconds)
+        self.applied = 0
+
+    def _start(self, cfg: Config, svcs: list[_Service]) -> dict[str, set[IPAddress]]:
+        """Apply the Services, start every sidecar, wait until each answers for its IPs."""
+        lab = self.lab
         lab.apply(*svcs, config=cfg)
         owned: dict[str, set[IPAddress]] = {n: set() for n in NODES}
         for e in lab.elections:
@@ -396,21 +426,19 @@ def flood(n_ips: int, pps: int, seconds: float, baseline: float) -> None:  # noq
             return all(s is not None and set(s.answering) == owned[n] for n, s in sts.items())
 
         wait_for("every sidecar answers for its IPs", settled, 120, 0.1)
-        print(
-            f"\njunk flood: {n_ips:,} IPs on 3 nodes (owned {[len(owned[n]) for n in NODES]}),"
-            f" settled in {time.monotonic() - t0:.1f} s"
-        )
-        time.sleep(6.0)  # every gratuitous burst (5 s) over
-        target = NODES[0]
-        sample = [ip for n in NODES for ip in sorted(owned[n], key=int)[:4]]
+        return owned
 
-        # State rewrites: one Service more, then one less, written to every node at once, as
-        # the speakers do. Prepared beforehand, so that this process computing elections
-        # does not compete with the sidecars for the CPU during the window (real speakers run
-        # on their own nodes).
-        extra = service(ips=(ipaddress.ip_address(first + n_ips),), name="extra")
+    def _rewrites(
+        self, cfg: Config, svcs: list[_Service], seconds: float
+    ) -> list[dict[str, bytes]]:
+        """State rewrites: one Service more, then one less, written to every node at once, as
+        the speakers do. Prepared beforehand, so that this process computing elections does
+        not compete with the sidecars for the CPU during the window (real speakers run on
+        their own nodes)."""
+        lab = self.lab
+        extra = service(ips=(self.extra_ip,), name="extra")
         variants = [lab.elections, elect(cfg, (*svcs, extra), node_views())]
-        rewrites = [
+        return [
             {
                 n: encode(desired_state(n, variants[(k + 1) % 2], node_views(),
                                         generation=lab.generation + 1 + k))
@@ -418,70 +446,85 @@ def flood(n_ips: int, pps: int, seconds: float, baseline: float) -> None:  # noq
             }
             for k in range(int(seconds / 2.0) + 1)
         ]  # fmt: skip
-        applied = [0]
 
-        def churn() -> None:
-            docs = rewrites[applied[0] % len(rewrites)]
-            applied[0] += 1
-            for n in NODES:
-                write_atomic(lab.state_path(n), docs[n])
+    def churn(self) -> None:
+        docs = self.rewrites[self.applied % len(self.rewrites)]
+        self.applied += 1
+        for n in NODES:
+            write_atomic(self.lab.state_path(n), docs[n])
 
-        def window(
-            label: str, dur: float, flooder: _Flooder | None, churn_every: float = 0.0
-        ) -> None:
-            starts = {n: (lab.lab.node_dir(n) / "garp.log").stat().st_size for n in NODES}
-            pids = {n: lab.sidecars[n].pid for n in NODES}
-            cpu0 = {n: _cpu(p) for n, p in pids.items()}
-            rej0 = {n: _rejected(lab, n, METRICS_PORT) for n in NODES}
-            t = time.monotonic()
-            if flooder is not None:
-                flooder.start()
-            wrong_answers = missing = 0
-            next_churn = t + churn_every
-            while time.monotonic() - t < dur:
-                time.sleep(0.5)
-                if churn_every and time.monotonic() >= next_churn:
-                    churn()
-                    next_churn += churn_every
-                for ip in random.sample(sample, 3):
-                    who = lab.who_answers(ip, 0.05)
-                    owner = next(n for n in NODES if ip in owned[n])
-                    wrong_answers += any(w != owner for w in who)
-                    missing += not who  # under the flood the client may miss the answer
-            if flooder is not None:
-                flooder.stop.set()
-                flooder.join()
-            elapsed = time.monotonic() - t
-            seen = _watch(lab, starts, str(ipaddress.ip_address(first + n_ips)))
-            sent = f"{flooder.sent / elapsed:,.0f} frames/s sent" if flooder else "no flood"
-            changes = f", {applied[0]} state rewrites" if churn_every else ""
+    def window(
+        self, label: str, dur: float, flooder: _Flooder | None, churn_every: float = 0.0
+    ) -> None:
+        """Run ``dur`` seconds (flooding, churning if asked), then print what it did."""
+        lab = self.lab
+        starts = {n: (lab.lab.node_dir(n) / "garp.log").stat().st_size for n in NODES}
+        pids = {n: lab.sidecars[n].pid for n in NODES}
+        cpu0 = {n: _cpu(p) for n, p in pids.items()}
+        rej0 = {n: _rejected(lab, n, METRICS_PORT) for n in NODES}
+        t = time.monotonic()
+        if flooder is not None:
+            flooder.start()
+        wrong_answers, missing = self._ask(t, dur, churn_every)
+        if flooder is not None:
+            flooder.stop.set()
+            flooder.join()
+        elapsed = time.monotonic() - t
+        seen = _watch(lab, starts, str(self.extra_ip))
+        sent = f"{flooder.sent / elapsed:,.0f} frames/s sent" if flooder else "no flood"
+        changes = f", {self.applied} state rewrites" if churn_every else ""
+        print(
+            f"\n  {label}: {elapsed:.1f} s, {sent}{changes}; ARP checks with a wrong "
+            f"answer: {wrong_answers} (none seen: {missing})"
+        )
+        print(
+            f"  {'node':4} {'takeovers':>9} {'stopped':>8} {'peer deaths':>11} "
+            f"{'CPU %':>6}  rejected datagrams/s by reason"
+        )
+        for n in NODES:
+            cpu = (_cpu(pids[n]) - cpu0[n]) / elapsed * 100
+            rej = _rejected(lab, n, METRICS_PORT)
+            rates = {r: (v - rej0[n].get(r, 0.0)) / elapsed for r, v in rej.items()}
+            text = ", ".join(f"{r} {v:,.0f}" for r, v in sorted(rates.items()) if v >= 0.5)
+            s = seen[n]
+            tag = " (target)" if n == self.target and flooder else ""
             print(
-                f"\n  {label}: {elapsed:.1f} s, {sent}{changes}; ARP checks with a wrong "
-                f"answer: {wrong_answers} (none seen: {missing})"
+                f"  {n:4} {s['takeovers']:9} {s['stopped']:8} {s['peer deaths']:11}"
+                f" {cpu:6.1f}  {text or '-'}{tag}"
             )
-            print(
-                f"  {'node':4} {'takeovers':>9} {'stopped':>8} {'peer deaths':>11} "
-                f"{'CPU %':>6}  rejected datagrams/s by reason"
-            )
-            for n in NODES:
-                cpu = (_cpu(pids[n]) - cpu0[n]) / elapsed * 100
-                rej = _rejected(lab, n, METRICS_PORT)
-                rates = {r: (v - rej0[n].get(r, 0.0)) / elapsed for r, v in rej.items()}
-                text = ", ".join(f"{r} {v:,.0f}" for r, v in sorted(rates.items()) if v >= 0.5)
-                s = seen[n]
-                tag = " (target)" if n == target and flooder else ""
-                print(
-                    f"  {n:4} {s['takeovers']:9} {s['stopped']:8} {s['peer deaths']:11}"
-                    f" {cpu:6.1f}  {text or '-'}{tag}"
-                )
 
-        window("baseline", baseline, None)
-        frames = _flood_frames(lab, target, 4000)
+    def _ask(self, t: float, dur: float, churn_every: float) -> tuple[int, int]:
+        """Until ``t + dur``, ask who answers for three sample IPs every 0.5 s (and rewrite
+        the states every ``churn_every``); wrong answers and checks with none seen."""
+        wrong_answers = missing = 0
+        next_churn = t + churn_every
+        while time.monotonic() - t < dur:
+            time.sleep(0.5)
+            if churn_every and time.monotonic() >= next_churn:
+                self.churn()
+                next_churn += churn_every
+            for ip in random.sample(self.sample, 3):
+                who = self.lab.who_answers(ip, 0.05)
+                owner = next(n for n in NODES if ip in self.owned[n])
+                wrong_answers += any(w != owner for w in who)
+                missing += not who  # under the flood the client may miss the answer
+        return wrong_answers, missing
+
+
+def flood(n_ips: int, pps: int, seconds: float, baseline: float) -> None:
+    reason = unavailable_reason(bgp=False)
+    if reason:
+        print(f"\njunk flood: skipped ({reason})")
+        return
+    with l2_lab(start=False) as lab:
+        run = _FloodRun(lab, n_ips, seconds)
+        run.window("baseline", baseline, None)
+        frames = _flood_frames(lab, run.target, 4000)
         with in_netns(lab.lab.ns(CLIENT)):
             sock = raw_socket(IFACE)
         try:
-            window("flood", seconds, _Flooder(sock, frames, pps))
-            window("flood + state rewrites", seconds, _Flooder(sock, frames, pps), 2.0)
+            run.window("flood", seconds, _Flooder(sock, frames, pps))
+            run.window("flood + state rewrites", seconds, _Flooder(sock, frames, pps), 2.0)
         finally:
             sock.close()
         print(f"  RSS MiB: {', '.join(f'{n} {lab.rss_kb(n) / 1024:.1f}' for n in NODES)}")

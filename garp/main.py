@@ -8,12 +8,11 @@ an idle sidecar wakes ~10-20 times per second and does a handful of syscalls eac
 The loop never judges a peer before reading what it sent, and time it spent unable to
 listen is not counted as the peer's silence (see ``Engine.stalled``).
 
-The probe channel (see :mod:`garp.probe` and :mod:`garp.peers`): one UDP socket per IP
-version, bound to this node's own address as the desired state lists it (its ``nodeIP``,
-the address its peers probe), not to every address. A datagram from an address that is no
-peer's is dropped before any hashing; the rest must carry a valid tag made with the key in
-``--key-dir`` (the chart mounts that Secret into this container only). Without a valid
-key the sidecar does not start.
+The probe channel (:mod:`garp.probe_channel`, with :mod:`garp.probe` and :mod:`garp.peers`):
+one UDP socket per IP version, bound to this node's own address as the desired state lists
+it, admitting only the peers' addresses and only messages tagged with the key in
+``--key-dir`` (the chart mounts that Secret into this container only). Without a valid key
+the sidecar does not start.
 
 Life cycle:
 
@@ -51,20 +50,17 @@ import structlog
 from exalb.config.model import IPAddress
 from exalb.contracts import l2_state as state
 from exalb.filechannel import write_atomic
-from garp import probe, probesock
+from garp import probe
 from garp.failover import Change, Engine, StateIndex, Timing
-from garp.keys import KeyFileError, KeyWatcher
 from garp.links import DEFAULT_EXCLUDES, Link
 from garp.metrics import Metrics
+from garp.probe_channel import MAX_BATCH, UDP, ProbeChannel
 from garp.reader import StateReader
 from garp.responder import Responder, desired_ips
 
-MAX_BATCH = 64  # frames drained per socket per wake-up, so one busy link cannot starve others
 # IPs announced per loop pass: a burst for thousands of IPs goes out in slices, and the probe
 # socket is served between them (a loop that stalls for dead_after looks dead to its peers).
 ANNOUNCE_BATCH = 128
-PROBE_RCVBUF = 1 << 20  # absorbs a flood while the loop is busy (capped by net.core.rmem_max)
-LOG_EVERY = 10.0  # seconds between two log lines about the same kind of rejected datagram
 
 
 def configure_logging(level: str) -> None:
@@ -130,85 +126,19 @@ class Sidecar:
         self.status_path = args.status or f"{args.state}.status"
         self._status_written = 0.0
         self.sel = selectors.DefaultSelector()
-        self.udp: dict[int, socket.socket] = {}
-        self.udp_addr: dict[int, IPAddress] = {}
-        self._filtered: dict[int, frozenset[IPAddress]] = {}  # peers each socket admits
-        self.key_watcher = KeyWatcher(args.key_dir)
-        self.keys: probe.Keyring | None = None
+        self.probes = ProbeChannel(
+            self.engine, self.metrics, self.sel, args.key_dir, args.probe_port, self.report
+        )
         self.stop = False
         self._peers: tuple[tuple[str, bool], ...] = ()
         self._next_rescan = 0.0
         self._listened = time.monotonic()
-        self._rejects: dict[str, tuple[float, int]] = {}  # reason -> (last log, unlogged)
         self._errors_logged = 0.0
 
-    # --- keys ---------------------------------------------------------------------------
-
-    def load_keys(self) -> bool:
-        """Re-read the key files if they changed; False when no valid key is in force."""
-        try:
-            keys = self.key_watcher.poll()
-        except KeyFileError as exc:
-            self.metrics.key_errors.inc()
-            if self.keys is None:
-                self.log.error("no valid probe key, cannot start", error=str(exc))
-                return False
-            self.log.error("probe key change refused, keeping the keys in use", error=str(exc))
-            return True
-        if keys is not None and keys != self.keys:
-            self.keys = keys
-            self.log.info("probe keys loaded", key_ids=list(keys.ids))
-        return self.keys is not None
-
-    # --- setup --------------------------------------------------------------------------
-
-    def sync_probe_sockets(self) -> None:
-        """One UDP socket per IP version, bound to this node's own probe address (from the
-        state); rebound when it changes, retried at each rescan while it cannot bind."""
-        want = self.engine.own_addresses()
-        for version in (4, 6):
-            addr = want.get(version)
-            if addr is not None and self.udp_addr.get(version) == addr:
-                continue
-            old = self.udp.pop(version, None)
-            self.udp_addr.pop(version, None)
-            if old is not None:
-                self.sel.unregister(old)
-                old.close()
-            if addr is None:
-                continue
-            try:
-                s = probesock.open_probe_socket(addr, self.args.probe_port, PROBE_RCVBUF)
-            except OSError as exc:
-                self.log.warning("probe socket unavailable", address=str(addr), error=str(exc))
-                continue
-            self.udp[version] = s
-            self.udp_addr[version] = addr
-            self._filtered.pop(version, None)
-            self.sel.register(s, selectors.EVENT_READ, "udp")
-            self.log.info("probe socket bound", address=str(addr), port=self.args.probe_port)
-        self.filter_peers()
-
-    def filter_peers(self) -> None:
-        """Let the kernel admit only the current peers' addresses on each probe socket."""
-        peers = self.engine.peers.addresses
-        for version, s in self.udp.items():
-            if self._filtered.get(version) == peers:
-                continue
-            try:
-                complete = probesock.set_peers(s, version, peers)
-            except OSError as exc:
-                self.log.warning("probe socket filter failed", error=str(exc))
-                continue
-            self._filtered[version] = peers
-            if not complete:
-                self.log.warning("too many peers for a kernel filter: checked in user space",
-                                 version=version, peers=len(peers))  # fmt: skip
+    # --- links --------------------------------------------------------------------------
 
     def rescan(self) -> None:
-        if self.engine.own_addresses().keys() != self.udp.keys():
-            self.sync_probe_sockets()
-        self.load_keys()  # after start-up a refused change keeps the keys in use
+        self.probes.rescan()
         names = [n for _, n in socket.if_nameindex()]
         opened, closed = self.responder.rescan(names)
         for link in closed:
@@ -236,7 +166,20 @@ class Sidecar:
             if isinstance(key.data, Link) and key.fileobj not in live:
                 self.sel.unregister(key.fileobj)
 
-    # --- inputs -------------------------------------------------------------------------
+    def on_link(self, link: Link, s: socket.socket, now: float) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                frame, addr = s.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.log.warning("interface failed", interface=link.name, error=str(exc))
+                self._unregister(link)
+                self.responder.drop(link)
+                return
+            self.responder.handle(link, frame, addr[2], now)
+
+    # --- desired state ------------------------------------------------------------------
 
     def poll_state(self, now: float) -> None:
         """Read, parse and adopt the state file now, on this thread (the loop itself has
@@ -265,10 +208,10 @@ class Sidecar:
             self.log.warning("generation went backwards", old=old.generation, new=new.generation)
         now = time.monotonic()  # new peers' grace starts when the state is adopted
         change = self.engine.apply_state(new, now, result)
-        self.sync_probe_sockets()
+        self.probes.sync_sockets()
         # Probe new peers before the bookkeeping below (which takes a while for thousands
         # of IPs): their acks then arrive while we work and are read before any judgement.
-        self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
+        self.metrics.probes_sent.inc(self.probes.send(self.engine.probes_due(now)))
         self.metrics.generation.set(new.generation)
         self.metrics.track_ips(desired_ips(new))
         self.responder.apply_state()
@@ -282,76 +225,18 @@ class Sidecar:
             seconds=round(time.monotonic() - now, 3),
         )
 
-    def on_udp(self, s: socket.socket, now: float) -> None:
-        assert self.keys is not None
-        for _ in range(MAX_BATCH):
-            try:
-                data, addr = s.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # e.g. ICMP errors surfaced on the socket
-            src = _source(addr[0])
-            if src is None or not self.engine.known_address(src):
-                self.reject("unknown-address", addr[0])  # junk: no hashing, no answer
-                continue
-            msg = probe.decode(data, self.keys)
-            if isinstance(msg, str):
-                self.reject(msg, addr[0])
-                continue
-            heard = self.engine.receive(msg, src, now)
-            if heard.rejected is not None:
-                self.reject(heard.rejected, addr[0], msg.node)
-                continue
-            if heard.bye:
-                self.log.info("peer leaving", peer=msg.node)
-            if heard.reply is not None:
-                with contextlib.suppress(OSError):
-                    s.sendto(probe.encode(heard.reply, self.keys), (str(src), self.args.probe_port))
-            self.report(heard.change, now)
-
-    def reject(self, reason: str, src: str, node: str | None = None) -> None:
-        """Count a dropped datagram; log at most one line per reason per ``LOG_EVERY``."""
-        self.metrics.probe_rejected.labels(reason).inc()
-        now = time.monotonic()
-        last, unlogged = self._rejects.get(reason, (-LOG_EVERY, 0))
-        if now - last < LOG_EVERY:
-            self._rejects[reason] = (last, unlogged + 1)
-            return
-        self._rejects[reason] = (now, 0)
-        self.log.warning(
-            "probe datagram dropped", reason=reason, source=src, node=node, since_last=unlogged
-        )
-
-    def on_link(self, link: Link, s: socket.socket, now: float) -> None:
-        for _ in range(MAX_BATCH):
-            try:
-                frame, addr = s.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.log.warning("interface failed", interface=link.name, error=str(exc))
-                self._unregister(link)
-                self.responder.drop(link)
-                return
-            self.responder.handle(link, frame, addr[2], now)
-
     # --- outputs ------------------------------------------------------------------------
 
-    def send_udp(self, items: list[tuple[IPAddress, probe.Message]]) -> int:
-        sent = 0
-        for addr, msg in items:
-            s = self.udp.get(addr.version)
-            if s is None or self.keys is None:
-                continue
-            try:
-                s.sendto(probe.encode(msg, self.keys), (str(addr), self.args.probe_port))
-                sent += 1
-            except OSError:
-                continue  # unreachable while partitioned: that is what we detect
-        return sent
-
     def report(self, change: Change, now: float, force_status: bool = False) -> None:
+        """Log and count ``change``, note the peers' liveness; write the status file when
+        either changed (or when forced)."""
+        self._log_change(change)
+        self._count_change(change)
+        peers_changed = self._note_peers(now)
+        if change or force_status or peers_changed:
+            self.write_status()
+
+    def _log_change(self, change: Change) -> None:
         # One log line per change and reason (with every IP), not one per IP: a takeover of
         # thousands of IPs must not keep the loop from answering its peers.
         owner = change.gained - change.takeovers
@@ -361,6 +246,8 @@ class Sidecar:
                               peers=dict(self._peers))  # fmt: skip
         if change.lost:
             self.log.info("stopped answering", count=len(change.lost), ips=_texts(change.lost))
+
+    def _count_change(self, change: Change) -> None:
         for ip in change.gained:
             self.metrics.of(self.metrics.owner, ip).set(1)
         for ip in change.takeovers:
@@ -368,16 +255,18 @@ class Sidecar:
         for ip in change.lost:
             if self.engine.entry(ip) is not None:  # else its series are gone with it
                 self.metrics.of(self.metrics.owner, ip).set(0)
+
+    def _note_peers(self, now: float) -> bool:
+        """Log and export the watched peers' liveness; whether it changed."""
         peers = self.engine.peers_alive(now)
-        if peers != self._peers:
-            for node, alive in peers:
-                if dict(self._peers).get(node) != alive:
-                    self.log.info("peer", node=node, alive=alive)
-            self._peers = peers
-            self.metrics.set_peers(peers)
-            force_status = True
-        if change or force_status:
-            self.write_status()
+        if peers == self._peers:
+            return False
+        for node, alive in peers:
+            if dict(self._peers).get(node) != alive:
+                self.log.info("peer", node=node, alive=alive)
+        self._peers = peers
+        self.metrics.set_peers(peers)
+        return True
 
     def write_status(self) -> None:
         st = self.engine.state
@@ -395,7 +284,7 @@ class Sidecar:
     # --- loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        if not self.load_keys():
+        if not self.probes.load_keys():
             return 2
         rd, wr = socket.socketpair()
         rd.setblocking(False)
@@ -423,28 +312,10 @@ class Sidecar:
 
     def iterate(self, rd: socket.socket) -> None:
         """One pass: timers, then wait for and handle input until the next deadline."""
-        now = time.monotonic()
-        if now - self._status_written >= STATUS_HEARTBEAT:
-            self.write_status()  # the speaker treats an old report as a dead sidecar
-        if now >= self._next_rescan:
-            self._next_rescan = now + self.args.rescan_interval
-            self.rescan()
-        for result in self.reader.take():
-            self.adopt(result)
-        # Hear before judging: acks that arrived while this pass (or the last) was busy count
-        # before silence is measured, and time we could not listen (busy since select last
-        # returned) is not silence: our probes did not go out meanwhile.
-        now = time.monotonic()
-        deaf = now - self._listened
-        if deaf > self.args.probe_interval:
-            self.engine.stalled(deaf)
-            self.metrics.stalls.inc()
-            self.log.debug("loop stalled", seconds=round(deaf, 3))
-        for s in list(self.udp.values()):
-            self.on_udp(s, now)
-        self._listened = now
+        self._housekeeping(time.monotonic())
+        now = self._hear()
         self.report(self.engine.tick(now), now)
-        self.metrics.probes_sent.inc(self.send_udp(self.engine.probes_due(now)))
+        self.metrics.probes_sent.inc(self.probes.send(self.engine.probes_due(now)))
         for ip in self.engine.announcements_due(now, ANNOUNCE_BATCH):
             self.responder.announce(ip)
         deadline = min(
@@ -454,19 +325,48 @@ class Sidecar:
         )
         ready = self.sel.select(max(0.0, deadline - time.monotonic()))
         self._listened = time.monotonic()  # waiting in select is listening
-        ready.sort(key=lambda kv: kv[0].data != "udp")  # peers first: they time us out
+        ready.sort(key=lambda kv: kv[0].data != UDP)  # peers first: they time us out
         for key, _ in ready:
-            now = time.monotonic()
-            if key.data == "signal":
-                with contextlib.suppress(OSError):
-                    rd.recv(64)
-            elif key.data == "state":  # a parsed state is waiting: adopted at the next pass
-                with contextlib.suppress(OSError):
-                    self._state_rd.recv(64)
-            elif key.data == "udp":
-                self.on_udp(key.fileobj, now)  # type: ignore[arg-type]
-            elif isinstance(key.data, Link):
-                self.on_link(key.data, key.fileobj, now)  # type: ignore[arg-type]
+            self._dispatch(key, rd, time.monotonic())
+
+    def _housekeeping(self, now: float) -> None:
+        """The status heartbeat, the interface rescan, states the reader has parsed."""
+        if now - self._status_written >= STATUS_HEARTBEAT:
+            self.write_status()  # the speaker treats an old report as a dead sidecar
+        if now >= self._next_rescan:
+            self._next_rescan = now + self.args.rescan_interval
+            self.rescan()
+        for result in self.reader.take():
+            self.adopt(result)
+
+    def _hear(self) -> float:
+        """Read the peers before judging them; the time it did so.
+
+        Acks that arrived while this pass (or the last) was busy count before silence is
+        measured, and time we could not listen (busy since select last returned) is not
+        silence: our probes did not go out meanwhile."""
+        now = time.monotonic()
+        deaf = now - self._listened
+        if deaf > self.args.probe_interval:
+            self.engine.stalled(deaf)
+            self.metrics.stalls.inc()
+            self.log.debug("loop stalled", seconds=round(deaf, 3))
+        for s in list(self.probes.udp.values()):
+            self.probes.on_udp(s, now)
+        self._listened = now
+        return now
+
+    def _dispatch(self, key: selectors.SelectorKey, rd: socket.socket, now: float) -> None:
+        if key.data == "signal":
+            with contextlib.suppress(OSError):
+                rd.recv(64)
+        elif key.data == "state":  # a parsed state is waiting: adopted at the next pass
+            with contextlib.suppress(OSError):
+                self._state_rd.recv(64)
+        elif key.data == UDP:
+            self.probes.on_udp(key.fileobj, now)  # type: ignore[arg-type]
+        elif isinstance(key.data, Link):
+            self.on_link(key.data, key.fileobj, now)  # type: ignore[arg-type]
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop = True
@@ -474,7 +374,7 @@ class Sidecar:
     def shutdown(self) -> int:
         answered = list(self.engine.answering)
         byes = self.engine.leave(rounds=2)  # UDP may drop one; a second BYE is harmless
-        self.send_udp(byes)  # first: the hand-over waits for nothing else
+        self.probes.send(byes)  # first: the hand-over waits for nothing else
         self.reader.stop()
         for ip in answered:
             self.metrics.of(self.metrics.owner, ip).set(0)
@@ -485,13 +385,6 @@ class Sidecar:
 
 def _texts(ips: Iterable[IPAddress]) -> list[str]:
     return [str(ip) for ip in sorted(ips, key=lambda a: (a.version, int(a)))]
-
-
-def _source(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,17 @@ _M = TypeVar("_M", Counter, Gauge)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._declare_per_ip(self.registry)
+        self._declare_per_sidecar(self.registry)
+        self._ips: set[IPAddress] = set()
+        self._nodes: set[str] = set()
+        # The labelled series of each (metric, IP), created once: labels() formats the IP
+        # and takes a lock, which adds up per frame and per IP of a large takeover.
+        self._children: dict[tuple[int, IPAddress], Any] = {}
+
+    def _declare_per_ip(self, r: CollectorRegistry) -> None:
+        """Series labelled with a Service IP: they go when the IP leaves the desired state
+        (:meth:`track_ips`)."""
         self.requests = Counter(
             "exalb_l2_requests_received_total",
             "ARP requests / neighbour solicitations received for an IP this node may answer",
@@ -61,6 +71,18 @@ class Metrics:
             ["ip"],
             registry=r,
         )
+        self._per_ip: tuple[Counter | Gauge, ...] = (
+            self.requests,
+            self.responses,
+            self.gratuitous,
+            self.echo,
+            self.owner,
+            self.takeovers,
+            self.conflicts,
+        )
+
+    def _declare_per_sidecar(self, r: CollectorRegistry) -> None:
+        """Series of the sidecar itself: its peers, probe channel, state and loop."""
         self.peer_up = Gauge(
             "exalb_l2_peer_up", "Liveness of a better-ranked candidate", ["node"], registry=r
         )
@@ -94,11 +116,6 @@ class Metrics:
             "Unexpected errors caught by the sidecar loop (logged; the loop goes on)",
             registry=r,
         )
-        self._ips: set[IPAddress] = set()
-        self._nodes: set[str] = set()
-        # The labelled series of each (metric, IP), created once: labels() formats the IP
-        # and takes a lock, which adds up per frame and per IP of a large takeover.
-        self._children: dict[tuple[int, IPAddress], Any] = {}
 
     def of(self, metric: _M, ip: IPAddress) -> _M:
         """``metric.labels(str(ip))``, cached."""
@@ -111,15 +128,7 @@ class Metrics:
     def track_ips(self, ips: set[IPAddress]) -> None:
         """Drop the series of IPs no longer in the desired state."""
         for gone in self._ips - ips:
-            for m in (
-                self.requests,
-                self.responses,
-                self.gratuitous,
-                self.echo,
-                self.owner,
-                self.takeovers,
-                self.conflicts,
-            ):
+            for m in self._per_ip:
                 self._children.pop((id(m), gone), None)
                 with contextlib.suppress(KeyError):
                     m.remove(str(gone))

@@ -174,43 +174,63 @@ class PeerTable:
         out[seq] = now
 
     def receive(self, msg: Message, src: IPAddress, now: float) -> Verdict:
+        """Judge one authenticated message by the rules of the module docstring."""
+        peer = self._admit(msg, src, now)
+        if isinstance(peer, str):
+            return Verdict(peer)
+        if msg.kind == ACK:
+            return self._ack(peer, msg, now)
+        if msg.kind == PROBE:
+            return self._probe(peer, msg, now)
+        if msg.kind == BYE and peer.watched:
+            return self._bye(peer, msg, now)
+        return Verdict()
+
+    def _admit(self, msg: Message, src: IPAddress, now: float) -> Peer | str:
+        """The sender, if the message is from a known peer at its address, within its
+        budget and fresh; else why not. In this order: only a message from the right
+        address spends the budget, and only one within budget is recorded as seen."""
         peer = self.peers.get(msg.node)
         if peer is None:
-            return Verdict("unknown-node")
+            return "unknown-node"
         if src not in peer.addrs:
-            return Verdict("wrong-address")
+            return "wrong-address"
         if not peer.bucket.take(now, self.budget):
-            return Verdict("rate-limited")
+            return "rate-limited"
         if not peer.fresh(msg.session, msg.seq):
-            return Verdict("replay")
-        if msg.kind == ACK:
-            sent = (
-                peer.outstanding.pop(msg.echo_seq, None)
-                if msg.echo_session == self.session
-                else None
-            )
-            if sent is None or now - sent > CHALLENGE_TTL or not peer.watched:
-                return Verdict("unsolicited-ack")
-            if msg.session == peer.bye_session:
-                return Verdict()  # a late ack of the sidecar that said BYE
-            peer.verify(msg.session)
-            peer.bye_session = None
-            peer.session_seq = max(peer.session_seq, msg.seq)
+            return "replay"
+        return peer
+
+    def _ack(self, peer: Peer, msg: Message, now: float) -> Verdict:
+        """Life, if it answers a probe we sent this watched peer (once, within the TTL)."""
+        sent = (
+            peer.outstanding.pop(msg.echo_seq, None) if msg.echo_session == self.session else None
+        )
+        if sent is None or now - sent > CHALLENGE_TTL or not peer.watched:
+            return Verdict("unsolicited-ack")
+        if msg.session == peer.bye_session:
+            return Verdict()  # a late ack of the sidecar that said BYE
+        peer.verify(msg.session)
+        peer.bye_session = None
+        peer.session_seq = max(peer.session_seq, msg.seq)
+        peer.last_seen = now
+        return Verdict(alive=self._refresh(peer, now))
+
+    def _probe(self, peer: Peer, msg: Message, now: float) -> Verdict:
+        """Always acked; life only in the verified session, and not after its BYE."""
+        if peer.watched and msg.session == peer.session and peer.bye_session is None:
             peer.last_seen = now
-            return Verdict(alive=self._refresh(peer, now))
-        if msg.kind == PROBE:
-            if peer.watched and msg.session == peer.session and peer.bye_session is None:
-                peer.last_seen = now
-                return Verdict(ack=True, alive=self._refresh(peer, now))
-            return Verdict(ack=True)
-        if msg.kind == BYE and peer.watched:
-            if msg.session != peer.session:
-                return Verdict("unverified-bye")
-            if peer.bye_session == msg.session:
-                return Verdict()  # the second copy (or the other address family's)
-            peer.bye_session = msg.session
-            return Verdict(alive=self._refresh(peer, now), bye=True)
-        return Verdict()
+            return Verdict(ack=True, alive=self._refresh(peer, now))
+        return Verdict(ack=True)
+
+    def _bye(self, peer: Peer, msg: Message, now: float) -> Verdict:
+        """Dead at once, if said in the verified session (a watched peer's)."""
+        if msg.session != peer.session:
+            return Verdict("unverified-bye")
+        if peer.bye_session == msg.session:
+            return Verdict()  # the second copy (or the other address family's)
+        peer.bye_session = msg.session
+        return Verdict(alive=self._refresh(peer, now), bye=True)
 
     def stalled(self, seconds: float) -> None:
         """This sidecar could not listen for ``seconds`` (its loop was busy): silence it
