@@ -42,7 +42,8 @@ from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView
 from garp import packets as pk
 from lab import netns
 from lab.nsnet import in_netns
-from lab.runner import Lab, LabError
+from lab.router_views import LabError
+from lab.runner import Lab
 from lab.topology import IPAddress, Role, Topology, load_topology, topology_path
 from lab.wait import wait_for
 from speaker.l2.election import IPElection, elect
