@@ -498,6 +498,12 @@ def node_peers(sp: SpeakerStatus) -> JSON:
     if doc is None:
         return out
     sessions = {str(s.get("address")): s for s in doc.get("sessions") or [] if isinstance(s, dict)}
+    bfd_doc = doc.get("bfd")
+    bfd = {
+        str(s.get("address")): s
+        for s in (bfd_doc.get("sessions") or [] if isinstance(bfd_doc, dict) else [])
+        if isinstance(s, dict)
+    }
     rib = doc.get("adjRibOut")
     rows = []
     configured = {str(p.get("address")): p for p in doc.get("peers") or [] if isinstance(p, dict)}
@@ -526,6 +532,15 @@ def node_peers(sp: SpeakerStatus) -> JSON:
         else:
             row["state"] = "unknown" if doc.get("sessions") is None else "none"
         row["routesOut"] = len(rib.get(address) or []) if isinstance(rib, dict) else None
+        b = bfd.get(address)
+        if b is not None:
+            row["bfd"] = {
+                "state": b.get("state"),
+                "diagnostic": b.get("diagnostic"),
+                "multihop": b.get("multihop"),
+                "intervals": [b.get("transmitInterval"), b.get("receiveInterval")],
+                "detectMultiplier": b.get("detectMultiplier"),
+            }
         rows.append(row)
     out["peers"] = rows
     return out

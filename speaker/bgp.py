@@ -14,6 +14,10 @@ depend on:
   file (:class:`~speaker.exabgp.driver.ConfigRefusedError`) is logged and counted once per text;
   the routes still converge towards the neighbors ExaBGP runs with.
 
+BFD (BGPPeer ``bfdProfile``) rides along: the same resolved peers give the node's BFD
+sessions (:func:`speaker.bfd.render.plan_bfd`), which the optional :class:`BfdControl`
+(:class:`speaker.bfd.control.BfdController`, the node's bfdd) puts into force.
+
 The driver is reached through :class:`RouteDriver`, so the decisions about *when* to reload
 and what to hand over are unit-tested with a fake (``tests/unit/test_speaker_loop.py``).
 """
@@ -34,6 +38,7 @@ import structlog
 from exalb.config.model import IPNetwork, Peer
 from speaker import metrics
 from speaker.announcer import Inputs
+from speaker.bfd.render import BfdPlan, BfdSession, plan_bfd
 from speaker.decision_cache import DecisionCache
 from speaker.decisions import Announcements, Route, cluster_warnings
 from speaker.exabgp.connection import PEER_UP, CommandError
@@ -74,12 +79,26 @@ class RouteDriver(Protocol):
     async def shutdown(self, *, withdraw: bool = True, timeout: float = 10.0) -> None: ...
 
 
+class BfdControl(Protocol):
+    """What the announcer needs of :class:`speaker.bfd.control.BfdController`."""
+
+    sessions: list[BfdSession]
+    error: str | None
+
+    def set_plan(self, plan: BfdPlan) -> None: ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class BGPPlan:
     """This node's BGP decision and the ExaBGP config that serves it."""
 
     announcements: Announcements
     rendered: Rendered
+    bfd: BfdPlan | None = None  # None: this speaker runs no bfdd
 
 
 class BGPAnnouncer:
@@ -97,8 +116,10 @@ class BGPAnnouncer:
         resolve_source: Resolver = kernel_source_address,
         session_poll: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        bfd: BfdControl | None = None,
     ) -> None:
         self.driver = driver
+        self.bfd = bfd
         self.bridge_argv = tuple(bridge_argv)
         self.config_path = config_path
         self.passwords = passwords
@@ -133,11 +154,14 @@ class BGPAnnouncer:
                 log.warning("password_problem", problem=p)
         peers = with_source_addresses(ann.peers, self.resolve_source)
         rendered = render_config(peers, inputs.node, self.bridge_argv, passwords)
-        return BGPPlan(ann, rendered)
+        bfd = plan_bfd(peers, inputs.config.bfd_profiles) if self.bfd is not None else None
+        return BGPPlan(ann, rendered, bfd)
 
     async def apply(self, plan: BGPPlan) -> bool:
         self.plan = plan
         config_in_force = await self._apply_config(plan.rendered)
+        if self.bfd is not None and plan.bfd is not None:
+            self.bfd.set_plan(plan.bfd)
         self.driver.set_routes(plan.announcements.routes)
         self._update_metrics(plan)
         return config_in_force
@@ -146,10 +170,14 @@ class BGPAnnouncer:
         """The driver, and a poll of ``show neighbor`` for the session metrics (ExaBGP's
         up/down events can be missed across a bridge reconnect)."""
         poller = asyncio.create_task(self._poll_sessions(), name="bgp-session-poll")
+        bfd = asyncio.create_task(self.bfd.run(), name="bfd") if self.bfd is not None else None
         try:
             await self.driver.run()
         finally:
             poller.cancel()
+            if bfd is not None:
+                self.bfd.stop()  # type: ignore[union-attr]
+                bfd.cancel()
 
     async def stop(self, *, withdraw: bool) -> None:
         self._stopping = True

@@ -11,6 +11,9 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
 * the protocols (:mod:`speaker.announcer`): BGP always (:mod:`speaker.bgp`), L2 with
   ``--l2-state``, the garp sidecar's desired-state file (:mod:`speaker.l2.announcer`), with
   ``nodeAssigned`` events through an :class:`~exalb.k8s.events.EventRecorder`;
+* with ``--bfd-dir``, the node's bfdd (:mod:`speaker.bfd`): the sessions of BGPPeers with a
+  ``bfdProfile``, rendered to ``--bfd-config`` and applied through ``vtysh``; MetalLB's
+  ``metallb_bfd_*`` series on ``/metrics``;
 * ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``, and
   on the unix socket ``--status-socket`` if given;
 * SIGTERM/SIGINT: withdraw every route and exit (``--withdraw-on-exit``, the default: a
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import REGISTRY
 
 from exalb.flags import add_env_flag, env_bool
 from exalb.k8s.client import KubeClient
@@ -40,6 +44,7 @@ from exalb.k8s.informer import Informer
 from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
 from exalb.obs import ObservabilityServer, configure_logging
 from speaker.app import Settings, Speaker
+from speaker.bfd.control import BfdCollector, BfdController
 from speaker.bgp import BGPAnnouncer
 from speaker.cluster_store import ClusterStore
 from speaker.decisions import Options
@@ -83,6 +88,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-validate", action="store_true", help="skip `exabgp validate`")
     flag("--bridge-command", "EXABGP_BRIDGE_COMMAND", "argv ExaBGP runs as its API process "
          "(space separated); default: exalb-exabgp-bridge --socket <exabgp-socket>")  # fmt: skip
+    flag("--bfd-dir", "BFD_DIR", "directory of the node's bfdd vty socket (the bfd "
+         "container's --dir); BFD is off when unset")  # fmt: skip
+    flag("--bfd-config", "BFD_CONFIG", "where to render bfdd.conf; the bfdd launcher waits "
+         "for it", default="/run/exalb/bfdd.conf")  # fmt: skip
+    flag("--vtysh", "VTYSH", "FRR's vtysh, to configure and read bfdd")
     flag("--metrics-addr", "METRICS_ADDR", "host:port for /metrics, /status, /healthz, "
          "/readyz", default="127.0.0.1:7473")  # fmt: skip
     flag("--status-socket", "STATUS_SOCKET", "also serve those endpoints on this unix "
@@ -139,8 +149,18 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
         return all(i.synced.is_set() for i in informers)
 
     store = ClusterStore(args.node_name)
+    bfd = None
+    if args.bfd_dir:
+        bfd = BfdController(
+            socket_dir=Path(args.bfd_dir), config_path=Path(args.bfd_config), vtysh=args.vtysh
+        )
+        REGISTRY.register(BfdCollector(bfd))
     bgp = BGPAnnouncer(
-        driver, bridge_argv=bridge, config_path=config_path, passwords=SecretPasswords(kube)
+        driver,
+        bridge_argv=bridge,
+        config_path=config_path,
+        passwords=SecretPasswords(kube),
+        bfd=bfd,
     )
     l2 = None
     if args.l2_state:

@@ -1,7 +1,7 @@
 """Parse MetalLB ``metallb.io`` custom resources into the config model.
 
 Accepts exactly what MetalLB accepts (same kinds, fields and defaults), so a MetalLB user's
-YAML works unchanged, and refuses loudly what ExaBGP cannot honour (BFD, VRF, unnumbered
+YAML works unchanged, and refuses loudly what ExaBGP cannot honour (VRF, unnumbered
 peers, ``connectTime``) instead of dropping it. All objects are read before anything is
 decided, and every problem of every object is reported in one pass; cross-object rules live
 in :mod:`exalb.config.crossrefs`.
@@ -15,6 +15,7 @@ from typing import Any
 from exalb.config.crossrefs import check_config
 from exalb.config.fields import Fields, read_selectors
 from exalb.config.model import (
+    BFDProfile,
     BGPAdvertisement,
     Config,
     IPNetwork,
@@ -123,11 +124,10 @@ def parse_objects(
                 problems.error(label, str(key), "unknown field")
         by_kind[kind].append(obj)
 
-    for obj in by_kind["BFDProfile"]:
-        check_bfd_profile(_spec(obj, problems, frozenset(BFD_FIELDS)))
-        problems.warn(
-            object_label(obj), "", "BFD is not supported by ExaBGP; this profile is ignored"
-        )
+    bfd_profiles = [
+        BFDProfile(_name(obj), **check_bfd_profile(_spec(obj, problems, frozenset(BFD_FIELDS))))
+        for obj in by_kind["BFDProfile"]
+    ]
     pools = [p for o in by_kind["IPAddressPool"] if (p := _pool(o, problems)) is not None]
     aliases = _aliases(by_kind["Community"], problems)
     peers = [y for o in by_kind["BGPPeer"] if (y := _peer(o, problems)) is not None]
@@ -146,14 +146,15 @@ def parse_objects(
         l2_advertisements=tuple(sorted(l2_ads, key=lambda a: a.name)),
         community_aliases=tuple(sorted(aliases.items())),
         source="configmap" if source == "configmap" else "crd",
+        bfd_profiles=tuple(sorted(bfd_profiles, key=lambda p: p.name)),
     )
     check_config(config, problems)
     return ParseResult.of(config, problems)
 
 
 # MetalLB's BFDProfile rules (``internal/config/config.go``, ``bfdProfileFromCR``): each
-# value is optional; a given one must lie in its range. exalb cannot run BFD, but a profile
-# MetalLB would refuse is refused here too, so a config valid here is valid there.
+# value is optional; a given one must lie in its range. A profile MetalLB would refuse is
+# refused here too, so a config valid here is valid there (and the other way round).
 BFD_RANGES: dict[str, tuple[int, int]] = {
     "receiveInterval": (10, 60000),
     "transmitInterval": (10, 60000),
@@ -165,14 +166,29 @@ BFD_FLAGS = ("echoMode", "passiveMode")
 BFD_FIELDS = (*BFD_RANGES, *BFD_FLAGS)
 
 
-def check_bfd_profile(spec: Fields, names: Mapping[str, str] | None = None) -> None:
+#: CRD field -> :class:`~exalb.config.model.BFDProfile` attribute.
+_BFD_ATTRS = {
+    "receiveInterval": "receive_interval",
+    "transmitInterval": "transmit_interval",
+    "echoInterval": "echo_interval",
+    "detectMultiplier": "detect_multiplier",
+    "minimumTtl": "minimum_ttl",
+    "echoMode": "echo_mode",
+    "passiveMode": "passive_mode",
+}
+
+
+def check_bfd_profile(spec: Fields, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Check one BFD profile's values; ``names`` maps the CRD field names to another
-    spelling (the legacy ConfigMap's ``receive-interval``, ...)."""
+    spelling (the legacy ConfigMap's ``receive-interval``, ...). Returns the values as
+    :class:`~exalb.config.model.BFDProfile` keyword arguments (an invalid one left out)."""
     names = names or {}
+    out: dict[str, Any] = {}
     for key, (low, high) in BFD_RANGES.items():
-        spec.integer(names.get(key, key), None, low=low, high=high)
+        out[_BFD_ATTRS[key]] = spec.integer(names.get(key, key), None, low=low, high=high)
     for key in BFD_FLAGS:
-        spec.boolean(names.get(key, key), False)
+        out[_BFD_ATTRS[key]] = spec.boolean(names.get(key, key), False)
+    return out
 
 
 def _spec(obj: Mapping[str, Any], problems: Problems, known: frozenset[str]) -> Fields:
@@ -326,11 +342,7 @@ def _peer(obj: Mapping[str, Any], problems: Problems) -> Peer | None:
     hold, keepalive = _timers(spec)
     if spec.has("connectTime"):
         spec.error("connectTime", "ExaBGP 5.0 has no connect-retry setting; remove the field")
-    if spec.string("bfdProfile"):
-        spec.error(
-            "bfdProfile",
-            "BFD is not supported by ExaBGP (fastest detection is the hold time, 3 s minimum)",
-        )
+    bfd_profile = spec.string("bfdProfile") or None
     if spec.string("vrf"):
         spec.error("vrf", "VRFs are not supported; run the speaker inside the VRF instead")
     if spec.boolean("dualStackAddressFamily", False):
@@ -373,6 +385,7 @@ def _peer(obj: Mapping[str, Any], problems: Problems) -> Peer | None:
         node_selectors=selectors,
         enable_graceful_restart=graceful,
         local_asn=local_asn,
+        bfd_profile=bfd_profile,
     )
     if multihop and peer.is_ibgp:
         spec.error("ebgpMultiHop", "is only valid for eBGP peers (peer AS equals local AS)")

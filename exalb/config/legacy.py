@@ -146,7 +146,9 @@ def legacy_to_objects(
         elif name is not None:
             bfd_names[name] = path
         check_bfd_profile(profile, _BFD_KEYS)
-        problems.warn(origin, path, "BFD is not supported by ExaBGP; this profile is ignored")
+        if name is not None and bfd_names.get(name) == path:
+            spec = {k: profile.raw(v) for k, v in _BFD_KEYS.items() if profile.has(v)}
+            make("BFDProfile", "v1beta1", name, path, spec)
 
     bgp_count = 0
     l2_count = 0

@@ -91,6 +91,7 @@ def install_crds(cp: ControlPlane) -> None:
         "/apis/metallb.io/v1beta2/bgppeers",
         "/apis/metallb.io/v1beta1/bgpadvertisements",
         "/apis/metallb.io/v1beta1/communities",
+        "/apis/metallb.io/v1beta1/bfdprofiles",
         "/apis/metallb.io/v1beta1/l2advertisements",
     ):
         wait_for(f"{path} served", lambda p=path: cp.api("GET", p).status == 200, 30, 0.1)
@@ -136,6 +137,7 @@ PLURALS = {
     "BGPPeer": "/apis/metallb.io/v1beta2/namespaces/{ns}/bgppeers",
     "BGPAdvertisement": "/apis/metallb.io/v1beta1/namespaces/{ns}/bgpadvertisements",
     "Community": "/apis/metallb.io/v1beta1/namespaces/{ns}/communities",
+    "BFDProfile": "/apis/metallb.io/v1beta1/namespaces/{ns}/bfdprofiles",
     "L2Advertisement": "/apis/metallb.io/v1beta1/namespaces/{ns}/l2advertisements",
 }
 
