@@ -294,13 +294,15 @@ class Cluster:
 class NodeProcs:
     exabgp: subprocess.Popen[bytes] | None = None
     speaker: subprocess.Popen[bytes] | None = None
+    bfdd: subprocess.Popen[bytes] | None = None
 
 
 class SpeakerLab:
     """The bgp-ecmp lab + a Cluster + per-node ExaBGP launcher and speaker processes."""
 
-    def __init__(self, lab: Lab, cp: ControlPlane, cluster: Cluster) -> None:
+    def __init__(self, lab: Lab, cp: ControlPlane, cluster: Cluster, bfd: bool = False) -> None:
         self.lab = lab
+        self.bfd = bfd  # run bfdd next to ExaBGP, as the chart's bfd container does
         self.cp = cp
         self.cluster = cluster
         self.procs: dict[str, NodeProcs] = {n: NodeProcs() for n in NODES}
@@ -338,7 +340,27 @@ class SpeakerLab:
         self.procs[node].exabgp = proc
         return proc
 
+    def bfd_dir(self, node: str) -> Path:
+        return self.dir(node) / "bfdd"
+
+    def start_bfdd(self, node: str) -> subprocess.Popen[bytes]:
+        """The bfd container: waits for the speaker's bfdd.conf, then execs bfdd."""
+        argv = [
+            PY, "-m", "speaker.bfd.launch",
+            "--config", str(self.dir(node) / "bfdd.conf"),
+            "--dir", str(self.bfd_dir(node)),
+        ]  # fmt: skip
+        proc = self.lab.popen(node, argv, name="bfdd")
+        self.procs[node].bfdd = proc
+        return proc
+
     def start_speaker(self, node: str, *extra: str) -> subprocess.Popen[bytes]:
+        if self.bfd:
+            extra = (
+                "--bfd-dir", str(self.bfd_dir(node)),
+                "--bfd-config", str(self.dir(node) / "bfdd.conf"),
+                *extra,
+            )  # fmt: skip
         argv = [
             SPEAKER,
             "--node-name", node,
@@ -358,6 +380,8 @@ class SpeakerLab:
     def start(self, nodes: list[str] | None = None, *extra: str) -> None:
         for node in nodes or list(NODES):
             self.start_exabgp(node)
+            if self.bfd:
+                self.start_bfdd(node)
             self.start_speaker(node, *extra)
 
     def signal_speaker(self, node: str, sig: int) -> float:
@@ -465,13 +489,13 @@ def timed_wait_nexthops(lab: Lab, prefix: str, count: int, since: float, timeout
 
 
 @contextlib.contextmanager
-def speaker_lab(lab: Lab, cp: ControlPlane) -> Iterator[SpeakerLab]:
+def speaker_lab(lab: Lab, cp: ControlPlane, bfd: bool = False) -> Iterator[SpeakerLab]:
     """A SpeakerLab whose Kubernetes objects and relay are cleaned up, pass or fail (the
     processes are stopped by the Lab's own teardown)."""
     cluster = Cluster(cp)
     sl = None
     try:
-        sl = SpeakerLab(lab, cp, cluster)
+        sl = SpeakerLab(lab, cp, cluster, bfd)
         yield sl
     finally:
         if sl is not None:
