@@ -5,7 +5,8 @@ always there. The runner reads the same ``*.clab.yml`` and builds it from namesp
 veths: one namespace ``exalb-<run>-<node>`` per node with its ``sysctls:`` applied, links
 as veth pairs with the clab interface names, each node's ``exec:`` lines run inside its
 namespace (an ``exalb.role: switch`` node builds its bridge this way), and FRR started
-for every ``exalb.role: router`` node from its bound ``frr.conf``/``daemons``.
+for every ``exalb.role: router`` node from its bound ``frr.conf``/``daemons`` (BIRD 2 from
+its ``bird.conf`` for ``exalb.router: bird``, ``lab/bird.py``).
 
 Typical test use::
 
@@ -35,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab import exabgp_proc, frr, netns, responder, rundir
+from lab import bird, exabgp_proc, frr, netns, responder, rundir
 from lab.cluster.cluster import Cluster
 from lab.cluster.plan import is_cluster
 from lab.exabgp_static import render_static_config
@@ -178,9 +179,13 @@ class Lab:
         for node in self.topology.nodes:
             for command in node.exec:
                 netns.run(netns.in_ns(self.ns(node.name), shlex.split(command)))
-        instances = [self._start_frr(r) for r in self.topology.by_role(Role.ROUTER)]
+        routers = self.topology.by_role(Role.ROUTER)
+        instances = [self._start_frr(r) for r in routers if r.router_kind == "frr"]
+        birds = [self._start_bird(r) for r in routers if r.router_kind == "bird"]
         for inst in instances:
             frr.wait_ready(inst)
+        for b in birds:
+            b.wait_ready()
         if is_cluster(self.topology):
             self.cluster = Cluster(self)
             self.cluster.start()
@@ -199,6 +204,21 @@ class Lab:
                     rundir.ProcessRecord(router.name, daemon, pid, rundir.STAGE_FRR)
                 )
         return inst
+
+    def _start_bird(self, router: Node) -> bird.BirdInstance:
+        conf = router.bind_source(bird.BIRD_CONF_TARGET)
+        assert conf is not None  # validated by load_topology
+        if not bird.available():
+            raise LabError(f"{router.name}: BIRD 2 is not installed (Debian's bird2)")
+        inst = self.bird(router.name)
+        bird.prepare(inst, conf)
+        self.popen(router.name, inst.argv(), name="bird")
+        return inst
+
+    def bird(self, router: str) -> bird.BirdInstance:
+        if self.node(router).role is not Role.ROUTER:
+            raise LabError(f"{router} is not a router")
+        return bird.BirdInstance(router, self.ns(router), self.node_dir(router) / "bird")
 
     # --- names and commands ---------------------------------------------------------
 

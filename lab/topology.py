@@ -7,7 +7,8 @@ instead of a private one. Only what the runner needs is modelled: ``kind: linux`
 
 exalb-specific facts live in node labels (containerlab passes unknown labels through):
 
-* ``exalb.role``: ``router`` (FRR from its bound files), ``node`` (a Kubernetes node),
+* ``exalb.role``: ``router`` (FRR from its bound files, or BIRD 2 from its bound
+  ``bird.conf`` with ``exalb.router: bird``: ``lab/bird.py``), ``node`` (a Kubernetes node),
   ``client`` (traffic source), ``switch`` (an L2 segment: a bridge its own ``exec`` lines
   build from its link interfaces, so it lives inside the node, never in the host),
   ``controlplane`` (a real cluster's etcd and Kubernetes control plane; its presence makes
@@ -36,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from lab import frrconf
+from lab import bird, frrconf
 
 IPAddress = frrconf.IPAddress
 IPInterface = frrconf.IPInterface
@@ -60,6 +61,8 @@ LABEL_ROLE = "exalb.role"
 LABEL_ASN = "exalb.bgp.asn"
 LABEL_ROUTER_ID = "exalb.bgp.router-id"
 LABEL_PEERS = "exalb.bgp.peers"
+LABEL_ROUTER = "exalb.router"  # frr (default) or bird
+ROUTER_KINDS = ("frr", "bird")
 
 
 class TopologyError(ValueError):
@@ -143,6 +146,11 @@ class Node:
     bgp: BgpIdentity | None = None
     addresses: tuple[tuple[str, IPInterface], ...] = field(default=())
     sysctls: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def router_kind(self) -> str:
+        """``frr`` or ``bird`` (label ``exalb.router``) for a router node."""
+        return self.labels.get(LABEL_ROUTER, "frr")
 
     def bind_source(self, target: str) -> Path | None:
         """The host file bound to ``target`` inside the container, if any."""
@@ -407,7 +415,7 @@ def with_router_addresses(topology: Topology, frr_confs: Mapping[str, str]) -> T
     """Fill routers' addresses from their frr.conf text (node name -> text)."""
     nodes = tuple(
         replace(n, addresses=n.addresses + frrconf.parse_frr_addresses(frr_confs[n.name]))
-        if n.role is Role.ROUTER and n.name in frr_confs
+        if n.role is Role.ROUTER and n.router_kind == "frr" and n.name in frr_confs
         else n
         for n in topology.nodes
     )
@@ -450,7 +458,14 @@ def _node_problems(node: Node, topology: Topology) -> list[str]:
     for bind in node.binds:
         if not bind.source.is_file():
             problems.append(f"node {node.name}: bind source {bind.source} is not a file")
-    if node.role is Role.ROUTER:
+    if node.role is Role.ROUTER and node.router_kind not in ROUTER_KINDS:
+        problems.append(f"node {node.name}: {LABEL_ROUTER} must be one of {ROUTER_KINDS}")
+    elif node.role is Role.ROUTER and node.router_kind == "bird":
+        if node.bind_source(bird.BIRD_CONF_TARGET) is None:
+            problems.append(
+                f"node {node.name}: a BIRD router needs a bind to {bird.BIRD_CONF_TARGET}"
+            )
+    elif node.role is Role.ROUTER:
         for target in (FRR_CONF_TARGET, FRR_DAEMONS_TARGET):
             if node.bind_source(target) is None:
                 problems.append(f"node {node.name}: a router needs a bind to {target}")
@@ -481,16 +496,20 @@ def _bgp_problems(topology: Topology, frr_confs: Mapping[str, str]) -> list[str]
             if router is None or local is None:
                 continue
             conf = frr_confs.get(router.name, "")
-            router_as = frrconf.parse_frr_asn(conf)
+            is_bird = router.router_kind == "bird"
+            router_as = (bird.parse_bird_asn if is_bird else frrconf.parse_frr_asn)(conf)
             if router_as != peer.asn:
                 problems.append(
                     f"node {node.name}: peer {peer.address}@{peer.asn} but {router.name} is "
                     f"AS {router_as}"
                 )
-            if frrconf.parse_frr_neighbors(conf).get(local) != node.bgp.asn:
+            neighbors = (bird.parse_bird_neighbors if is_bird else frrconf.parse_frr_neighbors)(
+                conf
+            )
+            if neighbors.get(local) != node.bgp.asn:
                 problems.append(
-                    f"node {node.name}: {router.name}'s frr.conf has no "
-                    f"'neighbor {local} remote-as {node.bgp.asn}'"
+                    f"node {node.name}: {router.name}'s config has no neighbor {local} with "
+                    f"AS {node.bgp.asn}"
                 )
     return problems
 
@@ -502,7 +521,8 @@ def load_topology(path: str | Path) -> Topology:
     frr_confs: dict[str, str] = {}
     problems: list[str] = []
     for router in topology.by_role(Role.ROUTER):
-        source = router.bind_source(FRR_CONF_TARGET)
+        target = bird.BIRD_CONF_TARGET if router.router_kind == "bird" else FRR_CONF_TARGET
+        source = router.bind_source(target)
         if source is not None and source.is_file():
             frr_confs[router.name] = source.read_text()
     topology = with_router_addresses(topology, frr_confs)

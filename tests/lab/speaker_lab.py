@@ -450,9 +450,22 @@ class SpeakerLab:
             out.append(f"--- {f.name}\n" + "\n".join(lines))
         return "\n".join(out)
 
-    def sessions(self) -> dict[str, tuple[int, int]]:
-        """Router's view: peer → (established transitions, dropped count)."""
-        out = {}
+    @property
+    def router_kind(self) -> str:
+        """``frr`` or ``bird``: which implementation r1 runs."""
+        return self.lab.node(ROUTER).router_kind
+
+    def sessions(self) -> dict[str, tuple[int, int] | tuple[str, str]]:
+        """Router's view: peer → (established transitions, dropped count) for FRR, (state,
+        time of the last state change) for BIRD; either changes when a session resets."""
+        out: dict[str, tuple[int, int] | tuple[str, str]] = {}
+        if self.router_kind == "bird":
+            protocols = self.lab.bird(ROUTER).protocols()
+            for n in NODES.values():
+                for addr in (n.ipv4, n.ipv6):
+                    if addr in protocols:
+                        out[addr] = (protocols[addr]["state"], protocols[addr]["since"])
+            return out
         for n in NODES.values():
             for addr in (n.ipv4, n.ipv6):
                 nb = self.lab.frr(ROUTER).neighbor(addr)
@@ -464,6 +477,9 @@ class SpeakerLab:
         return out
 
     def bgp_route(self, prefix: str) -> dict[str, Any] | None:
+        """r1's BGP paths for ``prefix`` in FRR's JSON shape (BIRD's text parsed into it)."""
+        if self.router_kind == "bird":
+            return self.lab.bird(ROUTER).bgp_route(prefix)
         return self.lab.frr(ROUTER).bgp_route(prefix)
 
     def close(self) -> None:
