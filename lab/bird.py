@@ -80,7 +80,13 @@ class BirdInstance:
         BIRD marks no single route stale in its output: while a neighbor's graceful restart
         is active (from the session loss until its End-of-RIB or the restart timer), every
         route of that protocol is stale, so each path gets ``stale`` from its protocol."""
-        route = parse_route(self.birdc("show", "route", "for", prefix, "all"), prefix)
+        argv = ["birdc", "-s", str(self.socket), "show", "route", "for", prefix, "all"]
+        proc = netns.run(argv, check=False)
+        if "Network not found" in proc.stdout:
+            return None
+        if proc.returncode != 0:
+            raise BirdError(f"{self.node}: {' '.join(argv)}: {proc.stdout}{proc.stderr}")
+        route = parse_route(proc.stdout, prefix)
         if route is not None:
             restarting = {
                 p["name"] for p in self.protocols().values() if p.get("gracefulRestartActive")

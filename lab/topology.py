@@ -507,10 +507,12 @@ def _bgp_problems(topology: Topology, frr_confs: Mapping[str, str]) -> list[str]
                 conf
             )
             if neighbors.get(local) != node.bgp.asn:
-                problems.append(
-                    f"node {node.name}: {router.name}'s config has no neighbor {local} with "
-                    f"AS {node.bgp.asn}"
+                conf_name, line = (
+                    ("bird.conf", f"neighbor {local} as {node.bgp.asn}")
+                    if is_bird
+                    else ("frr.conf", f"neighbor {local} remote-as {node.bgp.asn}")
                 )
+                problems.append(f"node {node.name}: {router.name}'s {conf_name} has no '{line}'")
     return problems
 
 
