@@ -155,6 +155,14 @@ class BGPAnnouncer:
         peers = with_source_addresses(ann.peers, self.resolve_source)
         rendered = render_config(peers, inputs.node, self.bridge_argv, passwords)
         bfd = plan_bfd(peers, inputs.config.bfd_profiles) if self.bfd is not None else None
+        if self.bfd is None and any(p.bfd_profile for p in peers):
+            off = tuple(
+                f"BGPPeer/{p.name}: spec.bfdProfile: this speaker runs no bfdd (chart value "
+                "bfd.enabled); the session has no BFD"
+                for p in peers
+                if p.bfd_profile
+            )
+            ann = dataclasses.replace(ann, warnings=(*ann.warnings, *off))
         return BGPPlan(ann, rendered, bfd)
 
     async def apply(self, plan: BGPPlan) -> bool:
