@@ -21,12 +21,16 @@ import ipaddress
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lab import netns
 from lab.frrconf import IPAddress
+
+if TYPE_CHECKING:
+    from lab.topology import Node
 
 BIRD_CONF_TARGET = "/etc/bird/bird.conf"
 
@@ -96,9 +100,22 @@ class BirdInstance:
         return route
 
 
-def prepare(inst: BirdInstance, conf: Path) -> None:
+class Starter(Protocol):
+    """What :func:`start` needs of the lab (:class:`lab.runner.Lab`)."""
+
+    def popen(self, node: str, argv: Sequence[str], name: str | None = None) -> Any: ...
+
+
+def start(lab: Starter, router: Node, inst: BirdInstance) -> BirdInstance:
+    """Start BIRD for ``router`` from a copy of its bound ``bird.conf`` (``configure``
+    commands must never touch the repository's file); a recorded lab process."""
+    conf = router.bind_source(BIRD_CONF_TARGET)
+    if conf is None or not available():
+        raise BirdError(f"{router.name}: needs a bird.conf bind and Debian's bird2 installed")
     inst.directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(conf, inst.config)  # a copy: configure commands must not touch the repo
+    shutil.copyfile(conf, inst.config)
+    lab.popen(router.name, inst.argv(), name="bird")
+    return inst
 
 
 # -- birdc text -----------------------------------------------------------------------------

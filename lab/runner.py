@@ -181,7 +181,7 @@ class Lab:
                 netns.run(netns.in_ns(self.ns(node.name), shlex.split(command)))
         routers = self.topology.by_role(Role.ROUTER)
         instances = [self._start_frr(r) for r in routers if r.router_kind == "frr"]
-        birds = [self._start_bird(r) for r in routers if r.router_kind == "bird"]
+        birds = [bird.start(self, r, self.bird(r.name)) for r in routers if r.router_kind == "bird"]
         for inst in instances:
             frr.wait_ready(inst)
         for b in birds:
@@ -203,16 +203,6 @@ class Lab:
                 self.state.add_process(
                     rundir.ProcessRecord(router.name, daemon, pid, rundir.STAGE_FRR)
                 )
-        return inst
-
-    def _start_bird(self, router: Node) -> bird.BirdInstance:
-        conf = router.bind_source(bird.BIRD_CONF_TARGET)
-        assert conf is not None  # validated by load_topology
-        if not bird.available():
-            raise LabError(f"{router.name}: BIRD 2 is not installed (Debian's bird2)")
-        inst = self.bird(router.name)
-        bird.prepare(inst, conf)
-        self.popen(router.name, inst.argv(), name="bird")
         return inst
 
     def bird(self, router: str) -> bird.BirdInstance:

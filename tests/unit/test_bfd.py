@@ -11,7 +11,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exalb.config.model import BFDProfile, Peer
+from exalb.config.model import BFDProfile, Config, Peer
+from exalb.views import NodeView
+from speaker.announcer import Inputs
 from speaker.bfd.control import BfdCollector, BfdController
 from speaker.bfd.render import (
     BfdPlan,
@@ -22,6 +24,9 @@ from speaker.bfd.render import (
     parse_sessions,
     plan_bfd,
 )
+from speaker.bgp import BGPAnnouncer
+from speaker.cluster_store import Snapshot
+from speaker.decisions import Options
 
 
 def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -243,3 +248,35 @@ def test_controller_writes_the_file_applies_once_and_repairs_a_restart(tmp_path:
         assert fake.peers == set()
 
     asyncio.run(scenario())
+
+
+def test_announcer_plans_bfd_only_with_a_bfdd_and_says_so_without(tmp_path: Path) -> None:
+    """With a controller the plan carries the node's sessions; without one (chart value
+    bfd.enabled off) a BGPPeer naming a profile is a warning, never silently BFD-less."""
+    node = NodeView("n1", addresses=(ip("198.18.0.2"),))
+    config = Config(peers=(peer("r1", "198.18.0.1", "198.18.0.2", "fast"),), bfd_profiles=(FAST,))
+    inputs = Inputs(config, node, Snapshot((), {}, node, (), 0, (node,)), Options())
+    with_bfdd = BGPAnnouncer(
+        None,  # type: ignore[arg-type]
+        bridge_argv=("/bridge",),
+        config_path=tmp_path / "exabgp.conf",
+        resolve_source=lambda _ip: None,
+        bfd=BfdController(socket_dir=tmp_path, config_path=tmp_path / "bfdd.conf"),
+    )
+    planned = with_bfdd.decide(inputs)
+    assert planned.bfd is not None and [p.key for p in planned.bfd.peers] == [
+        "peer 198.18.0.1 local-address 198.18.0.2"
+    ]
+    assert not any("bfd" in w for w in planned.announcements.warnings)
+    without = BGPAnnouncer(
+        None,  # type: ignore[arg-type]
+        bridge_argv=("/bridge",),
+        config_path=tmp_path / "exabgp.conf",
+        resolve_source=lambda _ip: None,
+    )
+    plain = without.decide(inputs)
+    assert plain.bfd is None
+    assert any(
+        "BGPPeer/r1: spec.bfdProfile: this speaker runs no bfdd" in w
+        for w in plain.announcements.warnings
+    )
