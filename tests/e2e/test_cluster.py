@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,8 @@ import yaml
 from lab import netns
 from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import backend_deployment, dump, load_balancer
-from lab.demo import http_get, node_of
+from lab.controlplane import find_tools
+from lab.demo import BIN, http_get, node_of
 from lab.fib import Fib
 from lab.runner import Lab
 from lab.wait import wait_for
@@ -237,6 +239,14 @@ def test_bfd_frozen_or_cut_off_node_leaves_within_a_second(installed: Lab) -> No
     containers = {c["name"] for c in speaker_pods(cluster, "n2")[0]["spec"]["containers"]}
     assert "bfd" in containers
     wait_for("r1's BFD sessions up", lambda: _bfd_states(lab) == {"up"}, 120, 0.5)
+    # the node side, through the real plugin: every speaker's bfdd has its session up
+    env = {**cluster.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    peers = subprocess.run(
+        [str(find_tools().kubectl), "exalb", "peers"], env=env, capture_output=True,
+        text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    print(f"\n$ kubectl exalb peers\n{peers}")
+    assert peers.count("up 300/300x3") == 3, peers
     for how in ("freeze", "drop"):
         t = time.monotonic()
         undo = _freeze(lab, "n2") if how == "freeze" else _drop_all(lab, "n2")
