@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The one image every exalb container runs (charts/exalb): exalb-controller, exalb-speaker,
-# exalb-exabgp (ExaBGP's launcher) with ExaBGP and exalb-exabgp-bridge, exalb-garp, exalbctl.
+# exalb-exabgp (ExaBGP's launcher) with ExaBGP and exalb-exabgp-bridge, exalb-bfdd (bfdd's
+# launcher) with FRR's bfdd and vtysh, exalb-garp, exalbctl.
 #   docker build -t <registry>/exalb:<tag> .
 #   docker build --build-arg BASE=<registry>/python:3.11-slim -t ... .   (any Debian-based
 #                                                                         Python 3.11+ image)
@@ -31,6 +32,10 @@ ENV PATH=/opt/exalb/bin:$PATH \
 # The speaker finds ExaBGP and the bridge next to its own interpreter (/opt/exalb/bin), and
 # renders that path into exabgp.conf; the ExaBGP container (same image) finds it there too.
 COPY --from=build /opt/exalb /opt/exalb
+# FRR's bfdd and vtysh for the speaker pod's bfd container (docs/bfd.md); no other FRR daemon
+RUN apt-get update && apt-get install -y --no-install-recommends frr \
+    && find /usr/lib/frr -maxdepth 1 -type f ! -name bfdd -delete \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 65532 exalb \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin exalb

@@ -202,6 +202,17 @@ def _l2_line(node: str, ip: Mapping[str, Any]) -> str:
 # -- peers --------------------------------------------------------------------------------
 
 
+def _bfd(b: Any) -> str:
+    """``up 300/300x3`` (state, transmit/receive ms x multiplier); ``-`` without BFD."""
+    if not isinstance(b, Mapping):
+        return "-"
+    tx, rx = (b.get("intervals") or [None, None])[:2]
+    state = str(b.get("state") or "?")
+    if b.get("diagnostic") not in (None, "", "ok") and state != "up":
+        state += f" ({b['diagnostic']})"
+    return f"{state} {_opt(tx)}/{_opt(rx)}x{_opt(b.get('detectMultiplier'))}"
+
+
 def render_peers(report: Mapping[str, Any]) -> str:
     rows = []
     notes = ""
@@ -223,14 +234,16 @@ def render_peers(report: Mapping[str, Any]) -> str:
                     "-" if gr is None else ("yes" if gr else "no"),
                     join(p.get("families")),
                     _opt(p.get("routesOut")),
+                    _bfd(p.get("bfd")),
                 ]
             )
     out = ""
     if rows:
         out = table(
-            ["NODE", "PEER", "ADDRESS", "ASN", "STATE", "UP", "HOLD", "GR", "FAMILIES", "ROUTES"],
+            ["NODE", "PEER", "ADDRESS", "ASN", "STATE", "UP", "HOLD", "GR", "FAMILIES", "ROUTES",
+             "BFD"],
             rows,
-        )
+        )  # fmt: skip
     elif not notes:
         out = "no peers\n"
     return out + notes

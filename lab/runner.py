@@ -5,7 +5,8 @@ always there. The runner reads the same ``*.clab.yml`` and builds it from namesp
 veths: one namespace ``exalb-<run>-<node>`` per node with its ``sysctls:`` applied, links
 as veth pairs with the clab interface names, each node's ``exec:`` lines run inside its
 namespace (an ``exalb.role: switch`` node builds its bridge this way), and FRR started
-for every ``exalb.role: router`` node from its bound ``frr.conf``/``daemons``.
+for every ``exalb.role: router`` node from its bound ``frr.conf``/``daemons`` (BIRD 2 from
+its ``bird.conf`` for ``exalb.router: bird``, ``lab/bird.py``).
 
 Typical test use::
 
@@ -34,7 +35,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from lab import exabgp_proc, frr, netns, responder, rundir
+from lab import bird, exabgp_proc, frr, netns, responder, rundir
 from lab.cluster.cluster import Cluster
 from lab.cluster.plan import is_cluster
 from lab.exabgp_static import render_static_config
@@ -50,9 +51,9 @@ from lab.topology import (
     Role,
     Topology,
     check_run_name,
-    load_topology,
     namespace_name,
 )
+from lab.topology_load import load_topology
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,13 @@ class Lab(RouterViews):
         for node in self.topology.nodes:
             for command in node.exec:
                 netns.run(netns.in_ns(self.ns(node.name), shlex.split(command)))
-        instances = [self._start_frr(r) for r in self.topology.by_role(Role.ROUTER)]
+        routers = self.topology.by_role(Role.ROUTER)
+        instances = [self._start_frr(r) for r in routers if r.router_kind == "frr"]
+        birds = [bird.start(self, r, self.bird(r.name)) for r in routers if r.router_kind == "bird"]
         for inst in instances:
             frr.wait_ready(inst)
+        for b in birds:
+            b.wait_ready()
         if is_cluster(self.topology):
             self.cluster = Cluster(self)
             self.cluster.start()
@@ -195,6 +200,11 @@ class Lab(RouterViews):
                     rundir.ProcessRecord(router.name, daemon, pid, rundir.STAGE_FRR)
                 )
         return inst
+
+    def bird(self, router: str) -> bird.BirdInstance:
+        if self.node(router).role is not Role.ROUTER:
+            raise LabError(f"{router} is not a router")
+        return bird.BirdInstance(router, self.ns(router), self.node_dir(router) / "bird")
 
     # --- names and commands ---------------------------------------------------------
 

@@ -7,7 +7,8 @@ instead of a private one. Only what the runner needs is modelled: ``kind: linux`
 
 exalb-specific facts live in node labels (containerlab passes unknown labels through):
 
-* ``exalb.role``: ``router`` (FRR from its bound files), ``node`` (a Kubernetes node),
+* ``exalb.role``: ``router`` (FRR from its bound files, or BIRD 2 from its bound
+  ``bird.conf`` with ``exalb.router: bird``: ``lab/bird.py``), ``node`` (a Kubernetes node),
   ``client`` (traffic source), ``switch`` (an L2 segment: a bridge its own ``exec`` lines
   build from its link interfaces, so it lives inside the node, never in the host),
   ``controlplane`` (a real cluster's etcd and Kubernetes control plane; its presence makes
@@ -28,7 +29,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from typing import Any
 import yaml
 
 from lab import frrconf
-from lab.execlines import parse_exec_addresses, parse_exec_links
+from lab.execlines import parse_exec_addresses
 
 IPAddress = frrconf.IPAddress
 IPInterface = frrconf.IPInterface
@@ -60,6 +61,8 @@ LABEL_ROLE = "exalb.role"
 LABEL_ASN = "exalb.bgp.asn"
 LABEL_ROUTER_ID = "exalb.bgp.router-id"
 LABEL_PEERS = "exalb.bgp.peers"
+LABEL_ROUTER = "exalb.router"  # frr (default) or bird
+ROUTER_KINDS = ("frr", "bird")
 
 
 class TopologyError(ValueError):
@@ -143,6 +146,11 @@ class Node:
     bgp: BgpIdentity | None = None
     addresses: tuple[tuple[str, IPInterface], ...] = field(default=())
     sysctls: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def router_kind(self) -> str:
+        """``frr`` or ``bird`` (label ``exalb.router``) for a router node."""
+        return self.labels.get(LABEL_ROUTER, "frr")
 
     def bind_source(self, target: str) -> Path | None:
         """The host file bound to ``target`` inside the container, if any."""
@@ -370,112 +378,3 @@ def parse_topology(text: str, path: Path) -> Topology:
     if problems:
         raise TopologyError(path, problems)
     return Topology(str(name), path, tuple(nodes), tuple(links))
-
-
-def with_router_addresses(topology: Topology, frr_confs: Mapping[str, str]) -> Topology:
-    """Fill routers' addresses from their frr.conf text (node name -> text)."""
-    nodes = tuple(
-        replace(n, addresses=n.addresses + frrconf.parse_frr_addresses(frr_confs[n.name]))
-        if n.role is Role.ROUTER and n.name in frr_confs
-        else n
-        for n in topology.nodes
-    )
-    return Topology(topology.name, topology.path, nodes, topology.links)
-
-
-# --- validation ---------------------------------------------------------------------
-
-
-def validate(topology: Topology, frr_confs: Mapping[str, str]) -> list[str]:
-    """Everything that would make the runner (or containerlab) fail, as readable lines."""
-    problems: list[str] = []
-    names = {n.name for n in topology.nodes}
-    for node in topology.nodes:
-        problems.extend(_node_problems(node, topology))
-    seen: set[Endpoint] = set()
-    for link in topology.links:
-        for end in (link.a, link.b):
-            if end.node not in names:
-                problems.append(f"link endpoint {end}: no node {end.node}")
-            if not _IFNAME_RE.match(end.interface):
-                problems.append(f"link endpoint {end}: interface name longer than 15 or odd")
-            if end.interface in (MGMT_INTERFACE, "lo"):
-                problems.append(f"link endpoint {end}: {end.interface} is reserved")
-            if end in seen:
-                problems.append(f"link endpoint {end} used twice")
-            seen.add(end)
-        if link.a.node == link.b.node:
-            problems.append(f"link {link.a} - {link.b} loops back to one node")
-    problems.extend(_bgp_problems(topology, frr_confs))
-    return problems
-
-
-def _node_problems(node: Node, topology: Topology) -> list[str]:
-    problems: list[str] = []
-    if not (len(node.name) <= MAX_NODE_NAME and _NAME_RE.match(node.name)):
-        problems.append(f"node {node.name}: name must be <= {MAX_NODE_NAME} chars of [a-z0-9-]")
-    if node.kind != "linux":
-        problems.append(f"node {node.name}: kind {node.kind!r} (the runner supports linux)")
-    for bind in node.binds:
-        if not bind.source.is_file():
-            problems.append(f"node {node.name}: bind source {bind.source} is not a file")
-    if node.role is Role.ROUTER:
-        for target in (FRR_CONF_TARGET, FRR_DAEMONS_TARGET):
-            if node.bind_source(target) is None:
-                problems.append(f"node {node.name}: a router needs a bind to {target}")
-    own = {*topology.interfaces(node.name), *parse_exec_links(node.exec), "lo"}
-    for iface, address in node.addresses:
-        if iface not in own:
-            problems.append(f"node {node.name}: address {address} on unknown interface {iface}")
-    return problems
-
-
-def _bgp_problems(topology: Topology, frr_confs: Mapping[str, str]) -> list[str]:
-    problems: list[str] = []
-    owners: dict[IPAddress, Node] = {
-        iface.ip: router
-        for router in topology.by_role(Role.ROUTER)
-        for _, iface in router.addresses
-    }
-    for node in topology.by_role(Role.NODE):
-        if node.bgp is None:
-            continue
-        for peer in node.bgp.peers:
-            router = owners.get(peer.address)
-            local = node.local_address_for(peer.address)
-            if router is None:
-                problems.append(f"node {node.name}: peer {peer.address} is no router's address")
-            if local is None:
-                problems.append(f"node {node.name}: no own address on {peer.address}'s subnet")
-            if router is None or local is None:
-                continue
-            conf = frr_confs.get(router.name, "")
-            router_as = frrconf.parse_frr_asn(conf)
-            if router_as != peer.asn:
-                problems.append(
-                    f"node {node.name}: peer {peer.address}@{peer.asn} but {router.name} is "
-                    f"AS {router_as}"
-                )
-            if frrconf.parse_frr_neighbors(conf).get(local) != node.bgp.asn:
-                problems.append(
-                    f"node {node.name}: {router.name}'s frr.conf has no "
-                    f"'neighbor {local} remote-as {node.bgp.asn}'"
-                )
-    return problems
-
-
-def load_topology(path: str | Path) -> Topology:
-    """Read and validate a clab file and its routers' frr.conf (raises TopologyError)."""
-    path = Path(path).resolve()
-    topology = parse_topology(path.read_text(), path)
-    frr_confs: dict[str, str] = {}
-    problems: list[str] = []
-    for router in topology.by_role(Role.ROUTER):
-        source = router.bind_source(FRR_CONF_TARGET)
-        if source is not None and source.is_file():
-            frr_confs[router.name] = source.read_text()
-    topology = with_router_addresses(topology, frr_confs)
-    problems.extend(validate(topology, frr_confs))
-    if problems:
-        raise TopologyError(path, problems)
-    return topology

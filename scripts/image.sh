@@ -2,7 +2,8 @@
 # Build exalb's container images without Docker and without any registry, as root on Debian 12:
 #
 #   exalb    the runtime: exalb-controller, exalb-speaker, exalb-exabgp (the ExaBGP launcher),
-#            exalb-exabgp-bridge, exalb-garp, exalbctl, and ExaBGP. A Debian 12 root
+#            exalb-exabgp-bridge, exalb-bfdd (the bfdd launcher), exalb-garp, exalbctl, ExaBGP,
+#            and FRR's bfdd and vtysh (Debian's frr, its other daemons removed). A Debian 12 root
 #            filesystem from Debian packages (mmdebstrap: python3 and what it needs), a venv in
 #            /opt/exalb holding the exalb wheel and its runtime dependencies from PyPI,
 #            byte-compiled (the root filesystem is read-only at run time). User 65532.
@@ -149,7 +150,7 @@ build_exalb() {
     # docs, no man pages, no locales. The merged-usr hook instead of the usrmerge package,
     # which would pull in a full perl (47 MB).
     run_logged "Debian $SUITE root filesystem (mmdebstrap)" "$logs/exalb-$hash.log" \
-        mmdebstrap --quiet --variant=essential --include=python3 \
+        mmdebstrap --quiet --variant=essential --include=python3,frr \
         --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -213,6 +214,10 @@ install_exalb() {
     # the .pyc files stay valid whatever the image's file times.
     chroot "$rootfs" python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         "$VENV/lib" >/dev/null
+    # FRR: the speaker pod's bfd container runs bfdd (BFD next to ExaBGP) and the speaker
+    # configures it with vtysh; no other FRR daemon runs in the image.
+    find "$rootfs/usr/lib/frr" -maxdepth 1 -type f ! -name bfdd -delete
+    rm -f "$rootfs/usr/bin/mtracebis"
     # A fixed user for the controller (the chart's runAsUser), no home, no shell.
     echo "exalb:x:65532:65532:exalb:/nonexistent:/usr/sbin/nologin" >>"$rootfs/etc/passwd"
     echo "exalb:x:65532:" >>"$rootfs/etc/group"
@@ -221,6 +226,7 @@ install_exalb() {
         "$rootfs"/tmp/* "$rootfs"/usr/share/doc/*/changelog* "$rootfs"/usr/share/bash-completion
     chroot "$rootfs" "$VENV/bin/exalb-speaker" --help >/dev/null
     chroot "$rootfs" "$VENV/bin/exabgp" version >/dev/null
+    chroot "$rootfs" /usr/lib/frr/bfdd --version >/dev/null
 }
 
 # ---------------------------------------------------------------- backend

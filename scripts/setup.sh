@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything exalb's tests and demo need on a fresh Debian 12 machine (as root):
-# Debian packages (FRR, iproute2, arping, ping, tcpdump; for the real cluster: containerd,
+# Debian packages (FRR, BIRD 2, nftables, iproute2, arping, ping, tcpdump; for the real cluster: containerd,
 # runc, the CNI plugins, iptables, conntrack; for the images: mmdebstrap, buildah; gcc for
 # the pause program), a Python venv with exalb and its test tools. Idempotent: a second
 # run only checks. (Go, for tests/controlplane/build.sh, and npm come with the machine.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(frr frr-pythontools iproute2 iputils-arping iputils-ping tcpdump time python3-venv
+APT_PACKAGES=(frr frr-pythontools bird2 nftables iproute2 iputils-arping iputils-ping tcpdump time python3-venv
   containerd runc containernetworking-plugins iptables conntrack util-linux mount
   mmdebstrap buildah gcc libc6-dev)
 missing=()

@@ -45,7 +45,7 @@ from speaker.bgp import BGPAnnouncer, BGPPlan
 from speaker.cluster_store import ClusterStore
 from speaker.decisions import Options
 from speaker.l2.announcer import L2Announcer
-from speaker.status import ConfigState, L2View, WireView, status_document
+from speaker.status import ConfigState, L2View, WireView, bfd_section, status_document
 
 log = structlog.get_logger("exalb.speaker")
 
@@ -251,6 +251,10 @@ class Speaker:
             service=params.get("service"),
             l2=self.l2.view() if self.l2 is not None else L2View(),
         )
+        if self.bgp.bfd is not None:
+            doc["bfd"] = bfd_section(
+                self.bgp.bfd.sessions, self.bgp.bfd.error, plan.bfd if plan else None
+            )
         doc["speaker"] = {
             "recomputes": self.recomputes,
             "lastRecomputeSeconds": round(c.seconds, 4) if c else None,

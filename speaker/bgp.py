@@ -21,6 +21,10 @@ depend on:
   be read keeps the last known password (also the one in the file ExaBGP runs, across a
   speaker restart) with a warning, so a deleted Secret never tears down a session.
 
+BFD (BGPPeer ``bfdProfile``) rides along: the same resolved peers give the node's BFD
+sessions (:func:`speaker.bfd.render.plan_bfd`), which the optional :class:`BfdControl`
+(:class:`speaker.bfd.control.BfdController`, the node's bfdd) puts into force.
+
 The driver is reached through :class:`RouteDriver`, so the decisions about *when* to reload
 and what to hand over are unit-tested with a fake (``tests/unit/test_speaker_loop.py``).
 """
@@ -41,6 +45,7 @@ import structlog
 from exalb.config.model import IPNetwork, Peer
 from speaker import metrics
 from speaker.announcer import Inputs
+from speaker.bfd.render import BfdPlan, BfdSession, plan_bfd
 from speaker.decision_cache import DecisionCache
 from speaker.decisions import Announcements, Route, cluster_warnings
 from speaker.exabgp.connection import PEER_UP, CommandError
@@ -86,12 +91,26 @@ class RouteDriver(Protocol):
     async def shutdown(self, *, withdraw: bool = True, timeout: float = 10.0) -> None: ...
 
 
+class BfdControl(Protocol):
+    """What the announcer needs of :class:`speaker.bfd.control.BfdController`."""
+
+    sessions: list[BfdSession]
+    error: str | None
+
+    def set_plan(self, plan: BfdPlan) -> None: ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class BGPPlan:
     """This node's BGP decision and the ExaBGP config that serves it."""
 
     announcements: Announcements
     rendered: Rendered
+    bfd: BfdPlan | None = None  # None: this speaker runs no bfdd
 
 
 class BGPAnnouncer:
@@ -110,8 +129,10 @@ class BGPAnnouncer:
         resolve_source: Resolver = kernel_source_address,
         session_poll: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        bfd: BfdControl | None = None,
     ) -> None:
         self.driver = driver
+        self.bfd = bfd
         self.bridge_argv = tuple(bridge_argv)
         self.config_path = config_path
         self.passwords = passwords
@@ -151,7 +172,16 @@ class BGPAnnouncer:
         rendered = render_config(peers, inputs.node, self.bridge_argv, passwords)
         if problems:
             rendered = dataclasses.replace(rendered, problems=(*problems, *rendered.problems))
-        return BGPPlan(ann, rendered)
+        bfd = plan_bfd(peers, inputs.config.bfd_profiles) if self.bfd is not None else None
+        if self.bfd is None and any(p.bfd_profile for p in peers):
+            off = tuple(
+                f"BGPPeer/{p.name}: spec.bfdProfile: this speaker runs no bfdd (chart value "
+                "bfd.enabled); the session has no BFD"
+                for p in peers
+                if p.bfd_profile
+            )
+            ann = dataclasses.replace(ann, warnings=(*ann.warnings, *off))
+        return BGPPlan(ann, rendered, bfd)
 
     def _passwords(self, peers: Sequence[Peer]) -> tuple[dict[str, str], list[RenderProblem]]:
         """Passwords from Secrets; a peer whose Secret never yielded one in this process
@@ -185,6 +215,8 @@ class BGPAnnouncer:
     async def apply(self, plan: BGPPlan) -> bool:
         self.plan = plan
         config_in_force = await self._apply_config(plan.rendered)
+        if self.bfd is not None and plan.bfd is not None:
+            self.bfd.set_plan(plan.bfd)
         self.driver.set_routes(plan.announcements.routes)
         self._update_metrics(plan)
         if self.events is not None:
@@ -195,10 +227,14 @@ class BGPAnnouncer:
         """The driver, and a poll of ``show neighbor`` for the session metrics (ExaBGP's
         up/down events can be missed across a bridge reconnect)."""
         poller = asyncio.create_task(self._poll_sessions(), name="bgp-session-poll")
+        bfd = asyncio.create_task(self.bfd.run(), name="bfd") if self.bfd is not None else None
         try:
             await self.driver.run()
         finally:
             poller.cancel()
+            if bfd is not None:
+                self.bfd.stop()  # type: ignore[union-attr]
+                bfd.cancel()
 
     async def stop(self, *, withdraw: bool) -> None:
         self._stopping = True

@@ -12,6 +12,9 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
   events on BGPPeers through :mod:`speaker.peer_events`), L2 with
   ``--l2-state``, the garp sidecar's desired-state file (:mod:`speaker.l2.announcer`), with
   ``nodeAssigned`` events through an :class:`~exalb.k8s.events.EventRecorder`;
+* with ``--bfd-dir``, the node's bfdd (:mod:`speaker.bfd`): the sessions of BGPPeers with a
+  ``bfdProfile``, rendered to ``--bfd-config`` and applied through ``vtysh``; MetalLB's
+  ``metallb_bfd_*`` series on ``/metrics``;
 * ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``, and
   on the unix socket ``--status-socket`` if given;
 * SIGTERM/SIGINT: withdraw every route and exit (``--withdraw-on-exit``, the default: a
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import REGISTRY
 
 from exalb.flags import add_env_flag, env_bool
 from exalb.k8s.client import KubeClient
@@ -41,6 +45,7 @@ from exalb.k8s.informer import Informer
 from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
 from exalb.obs import ObservabilityServer, configure_logging
 from speaker.app import Settings, Speaker
+from speaker.bfd.control import BfdCollector, BfdController
 from speaker.bgp import BGPAnnouncer
 from speaker.cluster_store import ClusterStore
 from speaker.decisions import Options
@@ -85,6 +90,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-validate", action="store_true", help="skip `exabgp validate`")
     flag("--bridge-command", "EXABGP_BRIDGE_COMMAND", "argv ExaBGP runs as its API process "
          "(space separated); default: exalb-exabgp-bridge --socket <exabgp-socket>")  # fmt: skip
+    flag("--bfd-dir", "BFD_DIR", "directory of the node's bfdd vty socket (the bfd "
+         "container's --dir); BFD is off when unset")  # fmt: skip
+    flag("--bfd-config", "BFD_CONFIG", "where to render bfdd.conf; the bfdd launcher waits "
+         "for it", default="/run/exalb/bfdd.conf")  # fmt: skip
+    flag("--vtysh", "VTYSH", "FRR's vtysh, to configure and read bfdd")
     flag("--metrics-addr", "METRICS_ADDR", "host:port for /metrics, /status, /healthz, "
          "/readyz", default="127.0.0.1:7473")  # fmt: skip
     flag("--status-socket", "STATUS_SOCKET", "also serve those endpoints on this unix "
@@ -113,8 +123,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient]:
-    kube = KubeClient(args.kubeconfig)
+def _bgp(
+    args: argparse.Namespace, kube: KubeClient, store: ClusterStore, events: EventRecorder
+) -> BGPAnnouncer:
+    """ExaBGP's driver on the bridge's socket, and the node's bfdd when ``--bfd-dir``."""
     bridge = (
         args.bridge_command.split() if args.bridge_command else _default_bridge(args.exabgp_socket)
     )
@@ -126,6 +138,24 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
         validate=None if args.no_validate else exabgp_validate(args.exabgp),
         reconnect_delay=0.2,
     )
+    bfd = None
+    if args.bfd_dir:
+        bfd = BfdController(
+            socket_dir=Path(args.bfd_dir), config_path=Path(args.bfd_config), vtysh=args.vtysh
+        )
+        REGISTRY.register(BfdCollector(bfd))
+    return BGPAnnouncer(
+        driver,
+        bridge_argv=bridge,
+        config_path=config_path,
+        passwords=SecretPasswords(kube),
+        events=PeerEvents(events, store.peer_ref, args.node_name),
+        bfd=bfd,
+    )
+
+
+def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient]:
+    kube = KubeClient(args.kubeconfig)
     settings = Settings(
         node_name=args.node_name,
         namespace=args.namespace,
@@ -142,13 +172,7 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
 
     store = ClusterStore(args.node_name)
     events = EventRecorder(kube, "exalb-speaker", args.node_name)
-    bgp = BGPAnnouncer(
-        driver,
-        bridge_argv=bridge,
-        config_path=config_path,
-        passwords=SecretPasswords(kube),
-        events=PeerEvents(events, store.peer_ref, args.node_name),
-    )
+    bgp = _bgp(args, kube, store, events)
     l2 = None
     if args.l2_state:
         l2 = L2Announcer(

@@ -26,6 +26,7 @@ from exalb.config.model import IPNetwork, Peer
 from exalb.contracts import speaker_status as doc
 from exalb.contracts.l2_state import Status as SidecarStatus
 from exalb.contracts.speaker_status import OnWire
+from speaker.bfd.render import BfdPlan, BfdSession
 from speaker.decisions import Announcements, Route, ServiceDecision
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered
@@ -292,3 +293,31 @@ def _with_l2(
 def _prefix_key(item: tuple[IPNetwork, AdjRibEntry]) -> tuple[int, int, int]:
     p = item[0]
     return (p.version, int(p.network_address), p.prefixlen)
+
+
+def bfd_section(
+    sessions: Sequence[BfdSession], error: str | None, plan: BfdPlan | None
+) -> doc.BfdSection:
+    """The node's bfdd as last polled (``kubectl exalb peers`` shows it per peer)."""
+    return {
+        "sessions": [
+            {
+                "address": s.peer,
+                "localAddress": s.local,
+                "multihop": s.multihop,
+                "state": s.status,
+                "diagnostic": s.diagnostic,
+                "upSeconds": s.uptime if s.up else None,
+                "downSeconds": s.downtime if not s.up else None,
+                "receiveInterval": s.receive_interval,
+                "transmitInterval": s.transmit_interval,
+                "detectMultiplier": s.detect_multiplier,
+                "remoteReceiveInterval": s.remote_receive_interval,
+                "remoteTransmitInterval": s.remote_transmit_interval,
+                "remoteDetectMultiplier": s.remote_detect_multiplier,
+            }
+            for s in sorted(sessions, key=lambda s: s.peer)
+        ],
+        "error": error,
+        "problems": list(plan.problems) if plan else [],
+    }

@@ -1,7 +1,7 @@
 """Parse MetalLB ``metallb.io`` custom resources into the config model.
 
 Accepts exactly what MetalLB accepts (same kinds, fields and defaults), so a MetalLB user's
-YAML works unchanged, and refuses loudly what ExaBGP cannot honour (BFD, VRF, unnumbered
+YAML works unchanged, and refuses loudly what ExaBGP cannot honour (VRF, unnumbered
 peers, ``connectTime``) instead of dropping it. All objects are read before anything is
 decided, and every problem of every object is reported in one pass. The kinds are read by
 :mod:`~exalb.config.pools`, :mod:`~exalb.config.peers` and
@@ -53,7 +53,7 @@ def parse_objects(
     """
     problems = Problems()
     by_kind = _sort_objects(objects, namespace, problems)
-    read_bfd_profiles(by_kind["BFDProfile"], problems)
+    bfd_profiles = read_bfd_profiles(by_kind["BFDProfile"], problems)
     pools = [p for o in by_kind["IPAddressPool"] if (p := read_pool(o, problems)) is not None]
     aliases = read_aliases(by_kind["Community"], problems)
     peers = [y for o in by_kind["BGPPeer"] if (y := read_peer(o, problems)) is not None]
@@ -75,6 +75,7 @@ def parse_objects(
         l2_advertisements=tuple(sorted(l2_ads, key=lambda a: a.name)),
         community_aliases=tuple(sorted(aliases.items())),
         source="configmap" if source == "configmap" else "crd",
+        bfd_profiles=tuple(sorted(bfd_profiles, key=lambda p: p.name)),
     )
     check_config(config, problems)
     return ParseResult.of(config, problems)

@@ -15,6 +15,7 @@ def check_config(config: Config, problems: Problems) -> None:
     _check_aggregation(config, problems)
     _check_bgp_ad_conflicts(config, problems)
     _check_peers(config, problems)
+    _check_bfd(config, problems)
     _check_unadvertised(config, problems)
 
 
@@ -236,4 +237,36 @@ def _check_unadvertised(config: Config, problems: Problems) -> None:
                 "",
                 "no BGPAdvertisement or L2Advertisement selects this pool: its IPs are "
                 "assigned but not announced",
+            )
+
+
+def _check_bfd(config: Config, problems: Problems) -> None:
+    """MetalLB's rules (``internal/config/config.go``, ``peersFor``; ``validation.go``,
+    ``validateConfig``): a BGPPeer's ``bfdProfile`` must name an existing BFDProfile, and
+    a profile with ``echoMode`` must not serve a pool with IPv6 addresses (BFD echo is an
+    IPv4 mechanism in FRR's bfdd, which exalb runs as MetalLB's FRR mode does)."""
+    profiles = {p.name: p for p in config.bfd_profiles}
+    for peer in config.peers:
+        if peer.bfd_profile is not None and peer.bfd_profile not in profiles:
+            problems.error(
+                ObjectRef("BGPPeer", peer.name),
+                "spec.bfdProfile",
+                f"BFDProfile {peer.bfd_profile!r} does not exist",
+            )
+    echo = {
+        p.name
+        for p in config.peers
+        if p.bfd_profile in profiles and profiles[p.bfd_profile].echo_mode
+    }
+    if not echo:
+        return
+    for ad in config.bgp_advertisements:
+        peers = sorted(echo if not ad.peers else echo & set(ad.peers))
+        v6 = [n for n in ad.pools if (pool := config.pool(n)) and 6 in pool.families()]
+        if peers and v6:
+            problems.error(
+                ObjectRef("BGPAdvertisement", ad.name),
+                "spec.peers" if ad.peers else "",
+                f"announces IPv6 IPAddressPool/{v6[0]} to BGPPeer/{peers[0]}, whose BFD "
+                "profile has echoMode: BFD echo is not possible with IPv6",
             )

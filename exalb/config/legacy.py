@@ -164,9 +164,9 @@ class _Converter:
             elif name is not None:
                 names[name] = path
             check_bfd_profile(profile, _BFD_KEYS)
-            self.problems.warn(
-                self.origin, path, "BFD is not supported by ExaBGP; this profile is ignored"
-            )
+            if name is not None and names.get(name) == path:
+                spec = {k: profile.raw(v) for k, v in _BFD_KEYS.items() if profile.has(v)}
+                self.make("BFDProfile", "v1beta1", name, path, spec)
 
     def pools(self, top: Fields) -> None:
         for path, item in top.items("address-pools"):

@@ -194,6 +194,8 @@ class Peer:
     enable_graceful_restart: bool = False
     # ``localASN``: the AS this session presents instead of ``my_asn`` (ExaBGP ``local-as``).
     local_asn: int | None = None
+    # ``bfdProfile``: the name of a :class:`BFDProfile` of the same config (checked at parse).
+    bfd_profile: str | None = None
 
     @property
     def session_local_asn(self) -> int:
@@ -211,6 +213,22 @@ class Peer:
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return any_selector_matches(self.node_selectors, node_labels)
+
+
+@dataclass(frozen=True)
+class BFDProfile:
+    """A ``BFDProfile`` (or legacy ``bfd-profiles`` entry): the BFD timers of the sessions
+    whose BGPPeer names it. ``None`` = not set; the speaker then uses MetalLB's (and FRR's)
+    default, so a profile written for MetalLB's FRR mode means the same here."""
+
+    name: str
+    receive_interval: int | None = None  # ms
+    transmit_interval: int | None = None  # ms
+    detect_multiplier: int | None = None
+    echo_interval: int | None = None  # ms
+    echo_mode: bool = False
+    passive_mode: bool = False
+    minimum_ttl: int | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +284,13 @@ class Config:
     # Community aliases as defined (name -> "a:b" or "large:a:b:c"), for display/convert.
     community_aliases: tuple[tuple[str, str], ...] = ()
     source: ConfigSource = "empty"
+    bfd_profiles: tuple[BFDProfile, ...] = ()  # sorted by name
+
+    def bfd_profile(self, name: str) -> BFDProfile | None:
+        for p in self.bfd_profiles:
+            if p.name == name:
+                return p
+        return None
 
     # Lookups by name are dictionary accesses, built on first use (the instance is frozen, so
     # they never go stale): a consumer asking once per Service or per advertisement must not

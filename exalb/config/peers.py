@@ -66,6 +66,7 @@ def read_peer(obj: Mapping[str, Any], problems: Problems) -> Peer | None:
     password, secret = _password(spec, namespace_of(obj))
     multihop = spec.boolean("ebgpMultiHop", False)
     graceful = spec.boolean("enableGracefulRestart", False)
+    bfd_profile = spec.string("bfdProfile") or None  # checked against the BFDProfiles later
     selectors = read_selectors(spec, "nodeSelectors")
     if problems.error_count != before or my_asn is None or address is None:
         return None
@@ -86,6 +87,7 @@ def read_peer(obj: Mapping[str, Any], problems: Problems) -> Peer | None:
         node_selectors=selectors,
         enable_graceful_restart=graceful,
         local_asn=local_asn,
+        bfd_profile=bfd_profile,
     )
     return peer if _consistent(spec, peer) else None
 
@@ -121,11 +123,6 @@ def _unsupported(spec: Fields) -> None:
     """Fields ExaBGP cannot honour are errors; ``disableMP`` is harmless and ignored."""
     if spec.has("connectTime"):
         spec.error("connectTime", "ExaBGP 5.0 has no connect-retry setting; remove the field")
-    if spec.string("bfdProfile"):
-        spec.error(
-            "bfdProfile",
-            "BFD is not supported by ExaBGP (fastest detection is the hold time, 3 s minimum)",
-        )
     if spec.string("vrf"):
         spec.error("vrf", "VRFs are not supported; run the speaker inside the VRF instead")
     if spec.boolean("dualStackAddressFamily", False):

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from exalb.config.fields import Fields, read_selectors
-from exalb.config.model import IPNetwork, Pool, ServiceAllocation
-from exalb.config.objects import labels_of, name_of, object_label, spec_fields
+from exalb.config.model import BFDProfile, IPNetwork, Pool, ServiceAllocation
+from exalb.config.objects import labels_of, name_of, spec_fields
 from exalb.config.problems import Problems, Subject
 from exalb.config.values import parse_addresses, parse_community
 
@@ -101,19 +101,36 @@ BFD_FLAGS = ("echoMode", "passiveMode")
 BFD_FIELDS = (*BFD_RANGES, *BFD_FLAGS)
 
 
-def check_bfd_profile(spec: Fields, names: Mapping[str, str] | None = None) -> None:
+#: CRD field -> :class:`~exalb.config.model.BFDProfile` attribute.
+_BFD_ATTRS = {
+    "receiveInterval": "receive_interval",
+    "transmitInterval": "transmit_interval",
+    "echoInterval": "echo_interval",
+    "detectMultiplier": "detect_multiplier",
+    "minimumTtl": "minimum_ttl",
+    "echoMode": "echo_mode",
+    "passiveMode": "passive_mode",
+}
+
+
+def check_bfd_profile(spec: Fields, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Check one BFD profile's values; ``names`` maps the CRD field names to another
-    spelling (the legacy ConfigMap's ``receive-interval``, ...)."""
+    spelling (the legacy ConfigMap's ``receive-interval``, ...). Returns the values as
+    :class:`~exalb.config.model.BFDProfile` keyword arguments (an invalid one left out)."""
     names = names or {}
+    out: dict[str, Any] = {}
     for key, (low, high) in BFD_RANGES.items():
-        spec.integer(names.get(key, key), None, low=low, high=high)
+        out[_BFD_ATTRS[key]] = spec.integer(names.get(key, key), None, low=low, high=high)
     for key in BFD_FLAGS:
-        spec.boolean(names.get(key, key), False)
+        out[_BFD_ATTRS[key]] = spec.boolean(names.get(key, key), False)
+    return out
 
 
-def read_bfd_profiles(objs: list[Mapping[str, Any]], problems: Problems) -> None:
-    for obj in objs:
-        check_bfd_profile(spec_fields(obj, problems, frozenset(BFD_FIELDS)))
-        problems.warn(
-            object_label(obj), "", "BFD is not supported by ExaBGP; this profile is ignored"
+def read_bfd_profiles(objs: list[Mapping[str, Any]], problems: Problems) -> list[BFDProfile]:
+    """The BFD profiles (MetalLB's ranges checked; the node's bfdd runs them)."""
+    return [
+        BFDProfile(
+            name_of(obj), **check_bfd_profile(spec_fields(obj, problems, frozenset(BFD_FIELDS)))
         )
+        for obj in objs
+    ]

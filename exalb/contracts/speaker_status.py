@@ -161,6 +161,30 @@ class SpeakerSection(TypedDict):
     driverConnections: int
 
 
+class BfdSessionEntry(TypedDict):
+    """One BFD session of the node's bfdd (BGPPeer ``bfdProfile``)."""
+
+    address: str  # the peer's address (the BGP session's)
+    localAddress: str | None
+    multihop: bool
+    state: str  # up, down, init, shutdown, unknown
+    diagnostic: str
+    upSeconds: int | None
+    downSeconds: int | None
+    receiveInterval: int | None  # ms, this node's
+    transmitInterval: int | None
+    detectMultiplier: int | None
+    remoteReceiveInterval: int | None
+    remoteTransmitInterval: int | None
+    remoteDetectMultiplier: int | None
+
+
+class BfdSection(TypedDict):
+    sessions: list[BfdSessionEntry]
+    error: str | None  # why bfdd could not be read
+    problems: list[str]  # BGPPeers left without a BFD session
+
+
 class StatusDocument(TypedDict):
     node: str
     config: ConfigSection
@@ -174,3 +198,4 @@ class StatusDocument(TypedDict):
     services: list[ServiceEntry]
     l2: L2Section
     speaker: NotRequired[SpeakerSection]
+    bfd: NotRequired[BfdSection]  # only when the speaker runs bfdd

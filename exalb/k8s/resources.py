@@ -49,7 +49,15 @@ BGP_PEERS = Resource(METALLB, "v1beta2", "bgppeers", "BGPPeer")
 BGP_ADVERTISEMENTS = Resource(METALLB, "v1beta1", "bgpadvertisements", "BGPAdvertisement")
 L2_ADVERTISEMENTS = Resource(METALLB, "v1beta1", "l2advertisements", "L2Advertisement")
 COMMUNITIES = Resource(METALLB, "v1beta1", "communities", "Community")
-CONFIG_KINDS = (IP_ADDRESS_POOLS, BGP_PEERS, BGP_ADVERTISEMENTS, L2_ADVERTISEMENTS, COMMUNITIES)
+BFD_PROFILES = Resource(METALLB, "v1beta1", "bfdprofiles", "BFDProfile")
+CONFIG_KINDS = (
+    IP_ADDRESS_POOLS,
+    BGP_PEERS,
+    BGP_ADVERTISEMENTS,
+    L2_ADVERTISEMENTS,
+    COMMUNITIES,
+    BFD_PROFILES,
+)
 
 
 def object_key(obj: dict[str, object]) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from exalbctl.report.speaker_doc import JSON, SpeakerStatus, node_header
 
@@ -14,6 +15,7 @@ def node_peers(sp: SpeakerStatus) -> JSON:
     if doc is None:
         return out
     sessions = {str(s.get("address")): s for s in doc.get("sessions") or [] if isinstance(s, dict)}
+    bfd = _bfd_sessions(doc)
     rib = doc.get("adjRibOut")
     rows = []
     configured = {str(p.get("address")): p for p in doc.get("peers") or [] if isinstance(p, dict)}
@@ -42,9 +44,25 @@ def node_peers(sp: SpeakerStatus) -> JSON:
         else:
             row["state"] = "unknown" if doc.get("sessions") is None else "none"
         row["routesOut"] = len(rib.get(address) or []) if isinstance(rib, dict) else None
+        b = bfd.get(address)
+        if b is not None:
+            row["bfd"] = {
+                "state": b.get("state"),
+                "diagnostic": b.get("diagnostic"),
+                "multihop": b.get("multihop"),
+                "intervals": [b.get("transmitInterval"), b.get("receiveInterval")],
+                "detectMultiplier": b.get("detectMultiplier"),
+            }
         rows.append(row)
     out["peers"] = rows
     return out
+
+
+def _bfd_sessions(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The speaker's BFD sessions by peer address (none when BFD is off)."""
+    section = doc.get("bfd")
+    sessions = section.get("sessions") or [] if isinstance(section, dict) else []
+    return {str(s.get("address")): s for s in sessions if isinstance(s, dict)}
 
 
 def peers_report(speakers: Sequence[SpeakerStatus], *, node: str | None = None) -> JSON:

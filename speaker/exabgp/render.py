@@ -33,8 +33,9 @@ password / passwordSecret   ``md5-password`` in base64 + ``md5-base64 true``: an
 enableGracefulRestart       ``capability { graceful-restart 120; }`` + ``manual-eor true``
                             (the driver sends End-of-RIB after a full re-sync)
 address family              ``family { ipv4 unicast; }`` or ``ipv6 unicast`` by peerAddress
-connectTime, bfdProfile,    not supported by ExaBGP 5.0: reported as problems
-vrf
+connectTime, vrf            not supported by ExaBGP 5.0: reported as problems
+bfdProfile                  not ExaBGP's: the node's bfdd runs the BFD session
+                            (:mod:`speaker.bfd`)
 ==========================  ===============================================================
 """
 
@@ -202,7 +203,6 @@ def _unsupported(peer: Peer, problems: list[RenderProblem]) -> None:
     # These fields may not exist on the model yet; read them defensively (see report).
     for attr, path, why in (
         ("connect_time", "spec.connectTime", "ExaBGP 5.0 has no connect-retry knob"),
-        ("bfd_profile", "spec.bfdProfile", "ExaBGP has no BFD (Exa-Networks/exabgp#1037)"),
         ("vrf", "spec.vrf", "ExaBGP has no VRF support; run it inside the VRF instead"),
     ):
         if getattr(peer, attr, None):

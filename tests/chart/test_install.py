@@ -63,7 +63,7 @@ def test_install_upgrade_uninstall(chart_cp: ControlPlane, chart_tools: Tools) -
         assert dep["spec"]["replicas"] == 2
         pod = ds["spec"]["template"]["spec"]
         assert pod["hostNetwork"] is True
-        assert [c["name"] for c in pod["containers"]] == ["speaker", "exabgp", "garp"]
+        assert [c["name"] for c in pod["containers"]] == ["speaker", "exabgp", "bfd", "garp"]
         for sa in ("controller", "speaker"):
             assert _get(cp, f"/api/v1/namespaces/{ns}/serviceaccounts/{full}-{sa}")
             assert _get(cp, f"{RBAC}/clusterroles/{full}-{sa}")
@@ -85,12 +85,12 @@ def test_install_upgrade_uninstall(chart_cp: ControlPlane, chart_tools: Tools) -
         assert pool is not None
         assert pool["spec"]["addresses"] == ["198.51.100.0/28", "2001:db8:100::/124"]
 
-        # -- upgrade: fewer replicas, no garp, another pool, one config object dropped.
+        # -- upgrade: fewer replicas, no garp and no bfd, another pool, one config object dropped.
         upgraded = install(
             cp, tools, release, ns,
             "--reuse-values",
             "--set", "controller.replicas=1",
-            "--set", "garp.enabled=false",
+            "--set", "garp.enabled=false", "--set", "bfd.enabled=false",
             "--set-json", 'speaker.secretNames=["tor-password","tor-password-next"]',
             "--set-json", f"config.pools={json.dumps(pools)}",
             "--set-json", "config.communities=[]",

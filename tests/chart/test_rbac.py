@@ -29,7 +29,14 @@ APPS = "apps"  # where users' Services live
 CONTROLLER = f"system:serviceaccount:{NS}:exalb-controller"
 SPEAKER = f"system:serviceaccount:{NS}:exalb-speaker"
 PINNED_SPEAKER = f"system:serviceaccount:{PINNED_NS}:pinned-exalb-speaker"
-METALLB = ("ipaddresspools", "bgppeers", "bgpadvertisements", "l2advertisements", "communities")
+METALLB = (
+    "ipaddresspools",
+    "bgppeers",
+    "bgpadvertisements",
+    "l2advertisements",
+    "communities",
+    "bfdprofiles",
+)
 
 
 @pytest.fixture(scope="module")

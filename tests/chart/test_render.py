@@ -255,6 +255,7 @@ def test_config_objects_rendered_in_release_namespace(chart_tools: Tools) -> Non
         "BGPAdvertisement",
         "L2Advertisement",
         "Community",
+        "BFDProfile",
     }
     assert kinds["BGPPeer"]["apiVersion"] == "metallb.io/v1beta2"
     for d in kinds.values():

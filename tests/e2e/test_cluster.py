@@ -2,22 +2,29 @@
 installed with helm, real pods behind LoadBalancer Services, EndpointSlices from the real
 control plane. The oracle is the router: r1's kernel FIB (and FRR's own JSON for stale
 paths). The tests share one cluster and one release and run in file order:
-install -> externalTrafficPolicy Local -> graceful restart -> upgrade -> drain -> node
-failure -> uninstall."""
+install -> externalTrafficPolicy Local -> graceful restart -> BFD -> upgrade -> drain ->
+node failure -> uninstall."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
 
+from lab import netns
+from lab.binaries import find_tools
 from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import backend_deployment, dump, load_balancer
+from lab.demo_config import BIN
 from lab.demo_show import http_get, node_of
 from lab.fib import Fib
 from lab.runner import Lab
@@ -32,12 +39,18 @@ IP_NODE = {v: k for k, v in NODE_IP.items()}
 BGP_POOL, L2_POOL = "203.0.113.30-203.0.113.40", "198.51.100.240-198.51.100.250"
 
 
-def values(cluster: Cluster, *, graceful: bool = False, log_level: str = "info") -> dict[str, Any]:
+def values(
+    cluster: Cluster, *, graceful: bool = False, log_level: str = "info", bfd: bool = False
+) -> dict[str, Any]:
     exalb = cluster.images["exalb"]
     peer = {"myASN": 64501, "peerASN": 64500, "peerAddress": "198.51.100.1", "holdTime": "3s"}
     if graceful:
         peer["enableGracefulRestart"] = True
+    if bfd:  # r1's hold time is then 9 s: only BFD can take a frozen node out within 1 s
+        peer.update(bfdProfile="fast", holdTime="9s")
+    profile = {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3}
     return {
+        "bfd": {"enabled": bfd},
         "image": {"repository": exalb.repository, "tag": exalb.tag, "pullPolicy": "Never"},
         "logLevel": log_level,
         # with graceful restart, a restarting speaker must not withdraw: the router keeps
@@ -52,6 +65,7 @@ def values(cluster: Cluster, *, graceful: bool = False, log_level: str = "info")
             "peers": [{"name": "r1-gr" if graceful else "r1", "spec": peer}],
             "bgpAdvertisements": [{"name": "bgp", "spec": {"ipAddressPools": ["bgp"]}}],
             "l2Advertisements": [{"name": "l2", "spec": {"ipAddressPools": ["l2"]}}],
+            "bfdProfiles": [{"name": "fast", "spec": profile}] if bfd else [],
         },
     }
 
@@ -213,6 +227,74 @@ def test_graceful_restart_speaker_pod_deleted(installed: Lab) -> None:
     assert fewest == 3, f"r1 lost a path while n2's speaker pod was replaced ({fewest} left)"
     helm(cluster, "upgrade", values(cluster))
     wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+
+
+def test_bfd_frozen_or_cut_off_node_leaves_within_a_second(installed: Lab) -> None:
+    """The chart's bfd container (FRR's bfdd, configured by the speaker) against r1's bfdd
+    (``neighbor NODES bfd profile fast``, 300 ms x 3; BGP hold time 9 s)."""
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    helm(cluster, "upgrade", values(cluster, bfd=True))
+    ip = wait_ingress(cluster, "web")
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+    containers = {c["name"] for c in speaker_pods(cluster, "n2")[0]["spec"]["containers"]}
+    assert "bfd" in containers
+    wait_for("r1's BFD sessions up", lambda: _bfd_states(lab) == {"up"}, 120, 0.5)
+    # the node side, through the real plugin: every speaker's bfdd has its session up
+    env = {**cluster.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    peers = subprocess.run(
+        [str(find_tools().kubectl), "exalb", "peers"], env=env, capture_output=True,
+        text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    print(f"\n$ kubectl exalb peers\n{peers}")
+    assert peers.count("up 300/300x3") == 3, peers
+    for how in ("freeze", "drop"):
+        t = time.monotonic()
+        undo = _freeze(lab, "n2") if how == "freeze" else _drop_all(lab, "n2")
+        try:
+            wait_nexthops(lab, ip, {"n1", "n3"}, timeout=15)
+            took = time.monotonic() - t
+        finally:
+            undo()
+        what = "frozen (SIGSTOP of its processes)" if how == "freeze" else "drops every packet"
+        print(f"\nn2 {what} -> its path gone from r1's FIB: {took * 1000:.0f} ms (hold 9 s)")
+        assert took < 2.0, f"{how}: {took:.2f}s, BFD did not act (hold time 9 s)"
+        wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+        wait_for("r1's BFD sessions up again", lambda: _bfd_states(lab) == {"up"}, 60, 0.5)
+    helm(cluster, "upgrade", values(cluster))
+    wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
+
+
+def _bfd_states(lab: Lab) -> set[str]:
+    peers = lab.vtysh_json("r1", "show bfd peers json")
+    return {p["status"] for p in peers if p["peer"] in NODE_IP.values()} or {"none"}
+
+
+def _freeze(lab: Lab, node: str) -> Callable[[], None]:
+    """SIGSTOP every process of the node (kubelet, containerd, the speaker pod's
+    containers...); returns the SIGCONT."""
+    pids = netns.pids(lab.ns(node))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw() -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    return thaw
+
+
+def _drop_all(lab: Lab, node: str) -> Callable[[], None]:
+    """An nftables table in the node's namespace dropping every packet; its link stays up."""
+    rules = (
+        "table inet e2edrop {\n"
+        "  chain in { type filter hook input priority -300; policy drop; }\n"
+        "  chain out { type filter hook output priority -300; policy drop; }\n}\n"
+    )
+    lab.exec(node, ["nft", "-f", "-"], input=rules)
+    return lambda: lab.exec(node, ["nft", "delete", "table", "inet", "e2edrop"], check=False)
 
 
 def speaker_pods(cluster: Cluster, node: str) -> list[dict[str, Any]]:

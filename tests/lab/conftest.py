@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from lab import bird
 from lab.controlplane import ControlPlane
 from lab.runner import Lab, needs_bgp, new_run_name, unavailable_reason
 from lab.teardown import sweep_stale
-from lab.topology import load_topology, topology_path
+from lab.topology import topology_path
+from lab.topology_load import load_topology
 from tests.conftest import running_control_plane, tools_or_fail
 from tests.lab.speaker_lab import install_crds
 
@@ -68,6 +70,15 @@ def lab_factory(lab_available: None) -> Iterator[Callable[[str], Lab]]:
 def lab_bgp_ecmp(lab_factory: Callable[[str], Lab]) -> Lab:
     """The ``bgp-ecmp`` topology running (r1, n1..n3, c); no ExaBGP started yet."""
     return lab_factory("bgp-ecmp")
+
+
+@pytest.fixture(params=["frr", "bird"])
+def lab_router(request: pytest.FixtureRequest, lab_factory: Callable[[str], Lab]) -> Lab:
+    """bgp-ecmp's nodes behind r1 running FRR (``bgp-ecmp``) or BIRD 2 (``bgp-bird``): for
+    router-agnostic tests, which read r1 through ``SpeakerLab.bgp_route``/``sessions``."""
+    if request.param == "bird" and not bird.available():
+        pytest.skip("BIRD 2 is not installed (Debian's bird2)")
+    return lab_factory("bgp-ecmp" if request.param == "frr" else "bgp-bird")
 
 
 @pytest.fixture

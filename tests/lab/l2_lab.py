@@ -44,7 +44,8 @@ from lab import netns
 from lab.nsnet import in_netns
 from lab.router_views import LabError
 from lab.runner import Lab
-from lab.topology import IPAddress, Role, Topology, load_topology, topology_path
+from lab.topology import IPAddress, Role, Topology, topology_path
+from lab.topology_load import load_topology
 from lab.wait import wait_for
 from speaker.l2.election import IPElection, elect
 from speaker.l2.publisher import desired_state

@@ -35,7 +35,8 @@ from lab.binaries import find_tools
 from lab.controlplane import ControlPlane
 from lab.nsnet import ApiRelay, http_get
 from lab.runner import Lab
-from lab.topology import Node, Role, load_topology, topology_path
+from lab.topology import Node, Role, topology_path
+from lab.topology_load import load_topology
 from lab.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +93,7 @@ def install_crds(cp: ControlPlane) -> None:
         "/apis/metallb.io/v1beta2/bgppeers",
         "/apis/metallb.io/v1beta1/bgpadvertisements",
         "/apis/metallb.io/v1beta1/communities",
+        "/apis/metallb.io/v1beta1/bfdprofiles",
         "/apis/metallb.io/v1beta1/l2advertisements",
     ):
         wait_for(f"{path} served", lambda p=path: cp.api("GET", p).status == 200, 30, 0.1)
@@ -137,6 +139,7 @@ PLURALS = {
     "BGPPeer": "/apis/metallb.io/v1beta2/namespaces/{ns}/bgppeers",
     "BGPAdvertisement": "/apis/metallb.io/v1beta1/namespaces/{ns}/bgpadvertisements",
     "Community": "/apis/metallb.io/v1beta1/namespaces/{ns}/communities",
+    "BFDProfile": "/apis/metallb.io/v1beta1/namespaces/{ns}/bfdprofiles",
     "L2Advertisement": "/apis/metallb.io/v1beta1/namespaces/{ns}/l2advertisements",
 }
 
@@ -293,13 +296,15 @@ class Cluster:
 class NodeProcs:
     exabgp: subprocess.Popen[bytes] | None = None
     speaker: subprocess.Popen[bytes] | None = None
+    bfdd: subprocess.Popen[bytes] | None = None
 
 
 class SpeakerLab:
     """The bgp-ecmp lab + a Cluster + per-node ExaBGP launcher and speaker processes."""
 
-    def __init__(self, lab: Lab, cp: ControlPlane, cluster: Cluster) -> None:
+    def __init__(self, lab: Lab, cp: ControlPlane, cluster: Cluster, bfd: bool = False) -> None:
         self.lab = lab
+        self.bfd = bfd  # run bfdd next to ExaBGP, as the chart's bfd container does
         self.cp = cp
         self.cluster = cluster
         self.procs: dict[str, NodeProcs] = {n: NodeProcs() for n in NODES}
@@ -337,7 +342,27 @@ class SpeakerLab:
         self.procs[node].exabgp = proc
         return proc
 
+    def bfd_dir(self, node: str) -> Path:
+        return self.dir(node) / "bfdd"
+
+    def start_bfdd(self, node: str) -> subprocess.Popen[bytes]:
+        """The bfd container: waits for the speaker's bfdd.conf, then execs bfdd."""
+        argv = [
+            PY, "-m", "speaker.bfd.launch",
+            "--config", str(self.dir(node) / "bfdd.conf"),
+            "--dir", str(self.bfd_dir(node)),
+        ]  # fmt: skip
+        proc = self.lab.popen(node, argv, name="bfdd")
+        self.procs[node].bfdd = proc
+        return proc
+
     def start_speaker(self, node: str, *extra: str) -> subprocess.Popen[bytes]:
+        if self.bfd:
+            extra = (
+                "--bfd-dir", str(self.bfd_dir(node)),
+                "--bfd-config", str(self.dir(node) / "bfdd.conf"),
+                *extra,
+            )  # fmt: skip
         argv = [
             SPEAKER,
             "--node-name", node,
@@ -357,6 +382,8 @@ class SpeakerLab:
     def start(self, nodes: list[str] | None = None, *extra: str) -> None:
         for node in nodes or list(NODES):
             self.start_exabgp(node)
+            if self.bfd:
+                self.start_bfdd(node)
             self.start_speaker(node, *extra)
 
     def signal_speaker(self, node: str, sig: int) -> float:
@@ -425,9 +452,22 @@ class SpeakerLab:
             out.append(f"--- {f.name}\n" + "\n".join(lines))
         return "\n".join(out)
 
-    def sessions(self) -> dict[str, tuple[int, int]]:
-        """Router's view: peer → (established transitions, dropped count)."""
-        out = {}
+    @property
+    def router_kind(self) -> str:
+        """``frr`` or ``bird``: which implementation r1 runs."""
+        return self.lab.node(ROUTER).router_kind
+
+    def sessions(self) -> dict[str, tuple[int, int] | tuple[str, str]]:
+        """Router's view: peer → (established transitions, dropped count) for FRR, (state,
+        time of the last state change) for BIRD; either changes when a session resets."""
+        out: dict[str, tuple[int, int] | tuple[str, str]] = {}
+        if self.router_kind == "bird":
+            protocols = self.lab.bird(ROUTER).protocols()
+            for n in NODES.values():
+                for addr in (n.ipv4, n.ipv6):
+                    if addr in protocols:
+                        out[addr] = (protocols[addr]["state"], protocols[addr]["since"])
+            return out
         for n in NODES.values():
             for addr in (n.ipv4, n.ipv6):
                 nb = self.lab.frr(ROUTER).neighbor(addr)
@@ -439,6 +479,9 @@ class SpeakerLab:
         return out
 
     def bgp_route(self, prefix: str) -> dict[str, Any] | None:
+        """r1's BGP paths for ``prefix`` in FRR's JSON shape (BIRD's text parsed into it)."""
+        if self.router_kind == "bird":
+            return self.lab.bird(ROUTER).bgp_route(prefix)
         return self.lab.frr(ROUTER).bgp_route(prefix)
 
     def close(self) -> None:
@@ -464,13 +507,13 @@ def timed_wait_nexthops(lab: Lab, prefix: str, count: int, since: float, timeout
 
 
 @contextlib.contextmanager
-def speaker_lab(lab: Lab, cp: ControlPlane) -> Iterator[SpeakerLab]:
+def speaker_lab(lab: Lab, cp: ControlPlane, bfd: bool = False) -> Iterator[SpeakerLab]:
     """A SpeakerLab whose Kubernetes objects and relay are cleaned up, pass or fail (the
     processes are stopped by the Lab's own teardown)."""
     cluster = Cluster(cp)
     sl = None
     try:
-        sl = SpeakerLab(lab, cp, cluster)
+        sl = SpeakerLab(lab, cp, cluster, bfd)
         yield sl
     finally:
         if sl is not None:

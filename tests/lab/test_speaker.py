@@ -49,6 +49,13 @@ def sl(lab_bgp_ecmp: Lab, speaker_control_plane: ControlPlane) -> Iterator[Speak
         yield s
 
 
+@pytest.fixture
+def any_sl(lab_router: Lab, speaker_control_plane: ControlPlane) -> Iterator[SpeakerLab]:
+    """The same, once with FRR and once with BIRD 2 as r1 (router-agnostic tests)."""
+    with speaker_lab(lab_router, speaker_control_plane) as s:
+        yield s
+
+
 def base_config(sl: SpeakerLab, *, v6: bool = False, **ad: object) -> None:
     peers = [bgp_peer(n) for n in NODES.values()]
     if v6:
@@ -98,7 +105,8 @@ class MinNexthops:
 # -- tests ----------------------------------------------------------------------------------
 
 
-def test_cluster_local_policy_and_endpoint_withdraw(sl: SpeakerLab) -> None:
+def test_cluster_local_policy_and_endpoint_withdraw(any_sl: SpeakerLab) -> None:
+    sl = any_sl
     lab, c = sl.lab, sl.cluster
     base_config(sl)
     c.service("web", ["203.0.113.10"])
@@ -171,7 +179,8 @@ print(json.dumps({"seen": seen, "ports": len(ports)}))
 """
 
 
-def test_client_reaches_vip_and_connections_spread_over_nodes(sl: SpeakerLab) -> None:
+def test_client_reaches_vip_and_connections_spread_over_nodes(any_sl: SpeakerLab) -> None:
+    sl = any_sl
     lab, c = sl.lab, sl.cluster
     vip = "203.0.113.30"
     base_config(sl)
@@ -283,7 +292,10 @@ def test_ipv6_and_new_peer_or_service_never_resets_a_session(sl: SpeakerLab) -> 
         assert len(st["sessions"]) == 2
 
 
-def test_sigkill_keeps_routes_restart_converges_by_diff_sigterm_withdraws(sl: SpeakerLab) -> None:
+def test_sigkill_keeps_routes_restart_converges_by_diff_sigterm_withdraws(
+    any_sl: SpeakerLab,
+) -> None:
+    sl = any_sl
     lab, c = sl.lab, sl.cluster
     prefix = "203.0.113.60/32"
     base_config(sl)
@@ -353,7 +365,8 @@ def test_invalid_config_keeps_the_last_good_one(sl: SpeakerLab) -> None:
     assert sl.status("n1")["config"]["stale"] is False
 
 
-def test_graceful_restart_keeps_routes_while_exabgp_restarts(sl: SpeakerLab) -> None:
+def test_graceful_restart_keeps_routes_while_exabgp_restarts(any_sl: SpeakerLab) -> None:
+    sl = any_sl
     """GR negotiated (BGPPeer enableGracefulRestart): ExaBGP dying closes TCP without a
     NOTIFICATION, r1 keeps n1's path as stale; the restarted ExaBGP gets the routes again
     from the speaker (by diff against an empty adj-rib-out) followed by End-of-RIB."""
@@ -393,6 +406,66 @@ def test_graceful_restart_keeps_routes_while_exabgp_restarts(sl: SpeakerLab) -> 
           f"{time.monotonic() - t:.2f}s")  # fmt: skip
     assert watch.stop() == 3, "r1 dropped n1's path during the ExaBGP restart"
     assert sl.status("n1")["speaker"]["driverConnections"] == 2
+
+
+def test_speaker_and_exabgp_restarted_together_send_end_of_rib(any_sl: SpeakerLab) -> None:
+    """The issue's case: both containers of the pod restart (the emptyDir survives, so
+    ExaBGP starts at once from the old config and its sessions are up before the new
+    speaker attaches). The speaker still owes every graceful-restart neighbor an
+    End-of-RIB; without it r1 kept the stale paths until its restart timer (BIRD: observed
+    > 150 s), blackholing a Service whose endpoints left n1 during the restart."""
+    sl = any_sl
+    lab, c = sl.lab, sl.cluster
+    stays, leaves = "203.0.113.84/32", "203.0.113.85/32"
+    c.apply_config(
+        pool("pool", [POOL4, POOL6]),
+        *[bgp_peer(n, enableGracefulRestart=True) for n in NODES.values()],
+        advertisement("ads", ["pool"]),
+    )
+    for n in NODES.values():
+        c.node(n)
+    c.service("stays", ["203.0.113.84"])
+    c.endpoints("stays", ["n3"])
+    c.service("leaves", ["203.0.113.85"], policy="Local")
+    c.endpoints("leaves", ["n1", "n2"])
+    sl.start()
+    sl.wait_ready()
+    lab.wait_route("r1", stays, nexthops=3, timeout=15)
+    lab.wait_route("r1", leaves, nexthops=2, timeout=5)
+    # the pod's containers die together (SIGKILL: no withdraw, no Cease)
+    speaker, exabgp = sl.procs["n1"].speaker, sl.procs["n1"].exabgp
+    assert speaker is not None and exabgp is not None
+    kids = netns.children(exabgp.pid, lab.pids())
+    lab.stop_process("n1", speaker, first=signal.SIGKILL)
+    lab.stop_process("n1", exabgp, first=signal.SIGKILL)
+    netns.stop(kids, [lab.ns("n1")], 1.0, first=signal.SIGKILL)
+    sl.procs["n1"].speaker = None
+    wait_for("n1's paths stale at r1", lambda: _stale_paths(sl, stays), 15, 0.02)
+    c.endpoints("leaves", ["n2"])  # n1's endpoint leaves while the pod restarts
+    # ExaBGP first, from the old file; its sessions come up before the speaker attaches
+    t = time.monotonic()
+    sl.start_exabgp("n1")
+    wait_for("n1 re-established", lambda: _established(sl, NODES["n1"].ipv4), 15, 0.02)
+    up = time.monotonic() - t
+    sl.start_speaker("n1")
+    gone = timed_wait_nexthops(lab, leaves, 1, t, timeout=60)
+    wait_for("no stale path", lambda: not _stale_paths(sl, stays), 60, 0.02)
+    fresh = time.monotonic() - t
+    print(
+        f"\n[{sl.router_kind}] ExaBGP restarted -> session up {up:.2f}s; n1's path of the "
+        f"Service whose endpoint left gone {gone:.2f}s; no stale path {fresh:.2f}s"
+    )
+    assert fresh < 20, "End-of-RIB did not reach r1: stale paths kept"
+    assert lab.route("r1", leaves).gateways == {NODES["n2"].ipv4}  # type: ignore[union-attr]
+    assert nexthops(lab, stays) == 3
+
+
+def _established(sl: SpeakerLab, address: str) -> bool:
+    state = sl.sessions().get(address)
+    if sl.router_kind == "bird":
+        return state is not None and state[0] == "Established"
+    nb = sl.lab.frr("r1").neighbor(address)
+    return nb.get("bgpState") == "Established"
 
 
 def _stale_paths(sl: SpeakerLab, prefix: str) -> list[str]:

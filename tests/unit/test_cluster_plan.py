@@ -14,7 +14,8 @@ from lab.cluster.images import parse_image_lines
 from lab.cluster.plan import PlanError, plan_cluster
 from lab.cluster.workloads import load_balancer
 from lab.execlines import parse_exec_links
-from lab.topology import load_topology, parse_topology
+from lab.topology import parse_topology
+from lab.topology_load import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "containerlab" / "k8s-bgp" / "k8s-bgp.clab.yml"

@@ -145,10 +145,9 @@ def test_mixed_mapping_details() -> None:
 
 @dataclass(frozen=True)
 class _PeerWithUnsupported(Peer):
-    """Stands in for model fields (connectTime, bfdProfile, vrf) the parsers may add."""
+    """Stands in for model fields (connectTime, vrf) the parsers may add."""
 
     connect_time: int | None = None
-    bfd_profile: str | None = None
     vrf: str | None = None
 
 
@@ -173,7 +172,6 @@ def test_problems_are_reported_not_dropped() -> None:
     found = {(p.peer, p.field, p.severity) for p in rendered.problems}
     assert found == {
         ("u", "spec.connectTime", "warning"),
-        ("u", "spec.bfdProfile", "warning"),
         ("u", "spec.vrf", "warning"),
         ("dup", "spec.peerAddress", "error"),
         ("sec", "spec.passwordSecret", "error"),

@@ -382,8 +382,19 @@ def test_peers() -> None:
     line = next(line for line in text.splitlines() if line.startswith("n1"))
     assert line.split() == [
         "n1", "r1-n1", "198.18.0.1", "64501->64500", "established", "1h2m5s", "9", "yes",
-        "ipv4", "unicast", "2",
+        "ipv4", "unicast", "2", "-",
     ]  # fmt: skip
+    # with the node's bfdd: the BFD session's state and timers per peer
+    with_bfd = cluster_speakers(n3_reachable=False)
+    with_bfd[0].doc["bfd"] = {  # type: ignore[index]
+        "sessions": [{"address": "198.18.0.1", "state": "up", "diagnostic": "ok",
+                      "multihop": False, "transmitInterval": 300, "receiveInterval": 300,
+                      "detectMultiplier": 3}],
+        "error": None, "problems": [],
+    }  # fmt: skip
+    bfd_doc = report.peers_report(with_bfd)
+    assert bfd_doc["nodes"][0]["peers"][0]["bfd"]["state"] == "up"
+    assert render.render_peers(bfd_doc).splitlines()[1].split()[-2:] == ["up", "300/300x3"]
     assert "speaker n3 (unix:///run/n3.sock): unreachable: connection refused" in text
     # ExaBGP not answering: the configured peer is still listed, state unknown
     blind = SpeakerStatus("n1", "x", doc=speaker_doc("n1", [], None, session=None))

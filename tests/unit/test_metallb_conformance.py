@@ -34,6 +34,7 @@ from controller.status import service_patches
 from exalb.config.documents import parse_documents, split_documents
 from exalb.config.legacy import object_name
 from exalb.config.model import (
+    BFDProfile,
     Config,
     L2Advertisement,
     LabelSelector,
@@ -634,12 +635,15 @@ def test_p10_no_pools_gives_allocation_failed_where_metallb_is_silent() -> None:
 
 def test_p11_bfd_profile_values_are_checked_as_metallb_checks_them() -> None:
     """MetalLB (internal/config/config.go, bfdProfileFromCR): receive/transmit/echo interval
-    10..60000, detectMultiplier 2..255, minimumTtl 1..254, each optional. exalb cannot run
-    BFD (a profile is still only warned about), but one MetalLB refuses is refused too."""
+    10..60000, detectMultiplier 2..255, minimumTtl 1..254, each optional; a value MetalLB
+    refuses is refused, the others reach the model (the speaker's bfdd runs them)."""
     head = "apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: "
     result = parse(head + "{receiveInterval: 300, detectMultiplier: 3, echoMode: true}\n")
     assert result.config is not None
-    assert any("BFD is not supported" in str(w) for w in result.warnings)
+    assert result.config.bfd_profiles == (
+        BFDProfile("fast", receive_interval=300, detect_multiplier=3, echo_mode=True),
+    )
+    assert not result.warnings
     errors = refused(head + "{receiveInterval: 5, minimumTtl: 255, passiveMode: maybe}\n")
     assert any("BFDProfile/fast: spec.receiveInterval: 5 is out of range (10..60000)" in e
                for e in errors)  # fmt: skip
@@ -649,3 +653,21 @@ def test_p11_bfd_profile_values_are_checked_as_metallb_checks_them() -> None:
     assert any("bfd-profiles[0].detect-multiplier: 1 is out of range (2..255)" in e
                for e in legacy)  # fmt: skip
     assert any("bfd-profiles[1].name: duplicate BFD profile name 'a'" in e for e in legacy)
+
+
+def test_p11_bfd_profile_reaches_the_peer_in_both_formats() -> None:
+    """A BGPPeer's ``bfdProfile`` (legacy ``bfd-profile``) names a profile; the legacy
+    ``bfd-profiles`` become BFDProfile objects named as in the ConfigMap."""
+    legacy = parse(
+        "peers:\n- {my-asn: 64500, peer-asn: 64501, peer-address: 198.18.0.1, "
+        "bfd-profile: fast}\n"
+        "bfd-profiles:\n- {name: fast, receive-interval: 300, transmit-interval: 300, "
+        "detect-multiplier: 3, passive-mode: true}\n"
+    )
+    assert legacy.config is not None, legacy.problems
+    (peer,) = legacy.config.peers
+    assert peer.bfd_profile == "fast"
+    assert legacy.config.bfd_profile("fast") == BFDProfile(
+        "fast", receive_interval=300, transmit_interval=300, detect_multiplier=3,
+        passive_mode=True,
+    )  # fmt: skip

@@ -21,15 +21,8 @@ from lab.exabgp_static import render_static_config
 from lab.execlines import parse_exec_addresses
 from lab.frrconf import parse_daemons, parse_frr_addresses
 from lab.runner import needs_bgp
-from lab.topology import (
-    MAX_IFNAME,
-    Endpoint,
-    Role,
-    TopologyError,
-    load_topology,
-    namespace_name,
-    topology_path,
-)
+from lab.topology import MAX_IFNAME, Endpoint, Role, TopologyError, namespace_name, topology_path
+from lab.topology_load import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = sorted((ROOT / "containerlab").glob("**/*.clab.yml"))
