@@ -35,12 +35,14 @@ Usage (repo root, root for the lab):
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,8 +146,13 @@ def controllers(ctx: Ctx, args: argparse.Namespace, prof_dir: Path | None) -> li
             progress(f"exalb: warm burst {args.burst} under py-spy -> {out}")
             r = burst(ctx, EXALB, args.burst, pool_rows=False, profile=out, idle=idle)
             progress(f"  (profiled run, slower) {fmt_run(r)}")
-            print(f"\nprofile of exalb's controller, warm burst, {'wall' if idle else 'on-CPU'}:")
+            print(
+                f"\nprofile of exalb's controller, warm burst, "
+                f"{'wall time, all threads' if idle else 'GIL held (Python CPU)'}:"
+            )
             print("\n".join(summarize_profile(out)), flush=True)
+    if not args.reps:
+        return []
     n, s, b = args.services, args.small, args.burst
     rows: list[Row] = [
         num_row(f"cold start, {n:,} Services: all have an IP", cold, "all", secs),
@@ -270,7 +277,18 @@ def print_table(rows: list[Row]) -> None:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
 
 
+def _stop_cleanly(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM/SIGINT (also when inherited as ignored) unwind through every ``finally``:
+    controllers, speakers, namespaces, the control plane and temp dirs go with the run. A
+    second signal is ignored so that it cannot cut the clean-up short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_cleanly)
+    signal.signal(signal.SIGINT, _stop_cleanly)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each controller row")
     ap.add_argument("--services", type=int, default=1_000, help="cold start / restart size")

@@ -313,12 +313,18 @@ def pool_changes(ctx: Ctx, watch: ServiceWatch, names: list[str]) -> dict[str, f
 # --------------------------------------------------------------------------- profiling
 
 
+#: Where exalb's own frames live (py-spy shows them relative to the checkout).
+OWN_CODE = ("controller/", "exalb/", "speaker/")
+
+
 def start_py_spy(proc: Proc, out: Path, idle: bool) -> subprocess.Popen[bytes]:
     spy = str(Path(sys.executable).with_name("py-spy"))
     argv = [spy, "record", "--pid", str(proc.pid), "--rate", "200", "--threads",
             "--format", "raw", "--output", str(out)]  # fmt: skip
-    if idle:
-        argv.append("--idle")
+    # --idle: every thread all the time (where wall time goes); --gil: only the thread
+    # holding the GIL (where Python CPU goes: a thread blocked in an SSL read is not idle
+    # to py-spy, so without either flag the two are mixed).
+    argv.append("--idle" if idle else "--gil")
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)  # py-spy attaches and starts sampling
     if p.poll() is not None:
@@ -336,10 +342,12 @@ def stop_py_spy(p: subprocess.Popen[bytes]) -> None:
         p.wait(5)
 
 
-def summarize_profile(path: Path, top: int = 12) -> list[str]:
-    """Per thread (group) share of samples, and the heaviest functions (inclusive) overall."""
+def summarize_profile(path: Path, top: int = 12, per_thread: int = 8) -> list[str]:
+    """Share of samples per thread (a pool's threads together), the heaviest functions
+    (inclusive) per thread and overall, and the heaviest leaves (self)."""
     threads: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    by_thread: dict[str, Counter[str]] = {}
     leaf: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
@@ -348,28 +356,35 @@ def summarize_profile(path: Path, top: int = 12) -> list[str]:
             continue
         c = int(count)
         frames = stack.split(";")
-        thread = frames[0]
-        # "thread (0x..)" or "process ... " first: group pool threads by name prefix
-        name = thread.split(" (")[0].strip('"')
+        # "thread (<tid>): <name>" first; a pool's threads grouped by their name prefix
+        name = frames[0].split(": ", 1)[-1]
         name = name.rstrip("0123456789_-") or name
         threads[name] += c
         total += c
         seen = set()
         for f in frames[1:]:
-            fn = f.split(" (")[0]
-            where = f[f.find("(") + 1 : f.rfind(")")] if "(" in f else ""
-            key = f"{fn} ({where.rsplit(':', 1)[0].split('site-packages/')[-1]})"
+            fn, _, where = f.partition(" (")
+            if where.startswith("threading.py"):
+                continue
+            key = f"{fn} ({where.rstrip(')').rsplit(':', 1)[0].split('site-packages/')[-1]})"
             if key not in seen:
                 inclusive[key] += c
+                if where.startswith(OWN_CODE):
+                    by_thread.setdefault(name, Counter())[key] += c
                 seen.add(key)
         if len(frames) > 1:
-            f = frames[-1]
-            leaf[f.split(" (")[0] + " (" + f[f.find("(") + 1 :].split("site-packages/")[-1]] += c
+            fn, _, where = frames[-1].partition(" (")
+            leaf[f"{fn} ({where.rstrip(')').split('site-packages/')[-1]})"] += c
     if not total:
         return ["(no samples)"]
     out = [f"samples: {total}"]
-    out += [f"  thread {k}: {v / total:.0%}" for k, v in threads.most_common(8)]
-    out.append("  heaviest functions (inclusive share of samples):")
+    for name, v in threads.most_common(6):
+        out.append(f"  thread {name}: {v / total:.0%} of samples; exalb's heaviest frames in it:")
+        out += [
+            f"      {w / total:5.1%}  {k}"
+            for k, w in by_thread.get(name, Counter()).most_common(per_thread)
+        ]
+    out.append("  heaviest functions overall (inclusive):")
     out += [f"    {v / total:5.1%}  {k}" for k, v in inclusive.most_common(top)]
     out.append("  heaviest leaves (self):")
     out += [f"    {v / total:5.1%}  {k}" for k, v in leaf.most_common(top)]

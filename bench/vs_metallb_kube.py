@@ -386,7 +386,8 @@ class AuditLog:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def writes(self, since: int, namespace: str) -> Counter[str]:
-        """``verb resource[/subresource]`` → requests in ``namespace`` since ``mark()``."""
+        """``verb resource[/subresource]`` (`` (code)`` when refused) → requests in
+        ``namespace`` since ``mark()``."""
         out: Counter[str] = Counter()
         if not self.path.exists():
             return out
@@ -401,7 +402,9 @@ class AuditLog:
                 if ref.get("namespace") != namespace or ref.get("resource") != "services":
                     continue
                 sub = ref.get("subresource")
-                out[f"{ev.get('verb')} services{'/' + sub if sub else ''}"] += 1
+                code = int((ev.get("responseStatus") or {}).get("code") or 0)
+                failed = f" ({code})" if code >= 300 else ""
+                out[f"{ev.get('verb')} services{'/' + sub if sub else ''}{failed}"] += 1
         return out
 
 
