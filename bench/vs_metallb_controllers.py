@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,23 +152,25 @@ def _wait(watch: ServiceWatch, proc: Proc, what: str, pred: object, timeout: flo
         raise RuntimeError(f"{proc.name}: {what} timed out; log tail:\n{proc.log_tail()}") from None
 
 
-def _settle_writes(
-    ctx: Ctx, ns: str, mark: int, at_least: float, quiet: float = 3.0
+def _settle(
+    ctx: Ctx, watch: ServiceWatch, ns: str, mark: int, at_least: float, quiet: float = 3.0
 ) -> Counter[str]:
-    """Wait until no Service write reached the audit log for ``quiet`` s (and ``at_least``
-    s passed): a no-op update changes no resourceVersion, so the watch cannot tell."""
+    """Wait until the Services are quiet: no change on the watch and no write request in the
+    audit log for ``quiet`` s (and ``at_least`` s passed). Both, since a no-op update bumps
+    no resourceVersion (the watch cannot see it) yet shows that the controller is still
+    working through its queue. Returns the write requests since ``mark``."""
     start = time.monotonic()
-    last, last_change = ctx.audit.writes(mark, ns), start
+    state, last_change = (ctx.audit.writes(mark, ns), watch.modified), start
     while True:
         time.sleep(0.5)
         now = time.monotonic()
-        cur = ctx.audit.writes(mark, ns)
-        if cur != last:
-            last, last_change = cur, now
+        cur = (ctx.audit.writes(mark, ns), watch.modified)
+        if cur != state:
+            state, last_change = cur, now
         if now - start >= at_least and now - last_change >= quiet:
-            return cur
+            return cur[0]
         if now - start > 600:
-            raise TimeoutError("Service writes did not stop within 600 s")
+            raise TimeoutError("Services still changing after 600 s")
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -196,7 +198,7 @@ def cold_start(ctx: Ctx, impl: Impl, n: int, restart: bool) -> dict[str, float]:
                 row["cpu"] = proc.cpu_seconds()
                 row["all"] = watch.last_assigned - proc.started
                 row["rss"] = proc.rss_peak_mib()
-                writes = _settle_writes(ctx, ns, mark, at_least=1.0)
+                writes = _settle(ctx, watch, ns, mark, at_least=1.0)
                 row["writes"] = sum(writes.values()) / n
                 row.update({f"w:{k}": v / n for k, v in writes.items()})
                 row["rv_bumps"] = (watch.modified - mod0) / n
@@ -207,7 +209,7 @@ def cold_start(ctx: Ctx, impl: Impl, n: int, restart: bool) -> dict[str, float]:
                     before = watch.snapshot()
                     mark, mod0 = ctx.audit.mark(), watch.modified
                     proc = impl.start(ctx)
-                    writes = _settle_writes(ctx, ns, mark, at_least=max(5.0, 1.5 * row["all"]))
+                    writes = _settle(ctx, watch, ns, mark, at_least=max(5.0, 1.5 * row["all"]))
                     _check(proc, "restart")
                     after = watch.snapshot()
                     row["restart_writes"] = sum(writes.values())
@@ -269,7 +271,7 @@ def burst(ctx: Ctx, impl: Impl, n: int, pool_rows: bool, profile: Path | None = 
             row["p50"] = statistics.median(lat)
             row["last"] = max(watch.services[k].first_ip or 0 for k in names) - min(sent.values())
             if pool_rows:
-                row.update(pool_changes(ctx, watch, names))
+                row.update(pool_changes(ctx, watch, ns, names))
         finally:
             if spy is not None:
                 stop_py_spy(spy)
@@ -278,7 +280,7 @@ def burst(ctx: Ctx, impl: Impl, n: int, pool_rows: bool, profile: Path | None = 
     return row
 
 
-def pool_changes(ctx: Ctx, watch: ServiceWatch, names: list[str]) -> dict[str, float]:
+def pool_changes(ctx: Ctx, watch: ServiceWatch, ns: str, names: list[str]) -> dict[str, float]:
     def snap() -> dict[str, tuple[str, ...]]:
         s = watch.snapshot()
         return {k: s.get(k, ()) for k in names}
@@ -288,24 +290,22 @@ def pool_changes(ctx: Ctx, watch: ServiceWatch, names: list[str]) -> dict[str, f
         lost = sum(bool(a[k]) and not b[k] for k in names)
         return moved, lost
 
+    def after(change: Callable[[], object]) -> dict[str, tuple[str, ...]]:
+        mark = ctx.audit.mark()
+        change()
+        _settle(ctx, watch, ns, mark, at_least=3.0)
+        return snap()
+
+    pools = POOLS.format(ns=ctx.cfg_ns)
     out: dict[str, float] = {}
-    watch.wait_quiet(2, 0, 60)
-    set_pool(ctx, "b", ["198.19.0.0/23"])
-    watch.wait_quiet(3, 3, 120)
-    s0 = snap()
+    s0 = after(lambda: set_pool(ctx, "b", ["198.19.0.0/23"]))
     held = sorted(ipaddress.ip_address(v[0]) for v in s0.values() if v)
     cutoff = held[-101]  # the 100 highest IPs of the burst leave the pool
-    set_pool(ctx, "a", [f"198.18.0.0-{cutoff}"])
-    watch.wait_quiet(3, 3, 120)
-    s1 = snap()
+    s1 = after(lambda: set_pool(ctx, "a", [f"198.18.0.0-{cutoff}"]))
     out["shrunk_moved"], out["shrunk_lost"] = changed(s0, s1)
-    ctx.api.ok("DELETE", POOLS.format(ns=ctx.cfg_ns) + "/a")
-    watch.wait_quiet(3, 3, 120)
-    s2 = snap()
+    s2 = after(lambda: ctx.api.ok("DELETE", f"{pools}/a"))
     out["deleted_moved"], out["deleted_lost"] = changed(s1, s2)
-    ctx.api.ok("DELETE", POOLS.format(ns=ctx.cfg_ns) + "/b")
-    watch.wait_quiet(3, 3, 120)
-    s3 = snap()
+    s3 = after(lambda: ctx.api.ok("DELETE", f"{pools}/b"))
     out["alldeleted_moved"], out["alldeleted_lost"] = changed(s2, s3)
     return out
 

@@ -350,17 +350,6 @@ class ServiceWatch:
         if self.error:
             raise RuntimeError(self.error)
 
-    def wait_quiet(self, quiet: float, at_least: float, timeout: float) -> None:
-        """Until no Service changed for ``quiet`` s, and ``at_least`` s from now passed."""
-        start = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now - start >= at_least and now - max(self.last_event, start) >= quiet:
-                return
-            if now - start > timeout:
-                raise TimeoutError(f"Services still changing after {timeout:.0f}s")
-            time.sleep(0.1)
-
     def snapshot(self) -> dict[str, tuple[str, ...]]:
         with self._cond:
             return {k: v.ips for k, v in self.services.items()}
