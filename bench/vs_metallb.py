@@ -253,6 +253,8 @@ def speakers(cp: ControlPlane, args: argparse.Namespace, metallb_bin: Path) -> l
         ("IP in status → all 3 paths in r1's FIB, p50", f"{ml['all_p50']:.0f} ms",
          f"{ex['all_p50']:.0f} ms", ratio(ex["all_p50"], ml["all_p50"])),
         ("session resets at r1 during the run", f"{ml['resets']:.0f}", f"{ex['resets']:.0f}", "—"),
+        ("  warm-up Service: extra events needed before it was announced (all rounds)",
+         f"{ml['kicks']:.0f}", f"{ex['kicks']:.0f}", ""),
         ("resident memory per node (all processes)", f"{ml['rss']:.0f} MiB",
          f"{ex['rss']:.0f} MiB", ratio(ex["rss"], ml["rss"])),
         ("  floor: bare ExaBGP, API line → /32 in FIB, p50 / p95", "", pair(fl), ""),
@@ -333,6 +335,8 @@ def main() -> int:
                         if args.profile is not None:
                             args.profile.mkdir(parents=True, exist_ok=True)
                         rows += controllers(ctx, args, args.profile)
+                        if rows:  # printed now too: a later failure must not lose them
+                            print_table(rows)
                     finally:
                         ctl.close()
                 if not args.skip_speakers:
