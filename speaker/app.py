@@ -269,11 +269,22 @@ class Speaker:
         return doc
 
     def status_body(self, params: Mapping[str, str]) -> bytes:
-        """``/status`` encoded, shared by every reader of the same query for
-        ``status_refresh`` seconds (:class:`~speaker.status_cache.DocumentCache`)."""
+        """``/status`` encoded, shared by every reader of the same query for up to
+        ``status_refresh`` seconds (:class:`~speaker.status_cache.DocumentCache`), and
+        rebuilt at once when anything this speaker decided changed since: a reader sees
+        its own config, decisions and ExaBGP config at once; only what comes from outside
+        (ExaBGP's wire view, the sidecar's report) may be up to that old."""
         service = params.get("service")
         query = {} if service is None else {"service": service[:MAX_SERVICE_PARAM]}
         return self.documents.get(
-            query.get("service"),
+            (query.get("service"), self._decided_version()),
             lambda: json.dumps(self.status(query), indent=2, default=str).encode() + b"\n",
         )
+
+    def _decided_version(self) -> tuple[object, ...]:
+        """Changes whenever the speaker's own state behind ``/status`` does (cheap: no
+        document is compared)."""
+        l2 = self.l2.publisher.generation if self.l2 is not None else None
+        return (self._config_generation, self.recomputes, id(self.computed),
+                id(self.bgp.rendered), self.bgp.config_applied, self.bgp.driver.connections,
+                l2)  # fmt: skip

@@ -12,8 +12,9 @@ a route change and delayed it from 0.01 s to 5 s. Now:
   However many readers come, ExaBGP sees at most one pair of ``show`` commands per
   interval; a route change waits at most for that pair;
 * **one document is built at a time**, and an encoded document is reused for the same
-  query during ``interval``, so readers do not compete with the loop for the interpreter
-  by building the same JSON hundreds of times.
+  query during ``interval`` as long as nothing the speaker decided changed (the key holds
+  a version of that), so readers do not compete with the loop for the interpreter by
+  building the same JSON hundreds of times, and still see their own changes at once.
 
 A view older than ``interval`` (ExaBGP slow, the loop stopped) is still answered, with its
 age (``exabgp.wireAgeSeconds`` in the document) and the reason. Thread-safety: :meth:`get`

@@ -186,3 +186,18 @@ def test_readers_hammering_status_do_not_reach_exabgp_or_hold_back_a_route_chang
     doc = json.loads(bodies[-1])
     assert doc["node"] == "n1" and doc["exabgp"]["connected"] is True
     assert doc["exabgp"]["wireAgeSeconds"] is not None
+
+
+def test_the_speakers_own_changes_show_at_once(tmp_path: Path) -> None:
+    """A document is reused for the same query only while nothing the speaker decided has
+    changed: a reader sees a new decision at once, not a second later."""
+    bgp = BGPAnnouncer(FakeDriver(), bridge_argv=["/bin/bridge"],
+                       config_path=tmp_path / "exabgp.conf")  # fmt: skip
+    speaker = Speaker(Settings("n1", NS, status_refresh=60, status_wait=0.01), loaded_world(), bgp)
+    first = speaker.status_body({})
+    assert speaker.status_body({}) is first  # nothing changed: shared
+    assert json.loads(first)["speaker"]["recomputes"] == 0
+    asyncio.run(speaker.recompute())
+    after = json.loads(speaker.status_body({}))
+    assert after["speaker"]["recomputes"] == 1 and after["services"]
+    assert json.loads(speaker.status_body({"service": "x" * 500}))["services"] == []
