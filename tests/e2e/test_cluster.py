@@ -199,7 +199,8 @@ def test_speaker_pod_least_privilege(installed: Lab) -> None:
     assert cluster is not None
     pod = speaker_pods(cluster, "n1")[0]["metadata"]["name"]
     ids = {c: proc_status(cluster, pod, c) for c in ("speaker", "exabgp", "garp")}
-    print("\n" + "\n".join(f"{c}: {s}" for c, s in ids.items()))
+    shown = ("Uid", "Gid", "Groups", "CapEff", "CapBnd", "NoNewPrivs")
+    print("\n" + "\n".join(f"{c}: {[s.get(k) for k in shown]}" for c, s in ids.items()))
     net_raw = f"{1 << 13:016x}"
     assert {c: (s["Uid"], s["Gid"]) for c, s in ids.items()} == {
         "speaker": ("65532", "65532"), "exabgp": ("65533", "65532"), "garp": ("65531", "65532"),
@@ -215,7 +216,7 @@ def test_speaker_pod_least_privilege(installed: Lab) -> None:
     listing = pod_exec(cluster, pod, "speaker", "ls -ln /run/exalb/bgp /run/exalb/l2")
     print(listing)
     modes = {ln.split()[-1]: (ln.split()[0], ln.split()[2]) for ln in listing.splitlines()
-             if ln[:1] in "-s"}  # fmt: skip
+             if ln[:1] in ("-", "s")}  # fmt: skip
     assert modes["exabgp.conf"] == ("-rw-r-----", "65532")  # MD5 passwords
     assert modes["exabgp.sock"] == ("srw-rw----", "65533")
     assert modes["l2-state.json"] == ("-rw-r-----", "65532")
