@@ -15,7 +15,8 @@ real ``exalb-speaker`` processes with their ExaBGP; root needed) and prints a ta
   the whole answer, close. Their request rate, answer codes and read latency are printed
   too;
 * the speaker's own view: ``exabgp_converged`` seconds from n1's log (speaker decision →
-  every line acked by ExaBGP), idle and under load.
+  every line acked by ExaBGP), idle and under load; and the CPU the loaded speaker process
+  used meanwhile (what the readers cost it; the readers' own CPU is the machine's).
 
 Usage: ``sudo .venv/bin/python bench/status_load.py [--changes 20] [--readers 200]
 [--services 50]``. Figures move with the machine's load (2 cores shared); compare the two
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import statistics
@@ -148,11 +150,21 @@ def converged_seconds(sl: SpeakerLab, since: int) -> tuple[list[float], int]:
     return out, len(text)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def phase(sl: SpeakerLab, tag: str, first: int, changes: int) -> dict[str, list[float]]:
     _, mark = converged_seconds(sl, 0)
+    speaker = sl.procs[LOADED].speaker
+    assert speaker is not None
+    cpu, started = cpu_seconds(speaker.pid), time.monotonic()
     fib = [change(sl, f"{tag}{i}", f"203.0.113.{first + i}/32") for i in range(changes)]
+    load = (cpu_seconds(speaker.pid) - cpu) / (time.monotonic() - started)
     acked, _ = converged_seconds(sl, mark)
-    return {"fib": fib, "acked": acked}
+    return {"fib": fib, "acked": acked, "cpu": [load]}
 
 
 def start_readers(sl: SpeakerLab, n: int) -> subprocess.Popen[str]:
@@ -225,6 +237,8 @@ def report(
               f"{ms(loaded[key], 0.5)} {ms(loaded[key], 0.95)}")  # fmt: skip
     print(f"{'max, ingress -> FIB':44} {'':8} {max(idle['fib']) * 1000:8.1f} "
           f"{'':8} {max(loaded['fib']) * 1000:8.1f}")  # fmt: skip
+    print(f"{'n1 speaker CPU (% of one core)':44} {'':8} {idle['cpu'][0] * 100:8.1f} "
+          f"{'':8} {loaded['cpu'][0] * 100:8.1f}")  # fmt: skip
     p50, p95 = stats.get("ok_p50"), stats.get("ok_p95")
     print(
         f"readers: {stats['per_second']:.0f} requests/s, answers {stats['answers']}, "
