@@ -7,7 +7,10 @@
 #                                                                         Python 3.11+ image)
 # The same layout is built without Docker by scripts/image.sh (Debian 12 + buildah), which
 # is what the lab and the e2e tests run: a venv in /opt/exalb holding exalb and its runtime
-# dependencies, byte-compiled, user 65532, read-only root file system at run time.
+# dependencies, byte-compiled, user 65532, read-only root file system at run time; users
+# exalb-exabgp (65533) and exalb-garp (65531) for the speaker pod's other containers; the
+# garp interpreter /opt/exalb/bin/python3-netraw with the file capability cap_net_raw; no
+# setuid/setgid file.
 ARG BASE=python:3.11-slim
 
 # Wheels for exalb and its dependencies; the sources stay in this stage.
@@ -38,9 +41,21 @@ RUN apt-get update && apt-get install -y --no-install-recommends frr \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 65532 exalb \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin exalb
-# Non-root by default (the controller). The speaker pod runs as UID 0 with every capability
-# dropped except NET_RAW for garp; see speaker.podSecurityContext in charts/exalb/values.yaml.
+       --shell /usr/sbin/nologin exalb \
+    && useradd --system --uid 65533 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin exalb-exabgp \
+    && useradd --system --uid 65531 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin exalb-garp \
+    # garp needs NET_RAW as a non-root user: only a file capability gives it (see garp in
+    # charts/exalb/values.yaml); on a copy of the interpreter, so nothing else gets it
+    && cp "$(readlink -f /opt/exalb/bin/python3)" /opt/exalb/bin/python3-netraw \
+    && python3 -c 'import os, struct; os.setxattr("/opt/exalb/bin/python3-netraw", \
+         "security.capability", struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0))' \
+    && sed -i '1s|^#!.*$|#!/opt/exalb/bin/python3-netraw|' /opt/exalb/bin/exalb-garp \
+    # the garp container may escalate (for that capability): nothing else may
+    && find / -xdev -type f -perm /6000 -exec chmod ug-s {} +
+# Non-root by default (the controller). The speaker pod's containers run as exalb,
+# exalb-exabgp and exalb-garp; see charts/exalb/values.yaml.
 USER 65532:65532
 WORKDIR /
 # No ENTRYPOINT: the chart sets each container's command.

@@ -48,6 +48,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.lab.topologies import topology_path  # noqa: E402
 from vs_metallb_controllers import (  # noqa: E402
     EXALB,
     METALLB,
@@ -72,7 +73,6 @@ from vs_metallb_speakers import run_exalb, run_floor, run_metallb, summary  # no
 from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
 from tests.lab.speaker_lab import install_crds  # noqa: E402
-from tests.lab.topologies import topology_path  # noqa: E402
 
 Row = tuple[str, str, str, str]
 Runs = dict[str, list[dict[str, float]]]
@@ -119,7 +119,23 @@ def progress(msg: str) -> None:
 # --------------------------------------------------------------------------- controllers
 
 
-def controllers(ctx: Ctx, args: argparse.Namespace, prof_dir: Path | None) -> list[Row]:
+def profile_burst(ctx: Ctx, size: int, prof_dir: Path) -> None:
+    """exalb's warm burst under py-spy, GIL-held then wall time, each summarized."""
+    for idle in (False, True):
+        out = prof_dir / f"burst{'-idle' if idle else ''}.txt"
+        progress(f"exalb: warm burst {size} under py-spy -> {out}")
+        r = burst(ctx, EXALB, size, pool_rows=False, profile=out, idle=idle)
+        progress(f"  (profiled run, slower) {fmt_run(r)}")
+        print(
+            f"\nprofile of exalb's controller, warm burst, "
+            f"{'wall time, all threads' if idle else 'GIL held (Python CPU)'}:"
+        )
+        print("\n".join(summarize_profile(out)), flush=True)
+
+
+def controllers(  # size: the runs, then their table row by row
+    ctx: Ctx, args: argparse.Namespace, prof_dir: Path | None
+) -> list[Row]:
     cold: Runs = {"MetalLB": [], "exalb": []}
     small: Runs = {"MetalLB": [], "exalb": []}
     bursts: Runs = {"MetalLB": [], "exalb": []}
@@ -141,16 +157,7 @@ def controllers(ctx: Ctx, args: argparse.Namespace, prof_dir: Path | None) -> li
             big[impl.name].append(cold_start(ctx, impl, args.big, restart=False))
             progress(f"  {fmt_run(big[impl.name][-1])}")
     if prof_dir is not None:
-        for idle in (False, True):
-            out = prof_dir / f"burst{'-idle' if idle else ''}.txt"
-            progress(f"exalb: warm burst {args.burst} under py-spy -> {out}")
-            r = burst(ctx, EXALB, args.burst, pool_rows=False, profile=out, idle=idle)
-            progress(f"  (profiled run, slower) {fmt_run(r)}")
-            print(
-                f"\nprofile of exalb's controller, warm burst, "
-                f"{'wall time, all threads' if idle else 'GIL held (Python CPU)'}:"
-            )
-            print("\n".join(summarize_profile(out)), flush=True)
+        profile_burst(ctx, args.burst, prof_dir)
     if not args.reps:
         return []
     n, s, b = args.services, args.small, args.burst
@@ -288,7 +295,7 @@ def _stop_cleanly(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def main() -> int:
+def main() -> int:  # size: the options, then the two halves in turn
     signal.signal(signal.SIGTERM, _stop_cleanly)
     signal.signal(signal.SIGINT, _stop_cleanly)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

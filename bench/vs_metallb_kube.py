@@ -1,3 +1,4 @@
+# size: one apiserver harness (client, watch, audit log, binaries, CRDs), read top to bottom
 """The apiserver side of ``vs_metallb.py``: a fast client, a Service watch, the audit log,
 MetalLB's binaries and CRDs, and a namespace the controllers run in.
 

@@ -306,6 +306,22 @@ def _floor_config(node: str, fifo: Path) -> str:
     )
 
 
+def _open_feeders(lab: Lab, fifos: dict[str, Path], fds: dict[str, int]) -> None:
+    """Open each node's feeder FIFO for writing (into ``fds``, so the caller closes what was
+    opened even on failure) once its feeder reads it, then make the writes blocking."""
+
+    def opened() -> bool:
+        for node, fifo in fifos.items():
+            if node not in fds:
+                with contextlib.suppress(OSError):  # ENXIO until the feeder reads
+                    fds[node] = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        return len(fds) == len(fifos)
+
+    _wait("feeders", opened, 30, lambda: _lab_logs(lab))
+    for fd in fds.values():
+        os.set_blocking(fd, True)
+
+
 def run_floor(lab: Lab, services: int, round_: int) -> SpeakerRun:
     run = SpeakerRun()
     fds: dict[str, int] = {}
@@ -319,17 +335,7 @@ def run_floor(lab: Lab, services: int, round_: int) -> SpeakerRun:
             lab.start_exabgp(node, _floor_config(node, fifo))
             started.append(node)
         _wait("sessions", lambda: _v4_established(lab), 60, lambda: _lab_logs(lab))
-
-        def opened() -> bool:
-            for node, fifo in fifos.items():
-                if node not in fds:
-                    with contextlib.suppress(OSError):  # ENXIO until the feeder reads
-                        fds[node] = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            return len(fds) == len(fifos)
-
-        _wait("feeders", opened, 30, lambda: _lab_logs(lab))
-        for fd in fds.values():
-            os.set_blocking(fd, True)
+        _open_feeders(lab, fifos, fds)
 
         def announce(_i: int, ip: str) -> float:
             line = f"announce route {ip}/32 next-hop self\n".encode()

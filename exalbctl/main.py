@@ -24,8 +24,9 @@ attributes, ExaBGP's adj-rib-out and sessions, L2 ownership), so "every why has 
   which attributes, and if not, the reason; plus the pool, conditions and last events.
 
 How the speakers are reached is :mod:`exalbctl.speakers` (summarised in ``--help``): pod
-discovery and the API server's pod proxy in a cluster, or ``--speaker NAME=URL`` (http or a
-unix socket) for labs and debugging. The joining is pure (:mod:`exalbctl.report`), and so is
+discovery and a port-forward by the API server to each speaker's loopback ``/status`` in a
+cluster, or ``--speaker NAME=URL`` (http or a unix socket) on the node, for labs and
+debugging. The joining is pure (:mod:`exalbctl.report`), and so is
 the table layout (:mod:`exalbctl.render`); the commands are :mod:`exalbctl.live_commands`,
 :mod:`exalbctl.config_commands` and :mod:`exalbctl.plan_command`; this module is the command
 line only. Every command takes
@@ -52,14 +53,16 @@ from exalbctl.speakers import DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SELECTOR
 SPEAKERS_HELP = f"""\
 how the live commands (status, routes, peers, why) reach the speakers:
   --speaker NAME=URL (repeatable) or env EXALB_SPEAKERS="n1=URL,n2=URL": read each
-      speaker's /status directly; URL is http://host:port (its --metrics-addr) or
-      unix:///path (its --status-socket, which reaches a speaker in another network
-      namespace on the same host). For labs and debugging; no cluster needed.
+      speaker's /status directly; URL is http://127.0.0.1:PORT (its --status-addr, on the
+      node itself) or unix:///path (its --status-socket, which reaches a speaker in another
+      network namespace on the same host). For labs and debugging; no cluster needed.
   otherwise: list the speaker pods (-l {DEFAULT_SELECTOR})
       in --speaker-namespace (env EXALB_NAMESPACE or METALLB_NAMESPACE, default
-      {DEFAULT_NAMESPACE}) and GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/status through
-      the API server (PORT: the pod's container port named "metrics", else {DEFAULT_PORT}).
-      Needs no network path to the nodes, only RBAC "get pods/proxy" there.
+      {DEFAULT_NAMESPACE}) and GET /status on each pod's loopback PORT through a
+      port-forward by the API server (PORT: the pod's container port named "status",
+      else {DEFAULT_PORT}). Needs no network path to the nodes, only RBAC "list pods" and
+      "get, create pods/portforward" there (a speaker pod of an older version, with no
+      "status" port, is read through the pod proxy on its "metrics" port: "get pods/proxy").
 A speaker that cannot be read is reported as unreachable; the others still answer.
 Services, conditions and events come from the API server (--kubeconfig, env KUBECONFIG).
 """
@@ -197,7 +200,7 @@ def _live_options() -> argparse.ArgumentParser:
         "--speaker-port",
         type=int,
         default=DEFAULT_PORT,
-        help="status port when a pod names no 'metrics' port",
+        help="status port when a pod names no 'status' port",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per speaker")
     p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")

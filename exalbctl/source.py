@@ -152,9 +152,15 @@ class LiveSource:
 
     def speakers(self, service: str | None = None) -> list[SpeakerStatus]:
         targets = self.targets()
-        needs_proxy = any(t.pod is not None and t.error is None for t in targets)
-        proxy = self.kube().request if needs_proxy else None
+        needs_api = any(t.pod is not None and t.error is None for t in targets)
+        kube = self.kube() if needs_api else None
         return fetch_all(
             targets,
-            lambda t: fetch(t, service=service, timeout=self.timeout, proxy=proxy),
+            lambda t: fetch(
+                t,
+                service=service,
+                timeout=self.timeout,
+                proxy=kube.request if kube else None,
+                forward=kube.port_forward_get if kube else None,
+            ),
         )

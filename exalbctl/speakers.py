@@ -3,20 +3,28 @@
 Two ways, chosen in this order:
 
 1. **Explicit** ``--speaker NAME=URL`` (repeatable) or ``EXALB_SPEAKERS="n1=URL,n2=URL"``.
-   ``URL`` is ``http://host:port`` (the speaker's ``--metrics-addr``) or
-   ``unix:///path/to/socket`` (its ``--status-socket``). For labs and debugging: a unix socket
-   on the host reaches a speaker that lives in another network namespace without bridging
-   any network, and needs no cluster at all.
+   ``URL`` is ``http://host:port`` (the speaker's ``--status-addr``, a loopback address) or
+   ``unix:///path/to/socket`` (its ``--status-socket``). For labs and debugging on the node:
+   a unix socket on the host reaches a speaker that lives in another network namespace
+   without bridging any network, and needs no cluster at all.
 2. **Discovery** (the default in a cluster): list the speaker pods by label
    (``app.kubernetes.io/part-of=exalb,app.kubernetes.io/component=speaker``, as the Helm chart
    sets them) in the speaker namespace (``--speaker-namespace``, env ``EXALB_NAMESPACE`` or
-   ``METALLB_NAMESPACE``, default ``metallb-system``) and GET
-   ``/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/status`` through the API server. The
-   port is the pod's container port named ``metrics`` (the chart's, 7472 by default), so a
-   changed ``speaker.metricsPort`` needs no flag. Why the pod proxy: the speaker binds its
-   metrics address to the pod (= node) IP, which a user's laptop usually cannot reach; the
-   API server can, and it applies the user's RBAC (``get`` on ``pods/proxy`` in that
-   namespace). No port-forward, no NodePort, no extra Service.
+   ``METALLB_NAMESPACE``, default ``metallb-system``) and read each pod's container port
+   named ``status`` (the chart's ``speaker.statusPort``, 7474) **through a port-forward by
+   the API server** (``/api/v1/namespaces/<ns>/pods/<pod>/portforward``). Why: the speaker
+   serves ``/status`` (every LoadBalancer Service, peers, ASNs, Secret names) on the
+   node's loopback only, so nobody on the node network or the pod network reads it. A
+   port-forward dials the pod's loopback (for a host-network pod, the node's), after the
+   API server has authorized the user (``get`` and ``create`` on ``pods/portforward``
+   in that namespace, audited as such; the websocket this client uses is checked for
+   both). The pod proxy cannot: it dials the pod IP, and it drops
+   the user's credentials, so a speaker behind it could not tell who asks. No
+   ``kubectl port-forward`` process, no NodePort, no extra Service.
+
+   A speaker pod without a ``status`` port is of a version that served ``/status`` on its
+   ``metrics`` port: it is read through the pod proxy (``get pods/proxy``) as before, so
+   ``kubectl exalb`` keeps working during a rolling upgrade.
 
 Every speaker is read concurrently, with a timeout; one that cannot be reached becomes a
 :class:`~exalbctl.report.SpeakerStatus` with an ``error`` (shown as unreachable), never an
@@ -36,12 +44,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from exalb.k8s.client import ApiError
 from exalbctl.report import SpeakerStatus
 
 DEFAULT_NAMESPACE = "metallb-system"
 DEFAULT_SELECTOR = "app.kubernetes.io/part-of=exalb,app.kubernetes.io/component=speaker"
-DEFAULT_PORT = 7472  # charts/exalb values: speaker.metricsPort
-PORT_NAME = "metrics"
+DEFAULT_PORT = 7474  # charts/exalb values: speaker.statusPort
+PORT_NAME = "status"
+LEGACY_PORT_NAME = "metrics"  # speakers that served /status there (read via the pod proxy)
 STATUS_PATH = "/status"
 
 
@@ -51,15 +61,16 @@ class Target:
 
     name: str
     url: str | None = None  # http://host:port or unix:///path
-    pod: str | None = None  # namespace/name, read through the pod proxy
+    pod: str | None = None  # namespace/name, read through the API server
     port: int | None = None
     error: str | None = None  # known to be unreachable before trying (e.g. pod Pending)
+    proxy: bool = False  # the pod proxy (an older speaker's metrics port), not a port-forward
 
     @property
     def source(self) -> str:
         if self.url is not None:
             return self.url
-        return f"pod {self.pod}:{self.port}"
+        return f"pod {self.pod}:{self.port}" + (" (pod proxy)" if self.proxy else "")
 
 
 def parse_speaker(text: str) -> Target:
@@ -90,12 +101,19 @@ def pod_proxy_path(namespace: str, pod: str, port: int, path: str = STATUS_PATH)
     )
 
 
-def _metrics_port(pod: Mapping[str, Any], default: int) -> int:
+def _status_port(pod: Mapping[str, Any], default: int) -> tuple[int, bool]:
+    """The pod's ``status`` port (port-forward); else its ``metrics`` port (an older
+    speaker: pod proxy); else ``default`` (port-forward)."""
+    named: dict[str, int] = {}
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:
-            if port.get("name") == PORT_NAME and port.get("containerPort"):
-                return int(port["containerPort"])
-    return default
+            if port.get("name") in (PORT_NAME, LEGACY_PORT_NAME) and port.get("containerPort"):
+                named.setdefault(str(port["name"]), int(port["containerPort"]))
+    if PORT_NAME in named:
+        return named[PORT_NAME], False
+    if LEGACY_PORT_NAME in named:
+        return named[LEGACY_PORT_NAME], True
+    return default, False
 
 
 def targets_from_pods(pods: Sequence[Mapping[str, Any]], *, default_port: int) -> list[Target]:
@@ -108,14 +126,14 @@ def targets_from_pods(pods: Sequence[Mapping[str, Any]], *, default_port: int) -
         status = pod.get("status") or {}
         ref = f"{meta.get('namespace')}/{meta.get('name')}"
         node = str(spec.get("nodeName") or meta.get("name"))
-        port = _metrics_port(pod, default_port)
+        port, proxy = _status_port(pod, default_port)
         phase = status.get("phase") or "Unknown"
         error = None
         if phase != "Running":
             error = f"pod {ref} is {phase}"
         elif not status.get("podIP"):
             error = f"pod {ref} has no IP yet"
-        out.append(Target(name=node, pod=ref, port=port, error=error))
+        out.append(Target(name=node, pod=ref, port=port, error=error, proxy=proxy))
     return sorted(out, key=lambda t: (t.name, t.pod or ""))
 
 
@@ -128,6 +146,14 @@ class ProxyGetter(Protocol):
     def __call__(
         self, method: str, path: str, *, query: Mapping[str, Any] | None, timeout: float
     ) -> dict[str, Any]: ...
+
+
+class ForwardGetter(Protocol):
+    """A GET through a port-forward (``KubeClient.port_forward_get`` fits)."""
+
+    def __call__(
+        self, namespace: str, pod: str, port: int, path: str, *, timeout: float
+    ) -> tuple[int, bytes]: ...
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -188,30 +214,39 @@ def fetch(
     service: str | None = None,
     timeout: float = 10.0,
     proxy: ProxyGetter | None = None,
+    forward: ForwardGetter | None = None,
 ) -> SpeakerStatus:
     """Read one speaker; every failure becomes ``SpeakerStatus.error``."""
     if target.error is not None:
         return SpeakerStatus(target.name, target.source, error=target.error)
     try:
-        if target.url is not None and target.url.startswith("unix://"):
-            doc = _document(*_get_unix(target.url[len("unix://") :], status_path(service), timeout))
-        elif target.url is not None:
-            doc = _document(*_get_http(target.url.rstrip("/") + status_path(service), timeout))
-        else:
-            if proxy is None:
-                raise OSError("no API server access for the pod proxy")
-            ns, _, pod = str(target.pod).partition("/")
-            doc = _checked(
-                proxy(
-                    "GET",
-                    pod_proxy_path(ns, pod, int(target.port or DEFAULT_PORT)),
-                    query={"service": service} if service else None,
-                    timeout=timeout,
-                )
-            )
+        doc = _read(target, service, timeout, proxy, forward)
     except Exception as exc:  # noqa: BLE001 (any failure is this speaker's answer, shown; never hides the others)
         return SpeakerStatus(target.name, target.source, error=_describe(exc))
     return SpeakerStatus(target.name, target.source, doc=doc)
+
+
+def _read(
+    target: Target,
+    service: str | None,
+    timeout: float,
+    proxy: ProxyGetter | None,
+    forward: ForwardGetter | None,
+) -> dict[str, Any]:
+    if target.url is not None and target.url.startswith("unix://"):
+        return _document(*_get_unix(target.url[len("unix://") :], status_path(service), timeout))
+    if target.url is not None:
+        return _document(*_get_http(target.url.rstrip("/") + status_path(service), timeout))
+    ns, _, pod = str(target.pod).partition("/")
+    port = int(target.port or DEFAULT_PORT)
+    if target.proxy:
+        if proxy is None:
+            raise OSError("no API server access for the pod proxy")
+        query = {"service": service} if service else None
+        return _checked(proxy("GET", pod_proxy_path(ns, pod, port), query=query, timeout=timeout))
+    if forward is None:
+        raise OSError("no API server access for the port-forward")
+    return _document(*forward(ns, pod, port, status_path(service), timeout=timeout))
 
 
 _EXCEPTION_TEXT: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
@@ -224,6 +259,8 @@ _EXCEPTION_TEXT: tuple[tuple[type[BaseException] | tuple[type[BaseException], ..
 
 def _describe(exc: Exception) -> str:
     """One short line: why this speaker could not be read."""
+    if isinstance(exc, ApiError):  # the API server (403: not allowed) or the port-forward
+        return ((f"{exc.status} " if exc.status else "") + exc.message).splitlines()[0][:240]
     if isinstance(exc, urllib.error.URLError):
         return f"cannot connect: {exc.reason}"
     for kinds, text in _EXCEPTION_TEXT:

@@ -124,6 +124,20 @@ def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) ->
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+def raw_socket_refusal() -> str | None:
+    """Why this process may not open AF_PACKET sockets (no CAP_NET_RAW), or None.
+
+    Without it every link would silently be skipped and the node would answer no ARP/NDP;
+    a sidecar that says so and exits is visible (a restarting container) instead."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError as exc:
+        return str(exc)
+    except OSError:
+        return None  # e.g. no AF_PACKET at all: every link reports its own error
+    return None
+
+
 def _packet_socket(
     name: str, proto: int, prog: list[tuple[int, int, int, int]] | None
 ) -> socket.socket:

@@ -52,7 +52,7 @@ from exalb.contracts import l2_state as state
 from exalb.filechannel import write_atomic
 from garp import probe
 from garp.failover import Change, Engine, StateIndex, Timing
-from garp.links import DEFAULT_EXCLUDES, Link
+from garp.links import DEFAULT_EXCLUDES, Link, raw_socket_refusal
 from garp.metrics import Metrics
 from garp.probe_channel import MAX_BATCH, UDP, ProbeChannel
 from garp.reader import StateReader
@@ -394,6 +394,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ipaddress.ip_address(args.metrics_addr)
     except ValueError:
         print(f"exalb-garp: --metrics-addr {args.metrics_addr!r} is not an IP", file=sys.stderr)
+        return 2
+    refusal = raw_socket_refusal()
+    if refusal is not None:
+        structlog.get_logger("exalb.garp").error(
+            "no CAP_NET_RAW: cannot answer ARP/NDP",
+            error=refusal,
+            hint="run exalb-garp as the image has it (its interpreter carries cap_net_raw), "
+            "with capabilities.add [NET_RAW] and allowPrivilegeEscalation: true",
+        )
         return 2
     return Sidecar(args).run()
 

@@ -221,7 +221,8 @@ class Demo:
             self.say(f"    {line}")
 
     def kubectl_exalb(self, *args: str) -> None:
-        """The real plugin through kubectl; speakers are reached through the pod proxy."""
+        """The real plugin through kubectl; speakers are reached through a port-forward by
+        the API server (their /status is on the node's loopback only)."""
         env = {**self.cluster.env(), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
         proc = subprocess.run(
             [str(find_tools().kubectl), "exalb", *args], env=env, capture_output=True,

@@ -6,7 +6,12 @@
 #            and FRR's bfdd and vtysh (Debian's frr, its other daemons removed). A Debian 12 root
 #            filesystem from Debian packages (mmdebstrap: python3 and what it needs), a venv in
 #            /opt/exalb holding the exalb wheel and its runtime dependencies from PyPI,
-#            byte-compiled (the root filesystem is read-only at run time). User 65532.
+#            byte-compiled (the root filesystem is read-only at run time). User 65532; the
+#            speaker pod's containers run as exalb (65532), exalb-exabgp (65533) and
+#            exalb-garp (65531), the bfd container as root (bfdd insists). exalb-garp runs
+#            /opt/exalb/bin/python3-netraw, a copy of the interpreter carrying the file
+#            capability cap_net_raw (the only way Kubernetes gives NET_RAW to a non-root
+#            process); no file in the image is setuid/setgid.
 #   backend  a small HTTP server for the lab's Service backends: Debian's busybox-static
 #            (`httpd`), answering "pod=<pod> node=<node>". User 65534.
 #   pause    the pod sandbox: `pause` compiled by tests/controlplane/build.sh from the
@@ -160,7 +165,9 @@ build_exalb() {
     run_logged "venv $VENV with exalb and its dependencies" "$logs/exalb-$hash.log" \
         install_exalb "$rootfs" "$work/wheels"
     sizes "$rootfs" >"$cache/exalb-$hash.sizes"
-    tar -C "$rootfs" --numeric-owner -cf "$work/rootfs.tar" .
+    # --xattrs: the file capability of python3-netraw is an extended attribute
+    tar -C "$rootfs" --numeric-owner --xattrs --xattrs-include=security.capability \
+        -cf "$work/rootfs.tar" .
     run_logged "image (buildah)" "$logs/exalb-$hash.log" \
         buildah_image "$work/rootfs.tar" "$ref" "$out" \
         --env "PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
@@ -218,15 +225,40 @@ install_exalb() {
     # configures it with vtysh; no other FRR daemon runs in the image.
     find "$rootfs/usr/lib/frr" -maxdepth 1 -type f ! -name bfdd -delete
     rm -f "$rootfs/usr/bin/mtracebis"
-    # A fixed user for the controller (the chart's runAsUser), no home, no shell.
-    echo "exalb:x:65532:65532:exalb:/nonexistent:/usr/sbin/nologin" >>"$rootfs/etc/passwd"
+    # Fixed users (the chart's runAsUser), no home, no shell: exalb for the controller and
+    # the speaker, one each for ExaBGP and the garp sidecar; one group, the speaker pod's
+    # fsGroup, which owns the volumes two of them share.
+    {
+        echo "exalb:x:65532:65532:exalb:/nonexistent:/usr/sbin/nologin"
+        echo "exalb-exabgp:x:65533:65532:exalb ExaBGP:/nonexistent:/usr/sbin/nologin"
+        echo "exalb-garp:x:65531:65532:exalb garp sidecar:/nonexistent:/usr/sbin/nologin"
+    } >>"$rootfs/etc/passwd"
     echo "exalb:x:65532:" >>"$rootfs/etc/group"
+    netraw_interpreter "$rootfs"
+    # The garp container may escalate (its file capability needs it): nothing else may, so
+    # no setuid/setgid file stays (su, newgrp, unix_chkpwd, ...).
+    find "$rootfs" -xdev -type f -perm /6000 -exec chmod ug-s {} +
     # Not needed at run time: package manager caches and logs, and dpkg's own helpers' docs.
     rm -rf "$rootfs"/var/cache/* "$rootfs"/var/log/* "$rootfs"/var/lib/apt/lists/* \
         "$rootfs"/tmp/* "$rootfs"/usr/share/doc/*/changelog* "$rootfs"/usr/share/bash-completion
     chroot "$rootfs" "$VENV/bin/exalb-speaker" --help >/dev/null
     chroot "$rootfs" "$VENV/bin/exabgp" version >/dev/null
     chroot "$rootfs" /usr/lib/frr/bfdd --version >/dev/null
+}
+
+# The garp sidecar's interpreter: a copy of python3.11 (a copy, so that no other program gets
+# the capability) with the file capability cap_net_raw=ep, written as the security.capability
+# xattr (struct vfs_cap_data, revision 2, effective bit; CAP_NET_RAW is bit 13), and
+# exalb-garp's shebang pointing at it. The venv is found from the copy's path like from the
+# symlinks next to it.
+netraw_interpreter() {
+    local rootfs=$1 exe="$1$VENV/bin/python3-netraw"
+    cp "$rootfs/usr/bin/python3.11" "$exe"
+    chmod 0755 "$exe"
+    "$PY" -c 'import os, struct, sys
+os.setxattr(sys.argv[1], "security.capability", struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0))' "$exe"
+    sed -i "1s|^#!.*$|#!$VENV/bin/python3-netraw|" "$rootfs$VENV/bin/exalb-garp"
+    chroot "$rootfs" "$VENV/bin/exalb-garp" --help >/dev/null
 }
 
 # ---------------------------------------------------------------- backend

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,8 +47,12 @@ from speaker.cluster_store import ClusterStore
 from speaker.decisions import Options
 from speaker.l2.announcer import L2Announcer
 from speaker.status import ConfigState, L2View, WireView, bfd_section, status_document
+from speaker.status_cache import DocumentCache, WireCache
 
 log = structlog.get_logger("exalb.speaker")
+
+#: ``namespace/name`` is at most 63 + 1 + 63 characters; a longer query matches nothing.
+MAX_SERVICE_PARAM = 128
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class Settings:
     retry_delay: float = 0.5
     resync_interval: float = 30.0  # periodic recompute: picks up rotated Secrets
     withdraw_on_exit: bool = True
+    status_refresh: float = 1.0  # /status: ExaBGP's wire view is read at most this often
+    status_wait: float = 6.0  # a /status reader waits at most this long for a fresh one
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class Speaker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.wire = WireCache(self._read_wire, interval=settings.status_refresh, clock=clock)
+        self.documents = DocumentCache(ttl=settings.status_refresh, clock=clock)
 
     # -- inputs from other threads ------------------------------------------------------------
     def notify(self, kind: str = "change") -> None:
@@ -120,6 +129,7 @@ class Speaker:
             *(asyncio.create_task(a.run(), name=a.name) for a in self.announcers),
             asyncio.create_task(self._recompute_loop(), name="recompute"),
             asyncio.create_task(self._resync_loop(), name="resync"),
+            asyncio.create_task(self.wire.run(), name="status-wire"),
         ]
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks)
@@ -231,15 +241,13 @@ class Speaker:
         metrics.CONFIG_PROBLEMS.labels("warning").set(len(result.warnings))
 
     # -- status -------------------------------------------------------------------------------
+    async def _read_wire(self) -> WireView:
+        return await self.bgp.read_wire()
+
     def status(self, params: Mapping[str, str]) -> StatusDocument:
-        """The ``/status`` document; called from the HTTP server's thread."""
-        loop = self._loop
-        wire = WireView(error="speaker loop not running")
-        if loop is not None and not loop.is_closed():
-            try:
-                wire = asyncio.run_coroutine_threadsafe(self.bgp.read_wire(), loop).result(10)
-            except Exception as exc:  # noqa: BLE001 (/status answers anyway; the error is in it)
-                wire = WireView(error=f"status read failed: {exc!r}")
+        """The ``/status`` document; called from the HTTP server's threads. ExaBGP's wire
+        view comes from :class:`~speaker.status_cache.WireCache` (never read per request)."""
+        wire = self.wire.get(wait=self.settings.status_wait)
         c = self.computed
         plan: BGPPlan | None = c.plan_of(self.bgp) if c else None
         doc = status_document(
@@ -247,9 +255,10 @@ class Speaker:
             config=self.config_state,
             announcements=plan.announcements if plan else None,
             rendered=self.bgp.rendered or (plan.rendered if plan else None),
-            wire=wire,
+            wire=wire.view,
             service=params.get("service"),
             l2=self.l2.view() if self.l2 is not None else L2View(),
+            wire_age=wire.age,
         )
         if self.bgp.bfd is not None:
             doc["bfd"] = bfd_section(
@@ -262,3 +271,24 @@ class Speaker:
             "driverConnections": self.bgp.driver.connections,
         }
         return doc
+
+    def status_body(self, params: Mapping[str, str]) -> bytes:
+        """``/status`` encoded, shared by every reader of the same query for up to
+        ``status_refresh`` seconds (:class:`~speaker.status_cache.DocumentCache`), and
+        rebuilt at once when anything this speaker decided changed since: a reader sees
+        its own config, decisions and ExaBGP config at once; only what comes from outside
+        (ExaBGP's wire view, the sidecar's report) may be up to that old."""
+        service = params.get("service")
+        query = {} if service is None else {"service": service[:MAX_SERVICE_PARAM]}
+        return self.documents.get(
+            (query.get("service"), self._decided_version()),
+            lambda: json.dumps(self.status(query), indent=2, default=str).encode() + b"\n",
+        )
+
+    def _decided_version(self) -> tuple[object, ...]:
+        """Changes whenever the speaker's own state behind ``/status`` does (cheap: no
+        document is compared)."""
+        l2 = self.l2.publisher.generation if self.l2 is not None else None
+        return (self._config_generation, self.recomputes, id(self.computed),
+                id(self.bgp.rendered), self.bgp.config_applied, self.bgp.driver.connections,
+                l2)  # fmt: skip

@@ -15,8 +15,11 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
 * with ``--bfd-dir``, the node's bfdd (:mod:`speaker.bfd`): the sessions of BGPPeers with a
   ``bfdProfile``, rendered to ``--bfd-config`` and applied through ``vtysh``; MetalLB's
   ``metallb_bfd_*`` series on ``/metrics``;
-* ``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` (JSON) on ``--metrics-addr``, and
-  on the unix socket ``--status-socket`` if given;
+* ``/metrics``, ``/healthz``, ``/readyz`` on ``--metrics-addr`` (the node address in a
+  cluster: Prometheus, the kubelet's probes); those and ``/status`` (JSON: every
+  LoadBalancer Service, peers, ASNs, Secret names) only on the loopback ``--status-addr``
+  (``kubectl exalb`` reaches it with a port-forward through the API server) and on the unix
+  socket ``--status-socket`` if given (see :mod:`exalb.obs`);
 * SIGTERM/SIGINT: withdraw every route and exit (``--withdraw-on-exit``, the default: a
   node leaving must not blackhole), or leave the routes with ExaBGP
   (``--keep-routes-on-exit``: a planned speaker restart; the restarted speaker converges by
@@ -43,7 +46,7 @@ from exalb.k8s.client import KubeClient
 from exalb.k8s.events import EventRecorder
 from exalb.k8s.informer import Informer
 from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
-from exalb.obs import ObservabilityServer, configure_logging
+from exalb.obs import ObservabilityServer, configure_logging, is_loopback, split_address
 from speaker.app import Settings, Speaker
 from speaker.bfd.control import BfdCollector, BfdController
 from speaker.bgp import BGPAnnouncer
@@ -66,7 +69,7 @@ def _default_bridge(socket_path: str) -> list[str]:
     return [str(exe), "-m", "speaker.exabgp.bridge", "--socket", socket_path]
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:  # size: flag list
     p = argparse.ArgumentParser(prog="exalb-speaker", description=__doc__.split("\n")[0])
 
     def flag(name: str, env_name: str, help: str = "", **kw: Any) -> None:
@@ -95,11 +98,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     flag("--bfd-config", "BFD_CONFIG", "where to render bfdd.conf; the bfdd launcher waits "
          "for it", default="/run/exalb/bfdd.conf")  # fmt: skip
     flag("--vtysh", "VTYSH", "FRR's vtysh, to configure and read bfdd")
-    flag("--metrics-addr", "METRICS_ADDR", "host:port for /metrics, /status, /healthz, "
-         "/readyz", default="127.0.0.1:7473")  # fmt: skip
-    flag("--status-socket", "STATUS_SOCKET", "also serve those endpoints on this unix "
-         "socket (0600), so host tools reach a speaker in another network namespace: "
+    flag("--metrics-addr", "METRICS_ADDR", "host:port for /metrics, /healthz, /readyz",
+         default="127.0.0.1:7473")  # fmt: skip
+    flag("--status-addr", "STATUS_ADDR", "loopback host:port for /status (and the others); "
+         "empty: none", default="127.0.0.1:7474")  # fmt: skip
+    flag("--status-socket", "STATUS_SOCKET", "also serve /status and the others on this "
+         "unix socket (0600), so host tools reach a speaker in another network namespace: "
          "`kubectl exalb --speaker NODE=unix://PATH`")  # fmt: skip
+    flag("--status-refresh", "STATUS_REFRESH", "seconds: /status reads ExaBGP's sessions "
+         "and adj-rib-out at most this often", type=float, default=1.0)  # fmt: skip
     flag("--log-level", "LOG_LEVEL", default="info")
     flag("--debounce", "DEBOUNCE", "seconds to collect changes before recomputing",
          type=float, default=0.02)  # fmt: skip
@@ -120,6 +127,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.node_name:
         p.error("--node-name (or env NODE_NAME) is required")
+    if args.status_addr and not is_loopback(split_address(args.status_addr)[0]):
+        p.error(f"--status-addr {args.status_addr}: /status is served on loopback only "
+                "(README, Security model)")  # fmt: skip
+    if not 0.05 <= args.status_refresh <= 60:
+        p.error("--status-refresh: between 0.05 and 60 seconds")
     return args
 
 
@@ -164,6 +176,7 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
         ),
         debounce=args.debounce,
         withdraw_on_exit=args.withdraw_on_exit,
+        status_refresh=args.status_refresh,
     )
     informers: list[Informer] = []
 
@@ -229,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     speaker, informers, kube = build(args)
     server = ObservabilityServer(
         args.metrics_addr,
-        endpoints={"/status": speaker.status},
+        private_endpoints={"/status": speaker.status_body},
+        private_address=args.status_addr or None,
         ready=speaker.ready,
         unix_socket=args.status_socket,
     ).start()
@@ -240,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exabgp_socket=args.exabgp_socket,
         exabgp_config=args.exabgp_config,
         metrics=args.metrics_addr,
+        status=args.status_addr or None,
     )
     try:
         return asyncio.run(_serve(speaker, informers))

@@ -216,8 +216,10 @@ def status_document(
     wire: WireView,
     service: str | None = None,
     l2: L2View | None = None,
+    wire_age: float | None = None,
 ) -> doc.StatusDocument:
-    """The whole ``/status`` (``service`` = ``namespace/name`` narrows the Service list)."""
+    """The whole ``/status`` (``service`` = ``namespace/name`` narrows the Service list;
+    ``wire_age``: seconds since ``wire`` was read from ExaBGP)."""
     l2 = l2 or L2View()
     l2_by_service: dict[str, list[IPElection]] = {}
     for e in l2.elections:
@@ -239,7 +241,11 @@ def status_document(
             "source": config.source,
             "problems": list(config.problems),
         },
-        "exabgp": {"connected": wire.connected, "error": wire.error},
+        "exabgp": {
+            "connected": wire.connected,
+            "error": wire.error,
+            "wireAgeSeconds": None if wire_age is None else round(wire_age, 3),
+        },
         "peers": [peer_json(p, rendered) for p in peers],
         "renderProblems": [str(p) for p in rendered.problems] if rendered else [],
         "sessions": (

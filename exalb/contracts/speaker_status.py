@@ -125,6 +125,9 @@ class ConfigSection(TypedDict):
 class ExaBGPSection(TypedDict):
     connected: bool
     error: str | None
+    # seconds since the wire view (sessions, adj-rib-out) was read from ExaBGP: /status
+    # answers from a view the speaker refreshes at most once a second (None: never read)
+    wireAgeSeconds: NotRequired[float | None]
 
 
 class PeerEntry(TypedDict):

@@ -13,8 +13,12 @@ raised at once (a 409 means "re-read and re-decide", which only the caller can d
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import http.client
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,8 +26,10 @@ from typing import Any
 
 import structlog
 import urllib3
+import websocket
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes import stream as k8s_stream
 from kubernetes.config.config_exception import ConfigException
 from tenacity import (
     RetryCallState,
@@ -138,6 +144,7 @@ class KubeClient:
             except ConfigException as exc:
                 raise ApiError(0, f"no Kubernetes configuration: {exc}") from exc
         cfg.socket_options = _socket_options()
+        self._cfg = cfg
         self._api = k8s_client.ApiClient(cfg)
         self._retry_for = retry_for
         self.host = cfg.host
@@ -340,6 +347,48 @@ class KubeClient:
             if not exc.not_found:
                 raise
 
+    # ------------------------------------------------------------------ port-forward
+    def port_forward_get(
+        self, namespace: str, pod: str, port: int, path: str, *, timeout: float = 10.0
+    ) -> tuple[int, bytes]:
+        """``GET path`` (HTTP/1.0) on ``pod``'s loopback ``port`` through the API server's
+        port-forward (RBAC: ``get`` and ``create`` on ``pods/portforward``); returns status and
+        body.
+
+        Why a port-forward: it dials ``localhost:port`` in the pod's network namespace (for a
+        host-network pod, the node's loopback), which the pod proxy cannot reach, and the API
+        server authorizes the user first. One request per forward: the forward closes with
+        the connection. Failures raise :class:`ApiError` (403: not allowed; status 0: the
+        forward or the port failed, with the kubelet's reason)."""
+        # A client of its own: the library's stream helper swaps the client's request method
+        # for a websocket one while it runs, which would capture concurrent plain requests
+        # (the pod proxy, listing) made on a shared client.
+        api = k8s_client.ApiClient(self._cfg)
+        core = k8s_client.CoreV1Api(api)
+        # The library's websocket takes its timeout from this process-wide default (no
+        # parameter reaches it); only the CLI port-forwards, with one timeout for all.
+        previous = websocket.getdefaulttimeout()
+        websocket.setdefaulttimeout(timeout)
+        try:
+            forward = k8s_stream.portforward(
+                core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+            )
+        except k8s_client.ApiException as exc:
+            api.close()
+            raise _forward_error(exc) from exc
+        finally:
+            websocket.setdefaulttimeout(previous)
+        sock = forward.socket(port)
+        sock.settimeout(timeout)
+        try:
+            return _http_get_over(sock, path, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            reason = forward.error(port) or exc
+            raise ApiError(0, f"port-forward to {pod}:{port}: {reason}") from exc
+        finally:
+            forward.close()
+            api.close()
+
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -359,6 +408,44 @@ def default_namespace(kubeconfig: str | None = None) -> str:
         return "default"
     context = (current or {}).get("context") or {}
     return str(context.get("namespace") or "default")
+
+
+class _SocketHTTPConnection(http.client.HTTPConnection):
+    """HTTP on a socket that is already connected (one end of a port-forward)."""
+
+    def __init__(self, sock: Any, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._given = sock
+
+    def connect(self) -> None:
+        self.sock = self._given
+
+
+def _http_get_over(sock: Any, path: str, timeout: float) -> tuple[int, bytes]:
+    conn = _SocketHTTPConnection(sock, timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _forward_error(exc: k8s_client.ApiException) -> ApiError:
+    """The library reports a refused websocket handshake as status 0 with the handshake in
+    its text ("Handshake status 403 Forbidden -+-+- <headers> -+-+- <body bytes>"): recover
+    the status and the API server's JSON answer."""
+    text = str(exc.reason or exc)
+    parts = text.split(" -+-+- ")
+    match = re.match(r"Handshake status (\d{3}) ?(.*)", parts[0])
+    if match is None:
+        return ApiError(int(exc.status or 0), text[:200])
+    body: JSON = {}
+    if len(parts) >= 3:
+        with contextlib.suppress(ValueError, SyntaxError, TypeError, MemoryError):
+            raw = ast.literal_eval(parts[-1].strip())
+            body = raw if isinstance(raw, dict) else _decode(raw)
+    return ApiError(int(match.group(1)), match.group(2) or "websocket handshake refused", body)
 
 
 def _decode(data: Any) -> JSON:

@@ -12,6 +12,14 @@ Everything bfdd keeps lives under ``--dir``: its vty socket (which ``vtysh --vty
 host (the lab runs one per node namespace) and the pod needs nothing but its emptyDir. The
 zebra socket it is given does not exist; bfdd keeps retrying it quietly and never needs it.
 
+With ``--vty-group GID`` (the chart: the pod's fsGroup) the launcher does not ``exec``:
+bfdd must run as root, and it makes its vty socket 0770 in root's group (FRR would give it
+to ``frrvty``, but its own chown fails once it has dropped CAP_CHOWN), so a non-root speaker
+could not use it. The launcher then runs bfdd as its child, hands the socket (and its
+directory) to that group as soon as it appears (an owner may give a file to a group it is in,
+and the pod's fsGroup is one of the container's groups, so no capability is needed), passes
+SIGTERM/SIGINT on and exits with bfdd's status.
+
 It imports only the standard library, so the container starts without the speaker's
 dependencies.
 """
@@ -22,9 +30,11 @@ import argparse
 import grp
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 BFDD = "/usr/lib/frr/bfdd"
@@ -71,6 +81,37 @@ def wait_for_file(path: Path, timeout: float, interval: float = 0.05) -> bool:
     return True
 
 
+def share_vty(directory: Path, gid: int, alive: Callable[[], bool], interval: float = 0.02) -> bool:
+    """Wait while bfdd lives for its vty socket, then make it (and ``directory``) usable by
+    group ``gid``: 0770 and 0750. False if bfdd died first."""
+    sock = directory / "bfdd.vty"
+    while alive():
+        if sock.exists():
+            os.chown(directory, -1, gid)
+            os.chmod(directory, 0o750)
+            os.chown(sock, -1, gid)
+            os.chmod(sock, 0o770)
+            return True
+        time.sleep(interval)
+    return False
+
+
+def supervise(argv: list[str], directory: Path, gid: int) -> int:
+    """Run bfdd as a child, share its vty socket with ``gid``, relay stop signals, and
+    return bfdd's exit status."""
+    # A socket left by the last bfdd (the volume outlives the container) must not be the
+    # one shared: bfdd replaces it.
+    (directory / "bfdd.vty").unlink(missing_ok=True)
+    proc = subprocess.Popen(argv)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    if share_vty(directory, gid, lambda: proc.poll() is None):
+        _log("vty_shared", socket=str(directory / "bfdd.vty"), gid=gid)
+    code = proc.wait()
+    _log("bfdd_exited", code=code)
+    return code if code >= 0 else 128 - code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="wait for the speaker's bfdd.conf, exec bfdd")
     parser.add_argument("--config", required=True, type=Path, help="file the speaker renders")
@@ -80,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", default=None, help="vty socket group (-g); default frrvty")
     parser.add_argument("--log", default="stdout", help="bfdd --log (stdout, file:PATH)")
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait (0 = forever)")
+    parser.add_argument(
+        "--vty-group", type=int, default=None,
+        help="numeric group given bfdd's vty socket (the pod's fsGroup); bfdd then runs as "
+        "the launcher's child instead of replacing it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
     _log("waiting_for_config", config=str(args.config))
@@ -90,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.bfdd, args.config, args.dir,
         user=args.user, group=args.group or default_group(), log=args.log,
     )  # fmt: skip
+    if args.vty_group is not None:
+        _log("start_bfdd", argv=argv_, vty_group=args.vty_group)
+        return supervise(argv_, args.dir, args.vty_group)
     _log("exec_bfdd", argv=argv_, pid=os.getpid())
     os.execv(args.bfdd, argv_)
     return 1  # pragma: no cover - execv does not return

@@ -76,7 +76,9 @@ class Bridge:
 
     # -- set-up -------------------------------------------------------------------------
     def listen(self) -> None:
-        """Bind the socket (0600), replacing a stale socket file but never another file type."""
+        """Bind the socket (0660: the speaker runs as another user of the pod's group, and
+        only the speaker and ExaBGP mount the volume), replacing a stale socket file but
+        never another file type."""
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
                 os.unlink(self.socket_path)
@@ -84,7 +86,7 @@ class Bridge:
         if directory:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
+        old = os.umask(0o117)
         try:
             lst.bind(self.socket_path)
         finally:

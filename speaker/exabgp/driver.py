@@ -15,7 +15,10 @@ so it may crash, restart or be upgraded without ExaBGP noticing. Its rules:
   triggers a re-read (with back-off) instead of guessing.
 * **Peers change only by reload.** ``apply_config`` writes the rendered file, runs
   ``exabgp validate`` and sends ``reload``; ExaBGP then touches only the neighbors whose
-  definition changed. Routes are only sent to neighbors of the applied config.
+  definition changed. Routes are only sent to neighbors of the applied config. The file
+  (it holds the MD5 passwords) and its scratch copies are written 0640: the ExaBGP
+  container's user reads them through the pod's group, and only the speaker and ExaBGP
+  mount their volume.
 * **Graceful restart.** For neighbors rendered with ``manual-eor``, ``announce eor`` follows
   the first convergence after the driver connects, after the neighbor's session comes up,
   and after the neighbor is first learned (a peer added by ``reload``, or every peer when the
@@ -44,6 +47,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from exalb.config.model import IPNetwork
+from exalb.filechannel import write_file
 from speaker.decisions import Route
 from speaker.exabgp import protocol
 from speaker.exabgp.connection import (
@@ -121,7 +125,7 @@ def scratch_validator(config_path: Path | None, validate: Validator | None) -> T
         if validate is None or config_path is None:
             return None
         scratch = config_path.with_name(config_path.name + ".check")
-        scratch.write_text(text)
+        write_file(scratch, text.encode())
         try:
             return await validate(scratch)
         finally:
@@ -148,7 +152,7 @@ async def stage_config(path: Path, text: str, validate: Validator | None) -> Sta
     if current == text:
         return Staged(False, current)
     tmp = path.with_name(path.name + ".new")
-    tmp.write_text(text)
+    write_file(tmp, text.encode())  # 0640: ExaBGP's user reads it through the pod's group
     if validate is not None:
         problem = await validate(tmp)
         if problem is not None:
@@ -254,7 +258,7 @@ class Driver:
                 log.error("exabgp_reload_failed", error=str(exc))
                 # Put the old text back: the file must say what ExaBGP runs, or the next
                 # apply_config would see "unchanged" and never reload. The caller retries.
-                path.write_text(current)
+                write_file(path, current.encode())
                 self._resync_reasons.add("reload")
                 self._wake.set()
                 raise ReloadError(f"reload not applied: {exc}") from exc

@@ -50,8 +50,11 @@ def default_exabgp() -> str:
 
 
 def make_fifos(root: Path, pipename: str) -> None:
+    """The CLI FIFOs, 0600 in a 0700 directory: ExaBGP's own user only (the speaker shares
+    the volume but drives ExaBGP through the bridge, never through these)."""
     run = root / "run"
-    run.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    run.mkdir(mode=0o700, exist_ok=True)
     for suffix in (".in", ".out"):
         fifo = run / f"{pipename}{suffix}"
         with contextlib.suppress(FileNotFoundError):

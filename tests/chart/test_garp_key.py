@@ -36,7 +36,8 @@ def test_chart_made_key_is_mounted_into_garp_only(chart_tools: Tools) -> None:
     (garp_mount,) = [m for m in containers(ds)["garp"]["volumeMounts"] if m["name"] == "garp-key"]
     assert garp_mount["readOnly"] is True
     volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["garp-key"]["secret"] == {"secretName": "exalb-garp-key", "defaultMode": 0o400}
+    # 0440 and the pod's fsGroup: the non-root garp user reads it; only garp mounts it
+    assert volumes["garp-key"]["secret"] == {"secretName": "exalb-garp-key", "defaultMode": 0o440}
     assert f"--key-dir={KEY_DIR}" in containers(ds)["garp"]["args"]
     # another render, another key: nothing predictable is ever shipped
     assert find(render(chart_tools), "Secret")["data"] != secret["data"]

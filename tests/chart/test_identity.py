@@ -135,6 +135,7 @@ def release(chart_cp: ControlPlane, chart_tools: Tools) -> Iterator[list[dict[st
             chart_cp, chart_tools, RELEASE, NS,
             "--set", f"controller.metricsPort={free_port()}",
             "--set", f"speaker.metricsPort={free_port()}",
+            "--set", f"speaker.statusPort={free_port()}",
             "--set-json", 'speaker.secretNames=["tor-password"]',
         )  # fmt: skip
         chart_cp.ensure_namespace(APPS)
@@ -315,6 +316,7 @@ def test_speaker_and_exabgp_run_under_the_chart_identity(
     pod = containers(find(release, "DaemonSet"))
     spk, exa = pod["speaker"], pod["exabgp"]
     port = next(p["containerPort"] for p in spk["ports"] if p["name"] == "metrics")
+    status_port = next(p["containerPort"] for p in spk["ports"] if p["name"] == "status")
     token = cp.create_token(NS, f"{FULL}-speaker")
     kubeconfig = cp.write_token_kubeconfig(token, "chart-speaker")
     # A short private stand-in for the pod's emptyDir (unix socket paths are limited).
@@ -330,7 +332,8 @@ def test_speaker_and_exabgp_run_under_the_chart_identity(
         # Ready = caches synced (every list/watch allowed), config applied, bridge connected
         # (ExaBGP started from the rendered file and runs the bridge on the shared socket).
         wait_for("speaker /readyz", lambda: http(port, "/readyz")[0] == 200, timeout=60)
-        code, body = http(port, "/status")
+        assert http(port, "/status")[0] == 404  # never on the node address
+        code, body = http(status_port, "/status")
         assert code == 200
         status = json.loads(body)
         assert status["node"] == NODE
@@ -344,7 +347,9 @@ def test_speaker_and_exabgp_run_under_the_chart_identity(
         (decision,) = [d for d in status["services"] if d["service"].endswith("/spk-web")]
         assert decision["announce"] is True, decision
         assert {r["prefix"] for r in decision["routes"]} == {"203.0.113.9/32"}
-        conf = (run_dir / "exabgp.conf").read_text()
+        conf_path = run_dir / "bgp" / "exabgp.conf"
+        assert conf_path.stat().st_mode & 0o777 == 0o640  # MD5 passwords: never world-readable
+        conf = conf_path.read_text()
         assert "neighbor 127.0.0.1" in conf and "md5-password" in conf
         assert str(BIN / "exalb-exabgp-bridge") in conf
         assert_no_forbidden(speaker)

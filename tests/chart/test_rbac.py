@@ -24,7 +24,7 @@ from tests.chart.conftest import install, uninstall
 pytestmark = pytest.mark.k8s
 
 NS = "lb-system"  # release namespace (default values)
-PINNED_NS = "pinned-system"  # release with speaker.secretNames
+PINNED_NS = "pinned-system"  # release with speaker.secretNames and a config.peers password
 APPS = "apps"  # where users' Services live
 CONTROLLER = f"system:serviceaccount:{NS}:exalb-controller"
 SPEAKER = f"system:serviceaccount:{NS}:exalb-speaker"
@@ -47,6 +47,9 @@ def releases(chart_cp: ControlPlane, chart_tools: Tools) -> Iterator[None]:
         install(
             chart_cp, chart_tools, "pinned", PINNED_NS,
             "--set-json", 'speaker.secretNames=["tor-password"]',
+            "--set-json", 'config.peers=[{"name": "edge", "spec": {"myASN": 64512, '
+            '"peerASN": 64500, "peerAddress": "198.18.0.254", '
+            '"passwordSecret": {"name": "edge-password", "namespace": "pinned-system"}}}]',
             "--set", "controller.enabled=false",
         )  # fmt: skip
         yield
@@ -131,8 +134,6 @@ MATRIX: list[tuple[str, str, bool]] = [
         f"get configmaps/config -n {NS}",
         f"list configmaps/config -n {NS}",
         f"watch configmaps/config -n {NS}",
-        f"get secrets/tor-password -n {NS}",
-        f"get secrets/any-name -n {NS}",  # default: any Secret of the namespace, by name
     )],
     # -- speaker: what it must not do
     *[(SPEAKER, q, False) for q in (
@@ -143,6 +144,12 @@ MATRIX: list[tuple[str, str, bool]] = [
         "update services -n apps --subresource=status",
         f"list secrets -n {NS}",
         f"watch secrets -n {NS}",
+        # default: no BGP password configured, so no Secret at all (not the garp key, not
+        # Helm's release Secrets)
+        f"get secrets/tor-password -n {NS}",
+        f"get secrets/any-name -n {NS}",
+        f"get secrets/exalb-garp-key -n {NS}",
+        f"get secrets/sh.helm.release.v1.exalb.v1 -n {NS}",
         "get secrets/tor-password -n apps",
         "get secrets/tor-password -n kube-system",
         f"list configmaps -n {NS}",
@@ -156,9 +163,11 @@ MATRIX: list[tuple[str, str, bool]] = [
         "list pods -A",
         "create pods -n apps",
     )],
-    # -- speaker with speaker.secretNames: exactly those Secrets
+    # -- speaker with speaker.secretNames and config.peers: exactly those Secrets
     (PINNED_SPEAKER, f"get secrets/tor-password -n {PINNED_NS}", True),
+    (PINNED_SPEAKER, f"get secrets/edge-password -n {PINNED_NS}", True),
     (PINNED_SPEAKER, f"get secrets/other -n {PINNED_NS}", False),
+    (PINNED_SPEAKER, f"get secrets/pinned-exalb-garp-key -n {PINNED_NS}", False),
     (PINNED_SPEAKER, f"get secrets -n {PINNED_NS}", False),
     (PINNED_SPEAKER, f"get secrets/tor-password -n {NS}", False),
     (PINNED_SPEAKER, f"list bgppeers.metallb.io -n {PINNED_NS}", True),
@@ -228,7 +237,6 @@ EXPECTED: dict[tuple[str, str], set[Rule]] = {
         ("events", (), ("create",)),
         *_m(("list", "watch")),
         ("configmaps", ("config",), ("get", "list", "watch")),
-        ("secrets", (), ("get",)),
     },
     (SPEAKER, APPS): {
         ("services", (), ("list", "watch")),
@@ -243,6 +251,7 @@ EXPECTED: dict[tuple[str, str], set[Rule]] = {
         ("events", (), ("create",)),
         *_m(("list", "watch")),
         ("configmaps", ("config",), ("get", "list", "watch")),
+        ("secrets", ("edge-password",), ("get",)),
         ("secrets", ("tor-password",), ("get",)),
     },
 }

@@ -1,7 +1,7 @@
 """charts/exalb without a cluster: lint, golden renders, schema rejections, and that what the
 chart renders is what the programs accept (their real argparse) and what the design asks for
-(least capabilities, read-only root, probes, one shared emptyDir, no token where none is
-needed).
+(least capabilities, read-only root, probes, a volume per pair of containers that talk, a
+user per container, no token where none is needed).
 
 Regenerate the goldens after an intended chart change::
 
@@ -37,7 +37,8 @@ from tests.chart.conftest import (
 )
 
 VALUE_SETS = sorted(p.stem for p in VALUES.glob("*.yaml"))
-RUN_DIR = "/run/exalb"
+BGP_DIR = "/run/exalb/bgp"  # speaker <-> exabgp
+L2_DIR = "/run/exalb/l2"  # speaker <-> garp
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: The chart-made garp probe key: random in every render without a cluster (nothing to look up).
 RANDOM_KEY = re.compile(r"(?m)^(  key: )[A-Za-z0-9+/]{86}==$")
@@ -198,17 +199,17 @@ def test_speaker_daemonset(default_docs: list[dict[str, Any]]) -> None:
     for name, c in by_name.items():
         sc = c["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True, name
-        assert sc["allowPrivilegeEscalation"] is False, name
         assert c["resources"]["requests"] and c["resources"]["limits"], name
         assert "livenessProbe" in c or "readinessProbe" in c, name
-        # One emptyDir, same path everywhere: config, bridge socket, FIFOs, L2 state.
-        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-        assert mounts["run"] == RUN_DIR, name
     assert _caps(by_name["speaker"]) == (["ALL"], [])
     assert _caps(by_name["exabgp"]) == (["ALL"], [])
     assert _caps(by_name["garp"]) == (["ALL"], ["NET_RAW"])
+    # no_new_privs everywhere but garp, whose NET_RAW is a file capability (values.yaml)
+    assert [c["securityContext"]["allowPrivilegeEscalation"] for c in by_name.values()] == [
+        False, False, True,
+    ]  # fmt: skip
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes["run"]
+    assert "emptyDir" in volumes["exabgp"] and "emptyDir" in volumes["l2"]
     # NODE_NAME from the downward API where a program needs it.
     for name in ("speaker", "garp"):
         env = {e["name"]: e for e in by_name[name]["env"]}
@@ -228,6 +229,64 @@ def test_speaker_daemonset(default_docs: list[dict[str, Any]]) -> None:
     assert any("serviceAccountToken" in s for s in sources)
 
 
+def test_speaker_pod_least_privilege(default_docs: list[dict[str, Any]]) -> None:
+    """Each container its own non-root user; a volume per pair that talks (garp never sees
+    exabgp.conf or ExaBGP's socket and FIFOs); the pod's group owns the shared volumes."""
+    ds = find(default_docs, "DaemonSet", "exalb-speaker")
+    pod = ds["spec"]["template"]["spec"]
+    by_name = containers(ds)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] != 0
+    users = {n: c["securityContext"]["runAsUser"] for n, c in by_name.items()}
+    assert all(u >= 1000 for u in users.values()) and len(set(users.values())) == 3, users
+    mounts = {n: {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for n, c in by_name.items()}
+    assert mounts["speaker"] == {
+        "exabgp": BGP_DIR, "l2": L2_DIR, "speaker-tmp": "/tmp", "kube-api-access": TOKEN_DIR,
+    }  # fmt: skip
+    assert mounts["exabgp"] == {"exabgp": BGP_DIR, "exabgp-tmp": "/tmp"}
+    assert mounts["garp"] == {"l2": L2_DIR, "garp-key": "/etc/exalb/garp-key"}
+    shared = {v for names in mounts.values() for v in names}
+    for volume in shared:  # no volume is shared by all three
+        assert sum(volume in m for m in mounts.values()) <= 2, volume
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["garp-key"]["secret"]["defaultMode"] == 0o440
+    # /status and the probes on the node's loopback; only metrics on the node address
+    spk = by_name["speaker"]
+    ports = {p["name"]: p["containerPort"] for p in spk["ports"]}
+    assert set(ports) == {"metrics", "status"}
+    args = dict(a.removeprefix("--").split("=", 1) for a in spk["args"] if "=" in a)
+    assert args["status-addr"] == f"127.0.0.1:{ports['status']}"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert spk[probe]["httpGet"]["host"] == "127.0.0.1"
+        assert spk[probe]["httpGet"]["port"] == "status"
+
+
+def _speaker_secret_rule(docs: list[dict[str, Any]]) -> list[str] | None:
+    role = find(docs, "Role", "exalb-speaker")
+    rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert len(rules) <= 1 and all(r["verbs"] == ["get"] for r in rules)
+    return rules[0]["resourceNames"] if rules else None
+
+
+def test_speaker_reads_only_the_secrets_the_config_names(chart_tools: Tools) -> None:
+    """No Secret by default (not the garp key, not Helm's release Secrets); the passwordSecrets
+    of config.peers and speaker.secretNames by name; the garp key is refused."""
+    assert _speaker_secret_rule(render(chart_tools)) is None
+    peers = (
+        '[{"name": "a", "spec": {"myASN": 1, "peerASN": 2, "peerAddress": "198.18.0.1",'
+        ' "passwordSecret": {"name": "pw-a"}}},'
+        ' {"name": "b", "spec": {"myASN": 1, "peerASN": 2, "peerAddress": "198.18.0.2"}}]'
+    )
+    docs = render(chart_tools, "--set-json", f"config.peers={peers}",
+                  "--set-json", 'speaker.secretNames=["pw-z", "pw-a"]')  # fmt: skip
+    assert _speaker_secret_rule(docs) == ["pw-a", "pw-z"]
+    proc = helm(
+        chart_tools, "template", "exalb", str(CHART), "--namespace", NAMESPACE,
+        "--set-json", 'speaker.secretNames=["exalb-garp-key"]', check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "is the garp probe key" in proc.stderr
+
+
 def test_control_plane_tolerations_are_opt_in(chart_tools: Tools) -> None:
     docs = render(chart_tools, "--set", "speaker.tolerateControlPlane=true")
     pod = find(docs, "DaemonSet")["spec"]["template"]["spec"]
@@ -242,7 +301,9 @@ def test_without_garp_the_speaker_pod_has_no_capability(chart_tools: Tools) -> N
     assert list(containers(ds)) == ["speaker", "exabgp"]
     for c in containers(ds).values():
         assert _caps(c) == (["ALL"], [])
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert ds["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert "l2" not in {v["name"] for v in ds["spec"]["template"]["spec"]["volumes"]}
     assert {d["kind"] for d in docs} == {"Deployment", "DaemonSet"}  # rbac.create false
 
 
@@ -316,22 +377,24 @@ def test_programs_accept_the_rendered_flags(
     sargs = speaker_args(_argv(spk))
     assert sargs.node_name == DOWNWARD["NODE_NAME"]
     assert sargs.namespace == NAMESPACE
-    assert Path(sargs.exabgp_socket).parent == Path(RUN_DIR)
-    assert Path(sargs.exabgp_config).parent == Path(RUN_DIR)
+    assert Path(sargs.exabgp_socket).parent == Path(BGP_DIR)
+    assert Path(sargs.exabgp_config).parent == Path(BGP_DIR)
     metrics_port = next(p["containerPort"] for p in spk["ports"] if p["name"] == "metrics")
+    status_port = next(p["containerPort"] for p in spk["ports"] if p["name"] == "status")
     assert sargs.metrics_addr == f"{DOWNWARD['POD_IP']}:{metrics_port}"
+    assert sargs.status_addr == f"127.0.0.1:{status_port}"
     assert sargs.lb_class == (args.lb_class or None)
     # -- exabgp: the launcher waits for exactly the file the speaker renders
     exa = by_name["exabgp"]
     assert exa["command"] == ["exalb-exabgp"]
     launch = dict(a.removeprefix("--").split("=", 1) for a in exa["args"])
     assert launch["config"] == sargs.exabgp_config
-    assert Path(launch["root"]).parent == Path(RUN_DIR)
+    assert Path(launch["root"]).parent == Path(BGP_DIR)
     socket_probe = exa["readinessProbe"]["exec"]["command"]
     assert socket_probe == ["test", "-S", sargs.exabgp_socket]
     # Run the real launcher on a private copy of the paths: argparse accepts the flags (exit
     # 2 would be a usage error), it creates the CLI FIFOs and reports the missing config.
-    remapped = [a.replace(RUN_DIR, str(tmp_path)) for a in exa["args"]]
+    remapped = [a.replace(BGP_DIR, str(tmp_path)) for a in exa["args"]]
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("exalb-exabgp")), *remapped, "--wait", "0.05"],
         capture_output=True,
@@ -341,7 +404,7 @@ def test_programs_accept_the_rendered_flags(
     )
     assert proc.returncode == 1, proc.stderr
     assert "config_never_appeared" in proc.stderr
-    root = Path(launch["root"].replace(RUN_DIR, str(tmp_path)))
+    root = Path(launch["root"].replace(BGP_DIR, str(tmp_path)))
     assert (root / "run" / f"{launch['pipename']}.in").is_fifo()
     # -- garp (without it the speaker runs no L2: nobody would read the state)
     if "garp" not in by_name:
@@ -350,7 +413,7 @@ def test_programs_accept_the_rendered_flags(
         garp = by_name["garp"]
         assert garp["command"] == ["exalb-garp"]
         gargs = garp_args(_argv(garp))
-        assert Path(gargs.state).parent == Path(RUN_DIR)
+        assert Path(gargs.state).parent == Path(L2_DIR)
         assert sargs.l2_state == gargs.state, "the speaker writes what the sidecar reads"
         assert gargs.status is None  # default <state>.status: where the speaker reads it
         assert gargs.node == DOWNWARD["NODE_NAME"]
@@ -359,7 +422,7 @@ def test_programs_accept_the_rendered_flags(
         assert gargs.probe_port == ports["garp-probe"]
         assert gargs.metrics_addr == DOWNWARD["POD_IP"]
         # Host network: no two listeners of the pod may share a port.
-        assert gargs.metrics_port != metrics_port
+        assert len({gargs.metrics_port, metrics_port, status_port}) == 3
 
 
 def test_notes_say_what_to_do_next(chart_tools: Tools) -> None:
@@ -374,7 +437,7 @@ def test_notes_say_what_to_do_next(chart_tools: Tools) -> None:
     assert "kubectl exalb status" in fresh
     assert "kind: IPAddressPool" in fresh  # how to add a pool
     assert f"namespace: {NAMESPACE}" in fresh
-    assert "/proxy/status" in fresh
+    assert "port-forward" in fresh and "get, create pods/portforward" in fresh
     configured = notes("-f", str(VALUES / "full.yaml"))
     assert "kind: IPAddressPool" not in configured
     assert "5 metallb.io object(s)" in configured

@@ -2,8 +2,9 @@
 installed with helm, real pods behind LoadBalancer Services, EndpointSlices from the real
 control plane. The oracle is the router: r1's kernel FIB (and FRR's own JSON for stale
 paths). The tests share one cluster and one release and run in file order:
-install -> externalTrafficPolicy Local -> graceful restart -> BFD -> upgrade -> drain ->
-node failure -> uninstall."""
+install -> least privilege in the speaker pod, /status reached only as intended ->
+externalTrafficPolicy Local -> graceful restart -> BFD -> upgrade -> drain -> node failure ->
+uninstall."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,6 +189,74 @@ def test_install(installed: Lab) -> None:
     assert images == {cluster.images["exalb"].ref}
     containers = {c["name"] for p in pods for c in p["spec"]["containers"]}
     assert containers == {"controller", "speaker", "exabgp", "garp"}
+
+
+def pod_exec(cluster: Cluster, pod: str, container: str, script: str) -> str:
+    proc = cluster.kubectl("exec", "-n", NS, pod, "-c", container, "--", "sh", "-c", script,
+                           check=False)  # fmt: skip
+    return proc.stdout + proc.stderr
+
+
+def proc_status(cluster: Cluster, pod: str, container: str) -> dict[str, str]:
+    """The container's main process (PID 1 of its PID namespace): ids and capabilities."""
+    text = pod_exec(cluster, pod, container, "cat /proc/1/status")
+    return {k: v.split()[0] for k, _, v in (ln.partition(":\t") for ln in text.splitlines()) if v}
+
+
+def test_speaker_pod_least_privilege(installed: Lab) -> None:
+    """Each container of a running speaker pod: its own non-root user, only the capabilities
+    it needs (garp: NET_RAW), and only the volume it shares with the speaker."""
+    cluster = installed.cluster
+    assert cluster is not None
+    pod = speaker_pods(cluster, "n1")[0]["metadata"]["name"]
+    ids = {c: proc_status(cluster, pod, c) for c in ("speaker", "exabgp", "garp")}
+    shown = ("Uid", "Gid", "Groups", "CapEff", "CapBnd", "NoNewPrivs")
+    print("\n" + "\n".join(f"{c}: {[s.get(k) for k in shown]}" for c, s in ids.items()))
+    net_raw = f"{1 << 13:016x}"
+    assert {c: (s["Uid"], s["Gid"]) for c, s in ids.items()} == {
+        "speaker": ("65532", "65532"), "exabgp": ("65533", "65532"), "garp": ("65531", "65532"),
+    }  # fmt: skip
+    assert {c: (s["CapEff"], s["CapBnd"]) for c, s in ids.items()} == {
+        "speaker": ("0" * 16, "0" * 16), "exabgp": ("0" * 16, "0" * 16),
+        "garp": (net_raw, net_raw),
+    }  # fmt: skip
+    assert ids["speaker"]["NoNewPrivs"] == ids["exabgp"]["NoNewPrivs"] == "1"
+    # garp (parses frames from the wire) sees neither exabgp.conf nor ExaBGP's socket/FIFOs
+    assert "No such file" in pod_exec(cluster, pod, "garp", "ls /run/exalb/bgp")
+    assert "No such file" in pod_exec(cluster, pod, "exabgp", "ls /run/exalb/l2")
+    listing = pod_exec(cluster, pod, "speaker", "ls -ln /run/exalb/bgp /run/exalb/l2")
+    print(listing)
+    modes = {ln.split()[-1]: (ln.split()[0], ln.split()[2]) for ln in listing.splitlines()
+             if ln[:1] in ("-", "s")}  # fmt: skip
+    assert modes["exabgp.conf"] == ("-rw-r-----", "65532")  # MD5 passwords
+    assert modes["exabgp.sock"] == ("srw-rw----", "65533")
+    assert modes["l2-state.json"] == ("-rw-r-----", "65532")
+    assert modes["l2-state.json.status"] == ("-rw-r-----", "65531")
+    # ExaBGP's CLI pipes are ExaBGP's alone
+    assert "Permission denied" in pod_exec(cluster, pod, "speaker", "ls /run/exalb/bgp/exabgp/run")
+
+
+def test_status_only_through_the_api_server(installed: Lab) -> None:
+    """/status is not on the node address (the node network gets /metrics only); kubectl
+    exalb reads every speaker through a port-forward by the API server."""
+    lab, cluster = installed, installed.cluster
+    assert cluster is not None
+    url = f"http://{NODE_IP['n1']}"
+    curl = ["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"]
+    assert lab.exec("r1", [*curl, f"{url}:7472/metrics"], check=False).stdout == "200"
+    assert lab.exec("r1", [*curl, f"{url}:7472/status"], check=False).stdout == "404"
+    assert lab.exec("r1", [*curl, f"{url}:7474/status"], check=False).stdout == "000"  # refused
+    env = {**cluster.env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [str(find_tools().kubectl), "exalb", "peers", "-o", "json"], env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    nodes = json.loads(proc.stdout)["nodes"]
+    print({n["node"]: (n["source"], n["reachable"]) for n in nodes})
+    assert {n["node"]: n["reachable"] for n in nodes} == dict.fromkeys(NODE_IP, True)
+    assert all(n["source"].endswith(":7474") for n in nodes)  # the status port, forwarded
+    assert all(p["state"] == "established" for n in nodes for p in n["peers"])
 
 
 def test_local_policy_announces_only_from_nodes_with_pods(installed: Lab) -> None:

@@ -38,6 +38,7 @@ from tests.lab.l2_lab import NODE_IP4, NODE_IP6, NODES, TOPOLOGY_NAME, L2Lab, op
 from tests.lab.speaker_lab import SPEAKER, Cluster, NodeNet, pool
 
 SPEAKER_PORT = 7474  # the sidecar's metrics listen on 7473 (0.0.0.0) in the same namespace
+STATUS_PORT = 7475  # the speaker's /status: loopback only, read from inside the namespace
 L2_LABEL = "exalb.test/l2"
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 POOL4 = "198.51.100.48/28"
@@ -81,6 +82,7 @@ class L2SpeakerLab:
             "--exabgp-config", str(node_dir / "exabgp.conf"),
             "--no-validate",
             "--metrics-addr", f"127.0.0.1:{SPEAKER_PORT}",
+            "--status-addr", f"127.0.0.1:{STATUS_PORT}",
             "--l2-state", str(self.lab.state_path(n)),
         ]  # fmt: skip
         self.speakers[n] = self.lab.lab.popen(n, argv, name="speaker")
@@ -116,7 +118,7 @@ class L2SpeakerLab:
 
     # -- observation ------------------------------------------------------------------------
     def status(self, n: str) -> dict[str, Any]:
-        code, body = http_get(self.lab.lab.ns(n), SPEAKER_PORT, "/status")
+        code, body = http_get(self.lab.lab.ns(n), STATUS_PORT, "/status")
         assert code == 200, body
         return dict(json.loads(body))
 

@@ -7,7 +7,8 @@ Per node namespace (n1..n3) two processes run, as the two containers of a speake
   bridge as ExaBGP's API process;
 * ``exalb-speaker`` with the admin kubeconfig; the apiserver is reached through
   :class:`~lab.nsnet.ApiRelay` (127.0.0.1:<port> inside the namespace), its HTTP endpoints
-  listen on 127.0.0.1:7473 inside the namespace.
+  listen on 127.0.0.1:7473 inside the namespace, ``/status`` on 127.0.0.1:7474 (loopback
+  only, as on a real node) and on a unix socket in the run directory.
 
 The nodes' addresses, AS numbers and routers come from ``containerlab/bgp-ecmp/`` (the file
 the runner builds the namespaces from). Kubernetes objects (metallb.io config, Nodes n1..n3,
@@ -44,6 +45,7 @@ CRDS = REPO / "charts" / "exalb" / "crds"
 PY = sys.executable
 SPEAKER = str(Path(PY).with_name("exalb-speaker"))
 METRICS_PORT = 7473
+STATUS_PORT = 7474
 LB_CLASS = None
 ROUTER = "r1"
 
@@ -371,6 +373,7 @@ class SpeakerLab:
             "--exabgp-socket", str(self.socket(node)),
             "--exabgp-config", str(self.config_file(node)),
             "--metrics-addr", f"127.0.0.1:{METRICS_PORT}",
+            "--status-addr", f"127.0.0.1:{STATUS_PORT}",
             "--status-socket", str(self.status_socket(node)),
             *extra,
         ]  # fmt: skip
@@ -409,11 +412,12 @@ class SpeakerLab:
             self.procs[node].speaker = None
 
     # -- observation ------------------------------------------------------------------------
-    def http(self, node: str, path: str) -> tuple[int, bytes]:
-        return http_get(self.lab.ns(node), METRICS_PORT, path)
+    def http(self, node: str, path: str, port: int = METRICS_PORT) -> tuple[int, bytes]:
+        return http_get(self.lab.ns(node), port, path)
 
     def status(self, node: str, service: str | None = None) -> dict[str, Any]:
-        code, body = self.http(node, "/status" + (f"?service={service}" if service else ""))
+        path = "/status" + (f"?service={service}" if service else "")
+        code, body = self.http(node, path, STATUS_PORT)
         assert code == 200, body
         return dict(json.loads(body))
 

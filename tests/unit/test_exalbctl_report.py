@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exalb.k8s.client import ApiError
 from exalb.obs import ObservabilityServer
 from exalbctl import render, report
 from exalbctl.main import main
@@ -666,14 +667,25 @@ def test_parse_speakers() -> None:
 
 
 def pod(
-    name: str, node: str, phase: str = "Running", ip: str | None = "198.18.0.2", port: int = 7472
+    name: str,
+    node: str,
+    phase: str = "Running",
+    ip: str | None = "198.18.0.2",
+    port: int = 7474,
+    *,
+    legacy: bool = False,
 ) -> dict[str, Any]:
+    """A speaker pod as the chart renders it (``status`` port on loopback, ``metrics`` on
+    the node), or as older charts did (``legacy``: ``/status`` on the ``metrics`` port)."""
+    ports = [{"name": "metrics", "containerPort": 7472 if not legacy else port}]
+    if not legacy:
+        ports.append({"name": "status", "containerPort": port})
     return {
         "metadata": {"name": name, "namespace": "metallb-system"},
         "spec": {
             "nodeName": node,
             "containers": [
-                {"name": "speaker", "ports": [{"name": "metrics", "containerPort": port}]},
+                {"name": "speaker", "ports": ports},
                 {"name": "garp", "ports": [{"name": "garp-metrics", "containerPort": 7480}]},
             ],
         },
@@ -688,16 +700,23 @@ def test_pod_discovery_and_proxy_path() -> None:
             pod("speaker-a", "n1"),
             pod("speaker-c", "n3", phase="Pending", ip=None),
             pod("speaker-d", "n4", ip=None),
+            pod("speaker-e", "n5", port=7472, legacy=True),
+            {"metadata": {"name": "speaker-f", "namespace": "metallb-system"},
+             "spec": {"nodeName": "n6"}, "status": {"phase": "Running", "podIP": "x"}},
         ],
-        default_port=7472,
-    )
-    assert [(t.name, t.pod, t.port, t.error) for t in targets] == [
-        ("n1", "metallb-system/speaker-a", 7472, None),
-        ("n2", "metallb-system/speaker-b", 9000, None),
-        ("n3", "metallb-system/speaker-c", 7472, "pod metallb-system/speaker-c is Pending"),
-        ("n4", "metallb-system/speaker-d", 7472, "pod metallb-system/speaker-d has no IP yet"),
-    ]
-    assert targets[0].source == "pod metallb-system/speaker-a:7472"
+        default_port=7474,
+    )  # fmt: skip
+    assert [(t.name, t.pod, t.port, t.error, t.proxy) for t in targets] == [
+        ("n1", "metallb-system/speaker-a", 7474, None, False),
+        ("n2", "metallb-system/speaker-b", 9000, None, False),
+        ("n3", "metallb-system/speaker-c", 7474, "pod metallb-system/speaker-c is Pending", False),
+        ("n4", "metallb-system/speaker-d", 7474, "pod metallb-system/speaker-d has no IP yet",
+         False),
+        ("n5", "metallb-system/speaker-e", 7472, None, True),  # an older speaker: pod proxy
+        ("n6", "metallb-system/speaker-f", 7474, None, False),  # no named port: the default
+    ]  # fmt: skip
+    assert targets[0].source == "pod metallb-system/speaker-a:7474"
+    assert targets[4].source == "pod metallb-system/speaker-e:7472 (pod proxy)"
     assert (
         pod_proxy_path("metallb-system", "speaker-a", 7472)
         == "/api/v1/namespaces/metallb-system/pods/speaker-a:7472/proxy/status"
@@ -720,9 +739,11 @@ def test_fetch_through_a_proxy_getter() -> None:
         return speaker_doc("n1", [], [])
 
     targets = targets_from_pods(
-        [pod("speaker-a", "n1"), pod("speaker-b", "n2"), pod("speaker-c", "n3"),
-         pod("speaker-d", "n4", phase="Failed")],
-        default_port=7472,
+        [pod("speaker-a", "n1", port=7472, legacy=True),
+         pod("speaker-b", "n2", port=7472, legacy=True),
+         pod("speaker-c", "n3", port=7472, legacy=True),
+         pod("speaker-d", "n4", phase="Failed", legacy=True)],
+        default_port=7474,
     )  # fmt: skip
     got = fetch_all(targets, lambda t: fetch(t, service="app/web", timeout=3, proxy=proxy))
     assert [s.reachable for s in got] == [True, False, False, False]
@@ -735,6 +756,36 @@ def test_fetch_through_a_proxy_getter() -> None:
     assert all(c[2] == {"service": "app/web"} and c[3] == 3 for c in calls)
     # without API access a pod target is unreachable, with the reason
     assert fetch(targets[0]).error == "no API server access for the pod proxy"
+
+
+def test_fetch_through_a_port_forward() -> None:
+    """The chart's speakers are read with a port-forward to their loopback status port; a
+    refusal by the API server or the kubelet is shown as such."""
+    calls: list[tuple[str, str, int, str, float]] = []
+    doc = json.dumps(speaker_doc("n1", [], [])).encode()
+
+    def forward(ns: str, pod: str, port: int, path: str, *, timeout: float) -> tuple[int, bytes]:
+        calls.append((ns, pod, port, path, timeout))
+        if pod == "speaker-b":
+            raise ApiError(0, "port-forward to speaker-b:7474: failed to connect to localhost")
+        if pod == "speaker-c":
+            raise ApiError(403, "Forbidden", {"message": 'pods "speaker-c" is forbidden: '
+                           'User "dev" cannot create resource "pods/portforward"'})  # fmt: skip
+        if pod == "speaker-d":
+            return 404, b"not found\n"
+        return 200, doc
+
+    targets = targets_from_pods(
+        [pod(f"speaker-{x}", f"n{i}") for i, x in enumerate("abcde", 1)], default_port=1
+    )
+    got = fetch_all(targets, lambda t: fetch(t, service="app/web", timeout=3, forward=forward))
+    assert [s.reachable for s in got] == [True, False, False, False, True]
+    assert got[1].error == "port-forward to speaker-b:7474: failed to connect to localhost"
+    assert got[2].error is not None and got[2].error.startswith('403 pods "speaker-c" is forb')
+    assert got[3].error == "HTTP 404: not found"
+    assert {c[3] for c in calls} == {"/status?service=app/web"}
+    assert {(c[0], c[2], c[4]) for c in calls} == {("metallb-system", 7474, 3)}
+    assert fetch(targets[0]).error == "no API server access for the port-forward"
 
 
 @pytest.fixture
@@ -814,4 +865,4 @@ def test_discovery_matches_the_charts_speaker_pods() -> None:
     pod_doc = {"metadata": {"name": "p", "namespace": "x"}, "spec": {**template["spec"]}}
     pod_doc["spec"]["nodeName"] = "n1"
     (target,) = targets_from_pods([pod_doc], default_port=1)
-    assert target.port == 7472
+    assert target.port == 7474 and not target.proxy

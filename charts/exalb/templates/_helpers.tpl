@@ -91,5 +91,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- default .ctx.Values.logLevel .level -}}
 {{- end -}}
 
-{{/* Shared directory of the speaker pod (emptyDir): ExaBGP config, socket, FIFOs, L2 state. */}}
-{{- define "exalb.runDir" -}}/run/exalb{{- end -}}
+{{/* The speaker pod's two shared volumes: speaker <-> exabgp (ExaBGP config, bridge socket,
+CLI FIFOs) and speaker <-> garp (L2 state and status). */}}
+{{- define "exalb.bgpDir" -}}/run/exalb/bgp{{- end -}}
+{{- define "exalb.l2Dir" -}}/run/exalb/l2{{- end -}}
+{{- define "exalb.bfdDir" -}}/run/exalb/bfd{{- end -}}
+
+{{/* The BGP password Secrets the speaker may get: speaker.secretNames plus every
+config.peers[].spec.passwordSecret.name, sorted, once each (a JSON list). */}}
+{{- define "exalb.speaker.secretNames" -}}
+{{- $names := list -}}
+{{- range .Values.speaker.secretNames -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- range .Values.config.peers -}}
+{{- with (dig "spec" "passwordSecret" "name" "" .) -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- end -}}
+{{- if and $.Values.garp.enabled (has (include "exalb.garp.keySecretName" $) $names) -}}
+{{- fail (printf "speaker.secretNames: %s is the garp probe key; the speaker must not read it" (include "exalb.garp.keySecretName" $)) -}}
+{{- end -}}
+{{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}
