@@ -247,5 +247,6 @@ class Speaker:
             "lastRecomputeSeconds": round(c.seconds, 4) if c else None,
             "configApplied": self.bgp.applied_text is not None,
             "driverConnections": self.bgp.driver.connections,
+            "drain": self.bgp.drain_status(),
         }
         return doc

@@ -13,6 +13,11 @@ depend on:
 * **A refused config keeps the old one in force.** ``exabgp validate`` refusing the rendered
   file (:class:`~speaker.exabgp.driver.ConfigRefusedError`) is logged and counted once per text;
   the routes still converge towards the neighbors ExaBGP runs with.
+* **Drain before withdraw** (:mod:`speaker.drain`). Stopping with ``withdraw`` first
+  announces every route with GRACEFUL_SHUTDOWN for ``drain_seconds``, then withdraws; a
+  cordoned node that opted in does the same and announces normally again when uncordoned.
+  What is handed to the driver is always "the plan's routes, as the drain phase wants them"
+  (:meth:`BGPAnnouncer._push_routes`), so a Service change during a drain stays drained.
 
 The driver is reached through :class:`RouteDriver`, so the decisions about *when* to reload
 and what to hand over are unit-tested with a fake (``tests/unit/test_speaker_loop.py``).
@@ -21,10 +26,11 @@ and what to hand over are unit-tested with a fake (``tests/unit/test_speaker_loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,10 +38,12 @@ from typing import Protocol
 import structlog
 
 from exalb.config.model import IPNetwork, Peer
+from exalb.contracts.speaker_status import DrainSection
 from speaker import metrics
 from speaker.announcer import Inputs
 from speaker.decision_cache import DecisionCache
 from speaker.decisions import Announcements, Route, cluster_warnings
+from speaker.drain import Drain, DrainReason, cordon_drain_requested, graceful_shutdown
 from speaker.exabgp.connection import PEER_UP, CommandError
 from speaker.exabgp.driver import ConfigRefusedError, ReloadError
 from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
@@ -71,6 +79,8 @@ class RouteDriver(Protocol):
 
     async def show_adj_rib_out(self) -> dict[str, dict[IPNetwork, AdjRibEntry]]: ...
 
+    async def wait_converged(self, timeout: float | None = None) -> None: ...
+
     async def shutdown(self, *, withdraw: bool = True, timeout: float = 10.0) -> None: ...
 
 
@@ -80,6 +90,7 @@ class BGPPlan:
 
     announcements: Announcements
     rendered: Rendered
+    cordoned: bool = False  # the node is cordoned and opted in to drain then
 
 
 class BGPAnnouncer:
@@ -96,7 +107,10 @@ class BGPAnnouncer:
         passwords: PasswordResolver | None = None,
         resolve_source: Resolver = kernel_source_address,
         session_poll: float = 2.0,
+        drain_seconds: float = 0.0,
+        drain_on_cordon: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.driver = driver
         self.bridge_argv = tuple(bridge_argv)
@@ -105,6 +119,10 @@ class BGPAnnouncer:
         self.resolve_source = resolve_source
         self.session_poll = session_poll
         self.clock = clock
+        self.sleep = sleep
+        self.drain = Drain(drain_seconds)
+        self.drain_on_cordon = drain_on_cordon
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.cache = DecisionCache()
         self.plan: BGPPlan | None = None  # the last plan handed to apply
         self.applied_text: str | None = None  # the config text ExaBGP runs (or will start with)
@@ -133,12 +151,19 @@ class BGPAnnouncer:
                 log.warning("password_problem", problem=p)
         peers = with_source_addresses(ann.peers, self.resolve_source)
         rendered = render_config(peers, inputs.node, self.bridge_argv, passwords)
-        return BGPPlan(ann, rendered)
+        cordoned = cordon_drain_requested(inputs.node, self.drain_on_cordon)
+        return BGPPlan(ann, rendered, cordoned)
 
     async def apply(self, plan: BGPPlan) -> bool:
         self.plan = plan
         config_in_force = await self._apply_config(plan.rendered)
-        self.driver.set_routes(plan.announcements.routes)
+        if plan.cordoned:
+            self._start_drain("cordoned")
+        elif self.drain.reason == "cordoned":
+            log.info("drain_ended", reason="uncordoned")
+            self._cancel_drain()
+        if not self._stopping:
+            self._push_routes()
         self._update_metrics(plan)
         return config_in_force
 
@@ -151,9 +176,76 @@ class BGPAnnouncer:
         finally:
             poller.cancel()
 
-    async def stop(self, *, withdraw: bool) -> None:
+    async def stop(self, *, withdraw: bool, converge_timeout: float = 10.0) -> None:
+        """``withdraw``: drain first (GRACEFUL_SHUTDOWN for the rest of the drain time), then
+        withdraw everything; otherwise leave the routes with ExaBGP (graceful restart)."""
         self._stopping = True
-        await self.driver.shutdown(withdraw=withdraw and self.first_applied.is_set())
+        withdraw = withdraw and self.first_applied.is_set()
+        if withdraw and self.drain.seconds > 0 and self.driver.connected and self._routes():
+            self._start_drain("stopping")
+            self._push_routes()
+            started = self.clock()
+            with contextlib.suppress(TimeoutError):
+                await self.driver.wait_converged(converge_timeout)
+            remaining = self.drain.remaining(self.clock())
+            log.info("drain_announced", seconds=round(self.clock() - started, 3),
+                     withdraw_in=round(remaining, 3))  # fmt: skip
+            if remaining > 0:
+                await self.sleep(remaining)
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        await self.driver.shutdown(withdraw=withdraw, timeout=converge_timeout)
+
+    # -- drain ----------------------------------------------------------------------------------
+    def _routes(self) -> frozenset[Route]:
+        return self.plan.announcements.routes if self.plan is not None else frozenset()
+
+    def _push_routes(self) -> None:
+        """Hand the driver the plan's routes as the drain phase wants them (see module doc)."""
+        routes = self._routes()
+        phase = self.drain.phase(self.clock())
+        if phase == "gshut":
+            peers = self.plan.announcements.peers if self.plan is not None else ()
+            routes = graceful_shutdown(routes, {p.name for p in peers if p.is_ibgp})
+        elif phase == "withdrawn":
+            routes = frozenset()
+        self.driver.set_routes(routes)
+        for reason in ("stopping", "cordoned"):
+            value = 0 if reason != self.drain.reason else 1 if phase == "gshut" else 2
+            metrics.DRAINING.labels(reason).set(value)
+
+    def _start_drain(self, reason: DrainReason) -> None:
+        now = self.clock()
+        if not self.drain.start(now, reason):
+            return
+        log.info("drain_started", reason=reason, seconds=self.drain.seconds)
+        if reason == "cordoned":  # the withdraw comes later, without a recompute
+            loop = asyncio.get_running_loop()
+            self._drain_timer = loop.call_later(self.drain.remaining(now), self._drain_expired)
+
+    def _drain_expired(self) -> None:
+        self._drain_timer = None
+        if not self._stopping:
+            log.info("drain_withdraw", reason=self.drain.reason)
+            self._push_routes()
+
+    def _cancel_drain(self) -> None:
+        self.drain.cancel()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+
+    def drain_status(self) -> DrainSection | None:
+        """For ``/status``: the drain in progress, if any."""
+        if self.drain.started is None or self.drain.reason is None:
+            return None
+        now = self.clock()
+        return {
+            "reason": self.drain.reason,
+            "phase": self.drain.phase(now),
+            "seconds": self.drain.seconds,
+            "withdrawIn": round(self.drain.remaining(now), 3),
+        }
 
     def ready(self) -> bool:
         return self.first_applied.is_set() and self.driver.connected

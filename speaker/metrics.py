@@ -6,7 +6,8 @@ answer "what does this node send" without scraping ``/status``; the recompute hi
 shows the cost of a cluster change on this node. ``l2_owned`` is this node's *election*
 result per L2 IP (what Kubernetes says; the sidecar's ``exalb_garp_*`` metrics say what it
 answers after data-path failover); ``l2_state_writes`` counts desired-state files handed to
-the sidecar (only real changes are written).
+the sidecar (only real changes are written). ``draining`` shows a graceful drain
+(:mod:`speaker.drain`) by reason.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ CONFIG_APPLY_ERRORS = Counter(
     "exalb_speaker_config_apply_errors", "rendered ExaBGP configs refused or not reloaded"
 )
 SECRET_ERRORS = Counter("exalb_speaker_secret_errors", "passwordSecret lookups that failed")
+DRAINING = Gauge(
+    "exalb_speaker_draining",
+    "1 while this node announces its routes with GRACEFUL_SHUTDOWN, 2 once drained (withdrawn)",
+    ["reason"],
+)
 L2_OWNED = Gauge(
     "exalb_speaker_l2_owned",
     "1 when this node is the elected L2 owner of the IP, 0 when it is not",

@@ -127,6 +127,8 @@ def _add_attributes(out: doc.RouteAttributes, r: Route | AdjRibEntry) -> None:
         out["communities"] = list(r.communities)
     if r.large_communities:
         out["largeCommunities"] = list(r.large_communities)
+    if r.extended_communities:
+        out["extendedCommunities"] = list(r.extended_communities)
 
 
 def route_json(route: Route, peer_address: str | None, on_wire: OnWire) -> doc.WantedRoute:

@@ -46,6 +46,10 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 # Object origin annotation set by the legacy converter, so errors point at the legacy field.
 LEGACY_SOURCE_ANNOTATION = "exalb.io/legacy-source"
+# On a BGPAdvertisement: "true" = weighted ECMP for Local Services (BGPAdvertisement.weighted_ecmp).
+# An annotation, not a spec field: the object stays a valid MetalLB object (MetalLB ignores
+# annotations, so the same YAML simply gives equal ECMP there).
+WEIGHTED_ECMP_ANNOTATION = "exalb.io/weighted-ecmp"
 _META = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 
 
@@ -529,8 +533,24 @@ def _bgp_ad(
         peers=spec.strings("peers", unique=True),
         node_selectors=read_selectors(spec, "nodeSelectors"),
         service_selectors=selectors,
+        weighted_ecmp=_flag_annotation(obj, WEIGHTED_ECMP_ANNOTATION, problems),
     )
     return ad if len(problems.errors) == before else None
+
+
+def _flag_annotation(obj: Mapping[str, Any], name: str, problems: Problems) -> bool:
+    """An exalb on/off annotation: absent = off; "true"/"false"; anything else is an error
+    (a typo must not silently leave a feature off)."""
+    meta = obj.get("metadata")
+    ann = meta.get("annotations") if isinstance(meta, Mapping) else None
+    value = ann.get(name) if isinstance(ann, Mapping) else None
+    if value is None:
+        return False
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    path = f"metadata.annotations[{name}]"
+    problems.error(object_label(obj), path, f'must be "true" or "false", got {value!r}')
+    return False
 
 
 _L2_AD_FIELDS = frozenset(

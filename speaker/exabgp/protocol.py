@@ -15,10 +15,13 @@ format is unit-tested against lines captured from a real ExaBGP 5.0.15:
     neighbor 198.18.0.1 local-ip 198.18.0.2 local-as 64501 peer-as 64500 router-id 198.18.0.2
     family-allowed in-open ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2 med 5
     local-preference 200 community [ 64500:1 64500:2 ] large-community 64500:1:2
+    extended-community 0x4004FBF548B71B00
 
-  (one line; a single community is printed without brackets). The non-extensive form is
-  ``198.18.0.1 ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2``. The ``json`` form of 5.0.15
-  (show-routes-format v1) carries neither attributes nor next hop, so it is not used.
+  (one line; a single community is printed without brackets; an extended community is
+  printed in hex, which :func:`speaker.linkbw.from_wire` turns back into exalb's spelling).
+  The non-extensive form is ``198.18.0.1 ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2``.
+  The ``json`` form of 5.0.15 (show-routes-format v1) carries neither attributes nor next
+  hop, so it is not used.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from exalb.config.model import IPAddress, IPNetwork
+from speaker import linkbw
 from speaker.decisions import Route
 
 MAX_NLRI_PER_LINE = 256  # keeps a bulk line far below ExaBGP's command-size limit
@@ -47,6 +51,8 @@ def _attributes(route: Route) -> str:
         parts.append(f"community [ {' '.join(route.communities)} ]")
     if route.large_communities:
         parts.append(f"large-community [ {' '.join(route.large_communities)} ]")
+    if route.extended_communities:
+        parts.append(f"extended-community [ {' '.join(route.extended_communities)} ]")
     return " ".join(parts)
 
 
@@ -63,7 +69,7 @@ def withdraw(prefix: IPNetwork, neighbor: IPAddress | str) -> str:
 def attribute_key(route: Route) -> tuple[object, ...]:
     """Everything but the prefix and the peer: routes with equal keys can share one UPDATE."""
     return (route.next_hop, route.local_pref, route.med, route.communities,
-            route.large_communities)  # fmt: skip
+            route.large_communities, route.extended_communities)  # fmt: skip
 
 
 def announce_bulk(
@@ -217,6 +223,7 @@ class AdjRibEntry:
     med: int | None = None
     communities: tuple[str, ...] = ()
     large_communities: tuple[str, ...] = ()
+    extended_communities: tuple[str, ...] = ()
 
     def matches(self, route: Route) -> bool:
         """Same prefix and attributes (``next-hop self`` matches whatever ExaBGP resolved)."""
@@ -226,6 +233,7 @@ class AdjRibEntry:
             and self.med == route.med
             and self.communities == route.communities
             and self.large_communities == route.large_communities
+            and self.extended_communities == route.extended_communities
             and route.next_hop in ("self", self.next_hop)
         )
 
@@ -279,6 +287,9 @@ def parse_adj_rib_line(line: str) -> AdjRibEntry | None:
         if key in ("community", "large-community"):
             values, i = _take_list(tokens, i)
             fields[key] = tuple(sorted(set(values)))
+        elif key == "extended-community":
+            values, i = _take_list(tokens, i)
+            fields[key] = tuple(sorted({linkbw.from_wire(v) for v in values}))
         elif key in ("next-hop", "local-preference", "med", "origin"):
             fields[key] = tokens[i]
             i += 1
@@ -292,6 +303,7 @@ def parse_adj_rib_line(line: str) -> AdjRibEntry | None:
         med=int(fields["med"]) if "med" in fields else None,
         communities=fields.get("community", ()),
         large_communities=fields.get("large-community", ()),
+        extended_communities=fields.get("extended-community", ()),
     )
 
 

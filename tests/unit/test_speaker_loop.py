@@ -64,6 +64,9 @@ class FakeDriver:
     async def show_adj_rib_out(self) -> dict[str, dict[IPNetwork, AdjRibEntry]]:
         return {}
 
+    async def wait_converged(self, timeout: float | None = None) -> None:
+        return None
+
     async def shutdown(self, *, withdraw: bool = True, timeout: float = 10.0) -> None:
         self.shutdowns.append(withdraw)
 
