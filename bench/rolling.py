@@ -10,7 +10,9 @@ every 200 ms) and r1's ECMP set changes (its kernel FIB, sampled every 5 ms):
 (b) the same with ``speaker.drain.seconds: 0`` (withdraw at once, MetalLB's behaviour);
 (c) the same with graceful restart and ``withdrawOnExit: false`` (routes kept through the
     restart: the router's ECMP set does not change at all);
-(d) ``kubectl drain n2`` with the node opted in to drain-on-cordon, and (e) without;
+(d) ``kubectl drain n2`` with the node opted in to drain-on-cordon, then n2 powers off
+    (link down, kubelet gone), and (e) the same without the opt-in (n2 announces until the
+    router's hold time expires);
 (f) weighted ECMP: for several pod placements of a Local Service, r1's kernel weights vs
     the endpoint counts (error in percentage points of the traffic share);
 (g) what re-hashing costs: 1,000 flows looked up with ``ip route get`` (r1's layer-4 hash)
@@ -18,7 +20,9 @@ every 200 ms) and r1's ECMP set changes (its kernel FIB, sampled every 5 ms):
     hash-threshold multipath (what FRR 8.4 installs) and a resilient next-hop group (which
     FRR 8.4 cannot use for BGP routes), in a scratch table of the client's namespace.
 
-Usage: ``sudo .venv/bin/python bench/rolling.py [--skip a,b,...]``
+Usage: ``sudo .venv/bin/python bench/rolling.py [--skip a,b,...] [--run NAME]``; with
+``--run`` it uses a cluster already up (``scripts/lab up k8s-bgp --run NAME``) and leaves it
+up, which helps on a machine so busy that a fresh cluster's nodes are slow to get Ready.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lab import netns, rollout  # noqa: E402
+from lab.cluster import images  # noqa: E402
 from lab.cluster.cluster import Cluster  # noqa: E402
 from lab.cluster.workloads import backend_deployment, dump, load_balancer  # noqa: E402
 from lab.nsnet import forbid_host_dials  # noqa: E402
@@ -49,27 +54,30 @@ PLACEMENTS = [(3, 1, 0), (1, 1, 1), (2, 1, 1), (5, 3, 1), (7, 2, 1), (1, 0, 6)]
 
 def scenario_roll(lab: Lab, cluster: Cluster, ip: str, values: dict, name: str) -> Outcome:  # type: ignore[type-arg]
     with measured(lab, ip, name) as outcome:
-        rollout.roll_speakers(cluster, values)
+        rollout.roll_speakers(cluster, values, outcome)
         wait_paths(lab, ip, ALL_NODES)
     return outcome
 
 
 def scenario_drain(lab: Lab, cluster: Cluster, ip: str, opt_in: bool) -> Outcome:
-    name = f"kubectl drain n2 ({'opted in to drain-on-cordon' if opt_in else 'not opted in'})"
+    how = "opted in to drain-on-cordon" if opt_in else "not opted in"
+    name = f"kubectl drain n2 ({how}), then n2 powers off"
     rollout.opt_in_drain_on_cordon(cluster, "n2", opt_in)
     try:
         with measured(lab, ip, name) as outcome:
-            rollout.drain_node(cluster, "n2")
-            if opt_in:
-                wait_paths(lab, ip, {"n1", "n3"})
-            time.sleep(6)  # the drain time and the pods' moves
+            rollout.drain_then_power_off(lab, cluster, ip, "n2", opt_in, outcome)
     finally:
+        rollout.power_on(cluster, "n2")
         cluster.kubectl("uncordon", "n2")
         rollout.opt_in_drain_on_cordon(cluster, "n2", False)
-    wait_paths(lab, ip, ALL_NODES)
-    # the evicted pods were rescheduled on n1/n3: put one back on every node
+    wait_paths(lab, ip, ALL_NODES, timeout=120)
+    # the evicted pods were rescheduled on n1/n3: put one back on every node, and wait until
+    # the old ones are gone (they would close the next scenario's long-lived connections)
     cluster.kubectl("rollout", "restart", "-n", APP, "deploy/web")
     cluster.kubectl("rollout", "status", "-n", APP, "deploy/web", "--timeout=180s", timeout=200)
+    wait_for("only the 3 new backend pods",
+             lambda: len(cluster.get_json("pods", "-n", APP, "-l", "app=web")["items"]) == 3,
+             120, 0.5)  # fmt: skip
     return outcome
 
 
@@ -90,7 +98,8 @@ def weight_error(lab: Lab, cluster: Cluster) -> list[str]:
         total = sum(placement)
         started = time.monotonic()
         with contextlib.suppress(WaitTimeoutError):  # then report what is there
-            wait_for(f"weights for {placement}", lambda p=placement: _settled(lab, ip, p), 180, 0.1)
+            wait_for(f"weights for {placement}", lambda p=placement: _settled(lab, cluster, ip, p),
+                     180, 0.1)  # fmt: skip
         took = time.monotonic() - started
         w = paths(lab, ip)
         s = sum(w.values()) or 1
@@ -105,18 +114,21 @@ def weight_error(lab: Lab, cluster: Cluster) -> list[str]:
     return lines
 
 
-def _settled(lab: Lab, ip: str, placement: tuple[int, ...]) -> bool:
-    """r1's weights are within 2 points of the endpoint shares, on exactly the nodes with pods."""
-    w = paths(lab, ip)
-    want = {n: c / sum(placement) for n, c in zip(("n1", "n2", "n3"), placement, strict=True) if c}
-    if set(w) != set(want):
-        return False
-    return all(abs(w[n] / sum(w.values()) - share) < 0.02 for n, share in want.items())
+def _settled(lab: Lab, cluster: Cluster, ip: str, placement: tuple[int, ...]) -> bool:
+    """Every wt pod is ready where it should be and r1's weights are what FRR makes of the
+    link bandwidths (``bandwidth * 100 // total``, its documented mapping): no intermediate
+    state of the scaling is mistaken for the result."""
+    for node, count in zip(("n1", "n2", "n3"), placement, strict=True):
+        if rollout.ready_pods(cluster, APP, f"wt-{node}") != count:
+            return False
+    want = {n: c * 100 // sum(placement)
+            for n, c in zip(("n1", "n2", "n3"), placement, strict=True) if c}  # fmt: skip
+    return paths(lab, ip) == want
 
 
 # -- (g) re-hashing in the kernel -----------------------------------------------------------
 
-SCRATCH = "198.18.64.1"  # a prefix of the client's namespace only, never used for traffic
+SCRATCH = "198.18.65.1"  # a prefix of the client's namespace only, never used for traffic
 GATEWAYS = ("198.18.64.11", "198.18.64.12", "198.18.64.13")
 FLOWS = 1000
 
@@ -141,7 +153,20 @@ def _moved(a: list[str], b: list[str], removed: str | None = None) -> tuple[floa
     return len(moved) / len(a) * 100, len(needless) / len(a) * 100
 
 
+#: (name, `ip nexthop` group arguments): what FRR 8.4 installs, and resilient groups without
+#: and with an idle timer (60 s; unbalanced_timer 0 = never force a rebalance)
+HASHING = (
+    ("hash-threshold", ()),
+    ("resilient, idle 0", ("type", "resilient", "buckets", "128", "idle_timer", "0")),
+    ("resilient, idle 60 s", ("type", "resilient", "buckets", "128", "idle_timer", "60",
+                              "unbalanced_timer", "0")),
+)  # fmt: skip
+
+
 def rehash(lab: Lab) -> list[str]:
+    """Per hashing kind, each of the three next hops leaves and comes back in turn; the
+    share of the 1,000 flows that move, averaged over the three. The lookups themselves use
+    the buckets, so with an idle timer every bucket counts as active."""
     ns = lab.ns(rollout.CLIENT)
 
     def ip(*args: str) -> None:
@@ -156,38 +181,47 @@ def rehash(lab: Lab) -> list[str]:
         ip("route", "del", "198.18.64.0/24", "dev", "hash0")  # the scratch route owns it
         netns.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
                    "net.ipv4.fib_multipath_hash_policy=1"])  # fmt: skip
-        for i, gw in enumerate(GATEWAYS):
-            ip("nexthop", "add", "id", str(9001 + i), "via", gw, "dev", "hash0", "onlink")
-        three, two = "9001/9002/9003", "9001/9003"
-        for kind, group in (("hash-threshold", ""), ("resilient", " type resilient buckets 128 "
-                                                                   "idle_timer 0")):  # fmt: skip
-            args = group.split()
-            ip("nexthop", "add", "id", "9100", "group", three, *args)
-            ip("route", "add", f"{SCRATCH}/32", "nhid", "9100")
-            before = _lookups(ns)
-            ip("nexthop", "replace", "id", "9100", "group", two, *args)
-            removed = _lookups(ns)
-            ip("nexthop", "replace", "id", "9100", "group", three, *args)
-            back = _lookups(ns)
-            ip("route", "del", f"{SCRATCH}/32")
-            ip("nexthop", "del", "id", "9100")
-            out_all, out_needless = _moved(before, removed, GATEWAYS[1])
-            in_all, _ = _moved(removed, back)
-            lines.append(f"  {kind:15s} one of 3 next hops leaves: {out_all:4.1f}% of flows "
-                         f"move ({out_needless:4.1f}% that were not on it); it comes back: "
-                         f"{in_all:4.1f}% move")  # fmt: skip
+        ids = [str(9001 + i) for i in range(len(GATEWAYS))]
+        for nh, gw in zip(ids, GATEWAYS, strict=True):
+            ip("nexthop", "add", "id", nh, "via", gw, "dev", "hash0", "onlink")
+        for kind, args in HASHING:
+            out_all, out_needless, back_all = [], [], []
+            for leaving in range(len(GATEWAYS)):
+                three = "/".join(ids)
+                two = "/".join(x for i, x in enumerate(ids) if i != leaving)
+                ip("nexthop", "add", "id", "9100", "group", three, *args)
+                ip("route", "add", f"{SCRATCH}/32", "nhid", "9100")
+                before = _lookups(ns)
+                ip("nexthop", "replace", "id", "9100", "group", two, *args)
+                removed = _lookups(ns)
+                ip("nexthop", "replace", "id", "9100", "group", three, *args)
+                back = _lookups(ns)
+                ip("route", "del", f"{SCRATCH}/32")
+                ip("nexthop", "del", "id", "9100")
+                moved, needless = _moved(before, removed, GATEWAYS[leaving])
+                out_all.append(moved)
+                out_needless.append(needless)
+                back_all.append(_moved(removed, back)[0])
+            lines.append(
+                f"  {kind:21s} a next hop leaves: {_mean(out_all):4.1f}% of flows move "
+                f"({_mean(out_needless):4.1f}% that were not on it); it comes back: "
+                f"{_mean(back_all):4.1f}% move"
+            )
     finally:
-        for i in range(3):
+        for i in range(len(GATEWAYS)):
             netns.run(["ip", "-n", ns, "nexthop", "del", "id", str(9001 + i)], check=False)
         netns.run(["ip", "-n", ns, "link", "del", "hash0"], check=False)
-    lines.append("  (resilient with idle_timer 0; with an idle timer, buckets of active flows "
-                 "would not be handed back until idle)")  # fmt: skip
     return lines
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--skip", default="", help="comma-separated scenario letters to skip")
+    ap.add_argument("--run", help="use this running k8s-bgp lab (scripts/lab up) instead")
     args = ap.parse_args()
     skip = set(args.skip.split(","))
     forbid_host_dials()
@@ -197,9 +231,11 @@ def main() -> int:
         return 2
     report: list[str] = []
     started = time.monotonic()
-    with Lab.up(topology_path("k8s-bgp"), run=new_run_name()) as lab:
+    with _lab(args.run) as lab:
         cluster = lab.cluster
         assert cluster is not None
+        if not cluster.images:  # attached: the images are built (cached) but not recorded
+            cluster.images = images.build(log=cluster.dir / "images.log")
         print(f"cluster up in {time.monotonic() - started:.0f} s", flush=True)
         lab.exec("r1", ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
         values = rollout.release_values(cluster)
@@ -232,6 +268,20 @@ def main() -> int:
         cluster.helm("uninstall", "exalb", "-n", rollout.NS, "--wait", check=False)
     print("\n== summary\n" + "\n".join(report))
     return 0
+
+
+@contextlib.contextmanager
+def _lab(run: str | None) -> Iterator[Lab]:
+    if run is None:
+        with Lab.up(topology_path("k8s-bgp"), run=new_run_name()) as lab:
+            yield lab
+        return
+    lab = Lab.attach(run)
+    try:
+        yield lab
+    finally:
+        if lab.cluster is not None:
+            lab.cluster.close()
 
 
 def _with(cluster: Cluster, values: dict, run: Callable[[dict], list[str]]) -> list[str]:  # type: ignore[type-arg]

@@ -202,6 +202,10 @@ class Outcome:
     new: NewConnectionsResult | None = None
     long: LongLivedResult | None = None
     fib: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # monotonic times
+    events: list[tuple[float, str]] = field(default_factory=list)  # what the scenario did
+
+    def mark(self, what: str) -> None:
+        self.events.append((time.monotonic(), what))
 
     @property
     def ecmp_changes(self) -> int:
@@ -237,9 +241,10 @@ class Outcome:
         if self.long is not None:
             out.append(f"  long-lived connections:  {self.long.summary()}")
         out.append(f"  r1 ECMP set changed {self.ecmp_changes} times, never fewer than "
-                   f"{self.fewest_paths} paths:")  # fmt: skip
-        out += [f"    t+{t - self.started:6.2f}s  {' '.join(sorted(nodes)) or '(no route)'}"
-                for t, nodes in self.fib]  # fmt: skip
+                   f"{self.fewest_paths} paths (FIB; * = what the scenario did):")  # fmt: skip
+        timeline = [(t, f"r1: {' '.join(sorted(nodes)) or '(no route)'}") for t, nodes in self.fib]
+        timeline += [(t, f"* {what}") for t, what in self.events]
+        out += [f"    t+{t - self.started:6.2f}s  {text}" for t, text in sorted(timeline)]
         return out
 
 
@@ -263,10 +268,14 @@ def measured(lab: Lab, ip: str, name: str, rate: float = 20.0, long_lived: int =
         outcome.seconds = time.monotonic() - outcome.started
 
 
-def roll_speakers(cluster: Cluster, values: dict[str, Any]) -> float:
+def roll_speakers(
+    cluster: Cluster, values: dict[str, Any], outcome: Outcome | None = None
+) -> float:
     """``helm upgrade --wait`` with a new speaker pod annotation: every speaker pod is
     replaced, one node at a time (maxUnavailable 1). Returns the seconds it took."""
     before = speaker_pods(cluster)
+    if outcome is not None:
+        outcome.mark("helm upgrade")
     annotations = {"exalb.io/rollout": uuid.uuid4().hex}
     values = {**values, "speaker": {**values["speaker"], "podAnnotations": annotations}}
     started = time.monotonic()
@@ -274,6 +283,8 @@ def roll_speakers(cluster: Cluster, values: dict[str, Any]) -> float:
     wait_for("every speaker pod replaced",
              lambda: not set(speaker_pods(cluster).values()) & set(before.values())
              and len(speaker_pods(cluster)) == len(before), 120, 0.5)  # fmt: skip
+    if outcome is not None:
+        outcome.mark("helm upgrade --wait returned, every speaker pod replaced")
     return time.monotonic() - started
 
 
@@ -283,6 +294,44 @@ def drain_node(cluster: Cluster, node: str) -> float:
     cluster.kubectl("drain", node, "--ignore-daemonsets", "--delete-emptydir-data",
                     "--timeout=180s", timeout=240)  # fmt: skip
     return time.monotonic() - started
+
+
+def power_off(cluster: Cluster, node: str) -> None:
+    """The node dies as a drained node being shut down would: link down, kubelet,
+    kube-proxy and containerd gone (:meth:`lab.cluster.node.KubeNode.fail`)."""
+    cluster.nodes[node].fail()
+
+
+def power_on(cluster: Cluster, node: str) -> None:
+    """Link up and the node's programs back (if it was off); until the node is Ready."""
+    if "kubelet" not in cluster.nodes[node].procs:
+        cluster.nodes[node].recover()
+    wait_for(f"{node} Ready", lambda: node in cluster.ready_nodes(), 180, 0.5)
+
+
+def drain_then_power_off(
+    lab: Lab, cluster: Cluster, ip: str, node: str, opt_in: bool, outcome: Outcome
+) -> None:
+    """``kubectl drain`` then, once the node's path is gone (opted in) or the drain is done
+    (not opted in: the node still announces), the node powers off; traffic goes on for the
+    hold time and more. The caller powers it on and uncordons it."""
+    outcome.mark(f"kubectl drain {node}")
+    drain_node(cluster, node)
+    outcome.mark("kubectl drain returned")
+    if opt_in:
+        wait_paths(lab, ip, ALL_NODES - {node})
+        wait_for(f"{node} withdrawn at r1", lambda: node not in frr_paths(lab, ip), 30, 0.1)
+        outcome.mark(f"{node}'s path withdrawn at r1 (bgpd)")
+    power_off(cluster, node)
+    outcome.mark(f"{node} powered off")
+    wait_paths(lab, ip, ALL_NODES - {node}, timeout=30)  # at once, or after the hold time
+    time.sleep(3)
+
+
+def frr_paths(lab: Lab, ip: str) -> set[str]:
+    """Nodes r1's bgpd holds a path from for ``ip``/32 (best or not)."""
+    entry = lab.vtysh_json(ROUTER, f"show bgp ipv4 unicast {ip}/32 json")
+    return {IP_NODE.get(p["nexthops"][0]["ip"], "?") for p in entry.get("paths", [])}
 
 
 def opt_in_drain_on_cordon(cluster: Cluster, node: str, on: bool) -> None:

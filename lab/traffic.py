@@ -139,12 +139,18 @@ class NewConnectionsResult:
         return [f"t+{a.started - first:.2f}s {a.error} after {a.seconds:.2f}s"
                 for a in self.attempts if not a.ok][:limit]  # fmt: skip
 
+    def slow(self, threshold: float = 1.0) -> int:
+        """Answered, but only after ``threshold`` seconds: at least one packet was lost and
+        retransmitted (TCP's first SYN retransmission comes after 1 s)."""
+        return sum(1 for a in self.attempts if a.ok and a.seconds >= threshold)
+
     def summary(self) -> str:
         text = f"{self.failed}/{self.total} failed"
         errors = self.errors()
         if errors:
             text += " (" + ", ".join(f"{k} {v}" for k, v in errors.most_common()) + ")"
-        return text
+        slowest = max((a.seconds for a in self.attempts if a.ok), default=0.0)
+        return text + f", {self.slow()} answered only after >= 1 s (slowest {slowest:.2f} s)"
 
 
 @dataclass
