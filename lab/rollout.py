@@ -241,9 +241,13 @@ class Outcome:
         if self.long is not None:
             out.append(f"  long-lived connections:  {self.long.summary()}")
         out.append(f"  r1 ECMP set changed {self.ecmp_changes} times, never fewer than "
-                   f"{self.fewest_paths} paths (FIB; * = what the scenario did):")  # fmt: skip
+                   f"{self.fewest_paths} paths (FIB; * = what the scenario did, "
+                   "! = a failed new connection, when it started):")  # fmt: skip
         timeline = [(t, f"r1: {' '.join(sorted(nodes)) or '(no route)'}") for t, nodes in self.fib]
         timeline += [(t, f"* {what}") for t, what in self.events]
+        timeline += [(a.started, f"! new connection {a.error} after {a.seconds:.2f} s ("
+                      f"{'re-hashed' if a in self.rehashed else 'lost'})")
+                     for a in (self.new.attempts if self.new else ()) if not a.ok]  # fmt: skip
         out += [f"    t+{t - self.started:6.2f}s  {text}" for t, text in sorted(timeline)]
         return out
 
