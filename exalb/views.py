@@ -24,6 +24,9 @@ ALLOW_SHARED_IP = "allow-shared-ip"
 ALLOCATED_FROM_POOL = "ip-allocated-from-pool"
 # exalb's own: an explicit operator request to move an out-of-pool IP into the config.
 MIGRATE_ANNOTATION = "exalb.io/migrate"
+# exalb's own, on a Node: "true" drains the node's BGP routes gracefully while it is cordoned
+# (``kubectl cordon`` / ``kubectl drain``), "false" never does; absent: the speaker's default.
+DRAIN_ON_CORDON_ANNOTATION = "exalb.io/drain-on-cordon"
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 FamilyPolicy = Literal["SingleStack", "PreferDualStack", "RequireDualStack"]
@@ -116,6 +119,15 @@ class EndpointsView:
     def has_serving_on(self, node: str) -> bool:
         return any(e.is_serving and e.node_name == node for e in self.endpoints)
 
+    def ready_count_on(self, node: str) -> int:
+        """Ready endpoints on ``node`` (unset ``ready`` counts as ready, as MetalLB reads it);
+        terminating endpoints that still serve are not counted: they are leaving."""
+        return sum(
+            1
+            for e in self.endpoints
+            if e.node_name == node and e.addresses and (e.ready is None or e.ready)
+        )
+
 
 @dataclass(frozen=True)
 class NodeView:
@@ -125,6 +137,8 @@ class NodeView:
     labels: tuple[tuple[str, str], ...] = ()
     network_unavailable: bool = False
     addresses: tuple[IPAddress, ...] = ()  # InternalIPs first, then ExternalIPs
+    unschedulable: bool = False  # spec.unschedulable: cordoned (``kubectl cordon``/``drain``)
+    drain_on_cordon: bool | None = None  # DRAIN_ON_CORDON_ANNOTATION; None = not set or invalid
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -355,9 +369,13 @@ def node_view(obj: Mapping[str, Any]) -> NodeView:
             ip = parse_address(str(a.get("address")))
             if ip is not None:
                 addrs.append(ip)
+    spec = _mapping(obj.get("spec"))
+    drain = str(_mapping(meta.get("annotations")).get(DRAIN_ON_CORDON_ANNOTATION, "")).lower()
     return NodeView(
         name=str(meta.get("name") or ""),
         labels=_str_pairs(meta.get("labels")),
         network_unavailable=unavailable,
         addresses=tuple(addrs),
+        unschedulable=spec.get("unschedulable") is True,
+        drain_on_cordon=True if drain == "true" else False if drain == "false" else None,
     )

@@ -109,7 +109,8 @@ def render_status(report: Mapping[str, Any]) -> str:
 
 
 def _communities(r: Mapping[str, Any]) -> str:
-    return join([*(r.get("communities") or []), *(r.get("largeCommunities") or [])])
+    return join([*(r.get("communities") or []), *(r.get("largeCommunities") or []),
+                 *(r.get("extendedCommunities") or [])])  # fmt: skip
 
 
 def _opt(value: object) -> str:
@@ -366,4 +367,6 @@ def _attr_text(r: Mapping[str, Any]) -> str:
         parts.append(f"comm={join(r['communities'])}")
     if r.get("largeCommunities"):
         parts.append(f"large={join(r['largeCommunities'])}")
+    if r.get("extendedCommunities"):
+        parts.append(f"ext={join(r['extendedCommunities'])}")
     return " ".join(parts)

@@ -29,10 +29,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class Nexthop:
-    """One path of a route: gateway address (None when on-link) and output ifindex."""
+    """One path of a route: gateway address (None when on-link), output ifindex and weight
+    (the kernel's ``rtnh_hops`` + 1: what ``ip route`` prints as ``weight``)."""
 
     gateway: str | None
     oif: int | None
+    weight: int = 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class FibRoute:
     @property
     def gateways(self) -> frozenset[str]:
         return frozenset(n.gateway for n in self.nexthops if n.gateway)
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Gateway → weight (weighted ECMP; all 1 for plain ECMP)."""
+        return {n.gateway: n.weight for n in self.nexthops if n.gateway}
 
 
 class RouteTimeoutError(AssertionError):
@@ -80,7 +87,10 @@ class Fib:
         has_nhid = _has_nhid(msg)
         multipath = msg.get("RTA_MULTIPATH")
         if multipath:
-            hops = tuple(Nexthop(_gateway(nh), nh.get("oif")) for nh in multipath)
+            hops = tuple(
+                Nexthop(_gateway(nh), nh.get("oif"), int(nh.get("hops") or 0) + 1)
+                for nh in multipath
+            )
         elif msg.get("RTA_GATEWAY") or msg.get("RTA_OIF"):
             hops = (Nexthop(_gateway(msg), msg.get("RTA_OIF")),)
         elif has_nhid:
@@ -161,8 +171,8 @@ def _object_nexthops(namespace: str, net: IPNetwork) -> tuple[Nexthop, ...]:
         {"id": routes[0]["nhid"]}
     ]
     return tuple(
-        Nexthop(info.get("gateway"), None)
-        for info in (_nexthop(namespace, int(m["id"])) for m in members)
+        Nexthop(info.get("gateway"), None, int(m.get("weight") or 1))
+        for m, info in ((m, _nexthop(namespace, int(m["id"]))) for m in members)
     )
 
 

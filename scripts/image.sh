@@ -13,7 +13,8 @@
 #            capability cap_net_raw (the only way Kubernetes gives NET_RAW to a non-root
 #            process); no file in the image is setuid/setgid.
 #   backend  a small HTTP server for the lab's Service backends: Debian's busybox-static
-#            (`httpd`), answering "pod=<pod> node=<node>". User 65534.
+#            (`httpd`), answering "pod=<pod> node=<node>", and an echo port (`nc`) for
+#            long-lived connections. User 65534.
 #   pause    the pod sandbox: `pause` compiled by tests/controlplane/build.sh from the
 #            Kubernetes module's build/pause/linux/pause.c.
 #
@@ -287,9 +288,11 @@ build_backend() {
     # POD_NAME and NODE_NAME come from the Deployment (downward API); /tmp is an emptyDir.
     cat >"$rootfs/bin/serve" <<'SH'
 #!/bin/sh
-# Answer every GET with this pod's and node's names; port $PORT (default 8080).
+# Answer every GET with this pod's and node's names; port $PORT (default 8080). Echo every
+# byte back on $ECHO_PORT (default 9000): the lab's long-lived connections.
 mkdir -p /tmp/www
 echo "pod=${POD_NAME:-?} node=${NODE_NAME:-?}" >/tmp/www/index.html
+/bin/busybox nc -ll -p "${ECHO_PORT:-9000}" -e /bin/busybox cat &
 exec /bin/busybox httpd -f -p "${PORT:-8080}" -h /tmp/www
 SH
     chmod 0755 "$rootfs/bin/serve"

@@ -269,6 +269,7 @@ class Speaker:
             "lastRecomputeSeconds": round(c.seconds, 4) if c else None,
             "configApplied": self.bgp.config_applied,
             "driverConnections": self.bgp.driver.connections,
+            "drain": self.bgp.drain_status(),
         }
         return doc
 
@@ -289,6 +290,7 @@ class Speaker:
         """Changes whenever the speaker's own state behind ``/status`` does (cheap: no
         document is compared)."""
         l2 = self.l2.publisher.generation if self.l2 is not None else None
+        drain = self.bgp.drain
         return (self._config_generation, self.recomputes, id(self.computed),
                 id(self.bgp.rendered), self.bgp.config_applied, self.bgp.driver.connections,
-                l2)  # fmt: skip
+                l2, drain.state.started, drain.reason)  # fmt: skip

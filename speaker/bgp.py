@@ -21,6 +21,12 @@ depend on:
   be read keeps the last known password (also the one in the file ExaBGP runs, across a
   speaker restart) with a warning, so a deleted Secret never tears down a session.
 
+* **Drain before withdraw** (:mod:`speaker.drain`). Stopping with ``withdraw`` first
+  announces every route with GRACEFUL_SHUTDOWN for ``drain_seconds``, then withdraws; a
+  cordoned node that opted in does the same and announces normally again when uncordoned.
+  What is handed to the driver is always "the plan's routes, as the drain phase wants them"
+  (:meth:`BGPAnnouncer._push_routes`), so a Service change during a drain stays drained.
+
 BFD (BGPPeer ``bfdProfile``) rides along: the same resolved peers give the node's BFD
 sessions (:func:`speaker.bfd.render.plan_bfd`), which the optional :class:`BfdControl`
 (:class:`speaker.bfd.control.BfdController`, the node's bfdd) puts into force.
@@ -32,10 +38,11 @@ and what to hand over are unit-tested with a fake (``tests/unit/test_speaker_loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -43,16 +50,19 @@ from typing import Protocol
 import structlog
 
 from exalb.config.model import IPNetwork, Peer
+from exalb.contracts.speaker_status import DrainSection
 from speaker import metrics
 from speaker.announcer import Inputs
 from speaker.bfd.render import BfdPlan, BfdSession, plan_bfd
 from speaker.decision_cache import DecisionCache
 from speaker.decisions import Announcements, Route, cluster_warnings
+from speaker.drain import cordon_drain_requested
+from speaker.drain_control import DrainControl
 from speaker.exabgp.connection import PEER_UP, CommandError
 from speaker.exabgp.driver import ConfigRefusedError, ReloadError
 from speaker.exabgp.isolate import TextValidator, refused_neighbors, summary
-from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered, RenderProblem, passwords_in_config, render_config
+from speaker.exabgp.show import AdjRibEntry, NeighborStatus
 from speaker.peer_events import PeerEvents
 from speaker.sources import Resolver, kernel_source_address, with_source_addresses
 from speaker.status import WireView, established
@@ -88,6 +98,8 @@ class RouteDriver(Protocol):
 
     async def show_adj_rib_out(self) -> dict[str, dict[IPNetwork, AdjRibEntry]]: ...
 
+    async def wait_converged(self, timeout: float | None = None) -> None: ...
+
     async def shutdown(self, *, withdraw: bool = True, timeout: float = 10.0) -> None: ...
 
 
@@ -111,6 +123,7 @@ class BGPPlan:
     announcements: Announcements
     rendered: Rendered
     bfd: BfdPlan | None = None  # None: this speaker runs no bfdd
+    cordoned: bool = False  # the node is cordoned and opted in to drain then
 
 
 class BGPAnnouncer:
@@ -128,8 +141,11 @@ class BGPAnnouncer:
         events: PeerEvents | None = None,
         resolve_source: Resolver = kernel_source_address,
         session_poll: float = 2.0,
+        drain_seconds: float = 0.0,
+        drain_on_cordon: bool = False,
         clock: Callable[[], float] = time.monotonic,
         bfd: BfdControl | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.driver = driver
         self.bfd = bfd
@@ -140,6 +156,9 @@ class BGPAnnouncer:
         self.resolve_source = resolve_source
         self.session_poll = session_poll
         self.clock = clock
+        self.sleep = sleep
+        self.drain = DrainControl(drain_seconds, clock=clock, on_expired=self._drain_expired)
+        self.drain_on_cordon = drain_on_cordon
         self.cache = DecisionCache()
         self.plan: BGPPlan | None = None  # the last plan handed to apply
         self.applied_text: str | None = None  # the config text ExaBGP runs (or will start with)
@@ -181,7 +200,8 @@ class BGPAnnouncer:
                 if p.bfd_profile
             )
             ann = dataclasses.replace(ann, warnings=(*ann.warnings, *off))
-        return BGPPlan(ann, rendered, bfd)
+        cordoned = cordon_drain_requested(inputs.node, self.drain_on_cordon)
+        return BGPPlan(ann, rendered, bfd=bfd, cordoned=cordoned)
 
     def _passwords(self, peers: Sequence[Peer]) -> tuple[dict[str, str], list[RenderProblem]]:
         """Passwords from Secrets; a peer whose Secret never yielded one in this process
@@ -217,8 +237,14 @@ class BGPAnnouncer:
         config_in_force = await self._apply_config(plan.rendered)
         if self.bfd is not None and plan.bfd is not None:
             self.bfd.set_plan(plan.bfd)
-        self.driver.set_routes(plan.announcements.routes)
-        self._update_metrics(plan)
+        if plan.cordoned:
+            self.drain.start("cordoned")
+        elif self.drain.reason == "cordoned":
+            log.info("drain_ended", reason="uncordoned")
+            self.drain.cancel()
+        if not self._stopping:
+            self._push_routes()
+        _publish_plan_metrics(plan.announcements, self.rendered or plan.rendered)
         if self.events is not None:
             self.events.update(self.rendered.problems if self.rendered else ())
         return config_in_force
@@ -236,9 +262,42 @@ class BGPAnnouncer:
                 self.bfd.stop()  # type: ignore[union-attr]
                 bfd.cancel()
 
-    async def stop(self, *, withdraw: bool) -> None:
+    async def stop(self, *, withdraw: bool, converge_timeout: float = 10.0) -> None:
+        """``withdraw``: drain first (GRACEFUL_SHUTDOWN for the rest of the drain time), then
+        withdraw everything; otherwise leave the routes with ExaBGP (graceful restart)."""
         self._stopping = True
-        await self.driver.shutdown(withdraw=withdraw and self.first_applied.is_set())
+        withdraw = withdraw and self.first_applied.is_set()
+        if withdraw and self.drain.seconds > 0 and self.driver.connected and self._routes():
+            self.drain.start("stopping")
+            self._push_routes()
+            started = self.clock()
+            with contextlib.suppress(TimeoutError):
+                await self.driver.wait_converged(converge_timeout)
+            remaining = self.drain.remaining()
+            log.info("drain_announced", seconds=round(self.clock() - started, 3),
+                     withdraw_in=round(remaining, 3))  # fmt: skip
+            if remaining > 0:
+                await self.sleep(remaining)
+        self.drain.stop_timer()
+        await self.driver.shutdown(withdraw=withdraw, timeout=converge_timeout)
+
+    # -- drain ----------------------------------------------------------------------------------
+    def _routes(self) -> frozenset[Route]:
+        return self.plan.announcements.routes if self.plan is not None else frozenset()
+
+    def _push_routes(self) -> None:
+        """Hand the driver the plan's routes as the drain phase wants them (see module doc)."""
+        peers = self.plan.announcements.peers if self.plan is not None else ()
+        self.driver.set_routes(self.drain.shape(self._routes(), peers))
+
+    def _drain_expired(self) -> None:
+        if not self._stopping:
+            log.info("drain_withdraw", reason=self.drain.reason)
+            self._push_routes()
+
+    def drain_status(self) -> DrainSection | None:
+        """For ``/status``: the drain in progress, if any."""
+        return self.drain.status()
 
     def ready(self) -> bool:
         return self.first_applied.is_set() and self.driver.connected
@@ -354,20 +413,6 @@ class BGPAnnouncer:
             self._poll_error = error
 
     # -- metrics ------------------------------------------------------------------------------
-    def _update_metrics(self, plan: BGPPlan) -> None:
-        ann = plan.announcements
-        per_peer = Counter(r.peer_name for r in ann.routes)
-        for p in ann.peers:
-            metrics.ANNOUNCED_PREFIXES.labels(p.name).set(per_peer.get(p.name, 0))
-        decisions = Counter("announce" if d.announce else str(d.reason) for d in ann.decisions)
-        for key in set(decisions) | {"announce"}:
-            metrics.SERVICES.labels(key).set(decisions.get(key, 0))
-        shown = self.rendered or plan.rendered
-        for sev in ("error", "warning"):
-            metrics.RENDER_PROBLEMS.labels(sev).set(
-                sum(1 for p in shown.problems if p.severity == sev)
-            )
-
     def _update_session_metrics(self, neighbors: list[NeighborStatus]) -> None:
         names = self.peer_names()
         for n in neighbors:
@@ -378,3 +423,15 @@ class BGPAnnouncer:
         """Peer address → BGPPeer name, for the peers of the last plan."""
         p = self.plan
         return {str(x.peer_address): x.name for x in p.announcements.peers} if p else {}
+
+
+def _publish_plan_metrics(ann: Announcements, shown: Rendered) -> None:
+    """Prefixes per peer, Services per decision, problems of the config /status shows."""
+    per_peer = Counter(r.peer_name for r in ann.routes)
+    for p in ann.peers:
+        metrics.ANNOUNCED_PREFIXES.labels(p.name).set(per_peer.get(p.name, 0))
+    decisions = Counter("announce" if d.announce else str(d.reason) for d in ann.decisions)
+    for key in set(decisions) | {"announce"}:
+        metrics.SERVICES.labels(key).set(decisions.get(key, 0))
+    for sev in ("error", "warning"):
+        metrics.RENDER_PROBLEMS.labels(sev).set(sum(1 for p in shown.problems if p.severity == sev))

@@ -27,6 +27,8 @@ Decisions made here (documented because MetalLB leaves them implicit):
   communities are merged (union), as MetalLB's FRR mode does.
 * **Families.** An IPv4 prefix goes to IPv4 peers only and an IPv6 prefix to IPv6 peers
   only (``next-hop self`` resolves to the session's family; docs/exabgp.md, "Limitations").
+* **Weighted ECMP** (exalb ADD, opt-in per advertisement): routes of a Local Service carry
+  the link bandwidth of the node's ready local endpoints (:mod:`speaker.linkbw`).
 * ``noPeers`` (exalb ADD): every rule says "announce" but no peer of the IP's family is
   selected for this node, so nothing is sent. MetalLB would report success here.
 """
@@ -42,6 +44,7 @@ from exalb.config.crossrefs import local_pref_conflict
 from exalb.config.model import BGPAdvertisement, Config, IPAddress, IPNetwork, Peer, Pool
 from exalb.contracts.speaker_status import Reason
 from exalb.views import EXCLUDE_LB_LABEL, EndpointsView, NodeView, ServiceView
+from speaker import linkbw
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class Route:
     communities: tuple[str, ...] = ()  # sorted, unique, "a:b"
     large_communities: tuple[str, ...] = ()  # sorted, unique, "a:b:c"
     med: int | None = None
+    # sorted, unique, ExaBGP's spelling; today only the link bandwidth (speaker.linkbw)
+    extended_communities: tuple[str, ...] = ()
 
     @property
     def family(self) -> Literal[4, 6]:
@@ -165,13 +170,24 @@ def _conflicting(ads: tuple[BGPAdvertisement, ...], pool: Pool) -> tuple[str, st
 
 
 def _routes(
-    ads: tuple[BGPAdvertisement, ...], ips: tuple[IPAddress, ...], node_peers: tuple[Peer, ...]
+    ads: tuple[BGPAdvertisement, ...],
+    ips: tuple[IPAddress, ...],
+    node_peers: tuple[Peer, ...],
+    local_endpoints: int | None = None,
 ) -> frozenset[Route]:
+    """``local_endpoints``: set for Local Services; advertisements with weighted ECMP then
+    add the link bandwidth (speaker.linkbw)."""
     routes = []
     for ip in ips:
         for ad in ads:
             prefix = _prefix(ip, ad)
+            weighted = ad.weighted_ecmp and local_endpoints is not None
             for peer in _ad_peers(ad, node_peers, ip.version):
+                ext = (
+                    (linkbw.link_bandwidth(peer.session_local_asn, local_endpoints or 0),)
+                    if weighted
+                    else ()
+                )
                 routes.append(
                     Route(
                         prefix=prefix,
@@ -179,13 +195,15 @@ def _routes(
                         local_pref=ad.local_pref or None,
                         communities=tuple(sorted(set(ad.communities))),
                         large_communities=tuple(sorted(set(ad.large_communities))),
+                        extended_communities=ext,
                     )
                 )
     return merge_routes(routes)
 
 
 def merge_routes(routes: Iterable[Route]) -> frozenset[Route]:
-    """One route per (peer, prefix): union of communities, highest LOCAL_PREF and lowest MED.
+    """One route per (peer, prefix): union of communities, highest LOCAL_PREF and lowest MED
+    (and one link bandwidth, the largest).
 
     Needed because BGP carries one attribute set per prefix per session (no add-path here);
     identical routes simply de-duplicate.
@@ -206,6 +224,7 @@ def merge_routes(routes: Iterable[Route]) -> frozenset[Route]:
             communities=tuple(sorted(set(old.communities) | set(r.communities))),
             large_communities=tuple(sorted(set(old.large_communities) | set(r.large_communities))),
             med=min(meds) if meds else None,
+            extended_communities=linkbw.merge(old.extended_communities, r.extended_communities),
         )
     return frozenset(by_key.values())
 
@@ -239,7 +258,9 @@ def decide_service(
     if reason is None:
         if node_peers is None:
             node_peers = peers_for_node(config, node)
-        routes = _routes(matching, service.assigned_ips, node_peers)
+        routes = _routes(
+            matching, service.assigned_ips, node_peers, _local_count(service, endpoints, node)
+        )
         reason = None if routes else Reason.NO_PEERS
     if reason is not None:
         return _no(key, reason, pool=pool.name, advertisements=names, warnings=warnings)
@@ -324,6 +345,15 @@ def _node_refusal(
     if node.excluded_from_lb and not options.ignore_exclude_lb:
         return _no(key, Reason.NODE_EXCLUDED, pool=pool.name, advertisements=names)
     return None
+
+
+def _local_count(
+    service: ServiceView, endpoints: EndpointsView | None, node: NodeView
+) -> int | None:
+    """Ready endpoints on this node for a Local Service (weighted ECMP); None for Cluster."""
+    if service.traffic_policy != "Local" or endpoints is None:
+        return None
+    return endpoints.ready_count_on(node.name)
 
 
 def _endpoints_reason(

@@ -20,10 +20,13 @@ Wiring only (the order of operations lives in :mod:`speaker.app`):
   LoadBalancer Service, peers, ASNs, Secret names) only on the loopback ``--status-addr``
   (``kubectl exalb`` reaches it with a port-forward through the API server) and on the unix
   socket ``--status-socket`` if given (see :mod:`exalb.obs`);
-* SIGTERM/SIGINT: withdraw every route and exit (``--withdraw-on-exit``, the default: a
-  node leaving must not blackhole), or leave the routes with ExaBGP
-  (``--keep-routes-on-exit``: a planned speaker restart; the restarted speaker converges by
-  diff). A crash (SIGKILL) always leaves the routes in place.
+* SIGTERM/SIGINT: drain and withdraw every route, then exit (``--withdraw-on-exit``, the
+  default: a node leaving must not blackhole; ``--drain-seconds`` of GRACEFUL_SHUTDOWN first,
+  :mod:`speaker.drain`), or leave the routes with ExaBGP (``--keep-routes-on-exit``: a
+  planned speaker restart; the restarted speaker converges by diff). A crash (SIGKILL)
+  always leaves the routes in place. ``--done-file`` is written last: the ExaBGP container
+  waits for it before ExaBGP is stopped (:func:`speaker.exabgp.launch.wait_done`), or
+  ExaBGP's own SIGTERM would close the sessions before the drain is over.
 
 Every flag has an environment fallback so a DaemonSet can set them from the downward API.
 """
@@ -47,6 +50,7 @@ from exalb.k8s.events import EventRecorder
 from exalb.k8s.informer import Informer
 from exalb.k8s.resources import CONFIG_KINDS, CONFIG_MAPS, ENDPOINT_SLICES, NODES, SERVICES
 from exalb.obs import ObservabilityServer, configure_logging, is_loopback, split_address
+from exalb.views import DRAIN_ON_CORDON_ANNOTATION
 from speaker.app import Settings, Speaker
 from speaker.bfd.control import BfdCollector, BfdController
 from speaker.bgp import BGPAnnouncer
@@ -59,6 +63,11 @@ from speaker.passwords import SecretPasswords
 from speaker.peer_events import PeerEvents
 
 log = structlog.get_logger("exalb.speaker")
+
+# Long enough for the peered router to move traffic (FRR: well under a second, measured in the
+# lab) and for a route reflector in between, short enough that rolling a 100-node DaemonSet
+# one node at a time adds minutes, not hours. The chart's default is the same.
+DEFAULT_DRAIN_SECONDS = 5.0
 
 
 def _default_bridge(socket_path: str) -> list[str]:
@@ -110,6 +119,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:  # size
     flag("--log-level", "LOG_LEVEL", default="info")
     flag("--debounce", "DEBOUNCE", "seconds to collect changes before recomputing",
          type=float, default=0.02)  # fmt: skip
+    flag("--drain-seconds", "DRAIN_SECONDS", "before a withdraw (exit, drain on cordon), "
+         "announce the routes this long with GRACEFUL_SHUTDOWN (RFC 8326); 0 = withdraw at once",
+         type=float, default=DEFAULT_DRAIN_SECONDS)  # fmt: skip
+    flag("--drain-on-cordon", "DRAIN_ON_CORDON", "drain (then withdraw) while the node is "
+         f"cordoned, unless its annotation {DRAIN_ON_CORDON_ANNOTATION} says \"false\"",
+         action="store_true")  # fmt: skip
+    flag("--done-file", "DONE_FILE", "removed at start, written when the speaker has drained "
+         "and withdrawn on exit (the ExaBGP container's preStop hook waits for it)")  # fmt: skip
     on_exit = p.add_mutually_exclusive_group()
     on_exit.add_argument(
         "--withdraw-on-exit",
@@ -163,6 +180,8 @@ def _bgp(
         passwords=SecretPasswords(kube),
         events=PeerEvents(events, store.peer_ref, args.node_name),
         bfd=bfd,
+        drain_seconds=max(0.0, args.drain_seconds),
+        drain_on_cordon=args.drain_on_cordon,
     )
 
 
@@ -210,7 +229,7 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
     return speaker, informers, kube
 
 
-async def _serve(speaker: Speaker, informers: list[Informer]) -> int:
+async def _serve(speaker: Speaker, informers: list[Informer], done_file: Path | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -233,7 +252,16 @@ async def _serve(speaker: Speaker, informers: list[Informer]) -> int:
     for inf in informers:
         inf.stop()
     runner.cancel()
+    if done_file is not None:
+        _write_done(done_file)
     return 0
+
+
+def _write_done(path: Path) -> None:
+    try:
+        path.write_text("done\n")
+    except OSError as exc:  # the ExaBGP container then waits for its preStop timeout
+        log.warning("done_file_not_written", path=str(path), error=str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -256,8 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics=args.metrics_addr,
         status=args.status_addr or None,
     )
+    done_file = Path(args.done_file) if args.done_file else None
+    if done_file is not None:
+        done_file.unlink(missing_ok=True)  # a restarted speaker container: not done yet
     try:
-        return asyncio.run(_serve(speaker, informers))
+        return asyncio.run(_serve(speaker, informers, done_file))
     finally:
         server.stop()
         kube.close()

@@ -6,7 +6,8 @@ answer "what does this node send" without scraping ``/status``; the recompute hi
 shows the cost of a cluster change on this node. ``l2_owned`` is this node's *election*
 result per L2 IP (what Kubernetes says; the sidecar's ``exalb_garp_*`` metrics say what it
 answers after data-path failover); ``l2_state_writes`` counts desired-state files handed to
-the sidecar (only real changes are written).
+the sidecar (only real changes are written). ``draining`` shows a graceful drain
+(:mod:`speaker.drain`) by reason.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ CONFIG_APPLIED = Gauge(
     "exalb_speaker_exabgp_config_applied_bool",
     "1 when ExaBGP runs the config of the latest decision (less the neighbors it refuses, "
     "each reported), 0 while an older config stays in force",
+)
+DRAINING = Gauge(
+    "exalb_speaker_draining",
+    "1 while this node announces its routes with GRACEFUL_SHUTDOWN, 2 once drained (withdrawn)",
+    ["reason"],
 )
 L2_OWNED = Gauge(
     "exalb_speaker_l2_owned",

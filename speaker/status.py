@@ -28,8 +28,8 @@ from exalb.contracts.l2_state import Status as SidecarStatus
 from exalb.contracts.speaker_status import OnWire
 from speaker.bfd.render import BfdPlan, BfdSession
 from speaker.decisions import Announcements, Route, ServiceDecision
-from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered
+from speaker.exabgp.show import AdjRibEntry, NeighborStatus
 from speaker.l2.election import IPElection
 
 
@@ -128,6 +128,8 @@ def _add_attributes(out: doc.RouteAttributes, r: Route | AdjRibEntry) -> None:
         out["communities"] = list(r.communities)
     if r.large_communities:
         out["largeCommunities"] = list(r.large_communities)
+    if r.extended_communities:
+        out["extendedCommunities"] = list(r.extended_communities)
 
 
 def route_json(route: Route, peer_address: str | None, on_wire: OnWire) -> doc.WantedRoute:

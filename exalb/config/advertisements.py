@@ -17,7 +17,12 @@ from typing import Any
 from exalb.config.fields import Fields, read_selectors
 from exalb.config.limits import describe
 from exalb.config.model import BGPAdvertisement, L2Advertisement, LabelSelector, Pool
-from exalb.config.objects import name_of, spec_fields
+from exalb.config.objects import (
+    WEIGHTED_ECMP_ANNOTATION,
+    flag_annotation,
+    name_of,
+    spec_fields,
+)
 from exalb.config.problems import Problems
 from exalb.config.values import parse_community
 
@@ -124,6 +129,7 @@ def read_bgp_advertisement(
         peers=spec.strings("peers", unique=True),
         node_selectors=read_selectors(spec, "nodeSelectors"),
         service_selectors=selectors,
+        weighted_ecmp=flag_annotation(obj, WEIGHTED_ECMP_ANNOTATION, problems),
     )
     return ad if problems.error_count == before else None
 

@@ -56,6 +56,8 @@ def summary_lines(config: Config) -> list[str]:
             attrs.append(f"localPref {ad.local_pref}")
         attrs += [f"community {c}" for c in ad.communities]
         attrs += [f"large-community {c}" for c in ad.large_communities]
+        if ad.weighted_ecmp:
+            attrs.append("weighted ECMP (Local Services)")
         peers = ", ".join(ad.peers) or "all peers"
         lines.append(
             f"bgp advertisement {ad.name}: pools {', '.join(ad.pools)} -> {peers} "

@@ -245,6 +245,10 @@ class BGPAdvertisement:
     peers: tuple[str, ...] = ()  # BGPPeer names; empty = every peer of the node
     node_selectors: tuple[LabelSelector, ...] = ()
     service_selectors: tuple[LabelSelector, ...] = ()
+    # exalb's own (annotation WEIGHTED_ECMP_ANNOTATION): routes of externalTrafficPolicy Local
+    # Services carry the BGP link-bandwidth extended community in proportion to the node's
+    # ready local endpoints, so routers that honour it weight their ECMP next hops.
+    weighted_ecmp: bool = False
 
     def selects_node(self, node_labels: Mapping[str, str]) -> bool:
         return any_selector_matches(self.node_selectors, node_labels)

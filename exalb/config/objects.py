@@ -27,6 +27,10 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 # Object origin annotation set by the legacy converter, so errors point at the legacy field.
 LEGACY_SOURCE_ANNOTATION = "exalb.io/legacy-source"
+# On a BGPAdvertisement: "true" = weighted ECMP for Local Services (BGPAdvertisement.weighted_ecmp).
+# An annotation, not a spec field: the object stays a valid MetalLB object (MetalLB ignores
+# annotations, so the same YAML simply gives equal ECMP there).
+WEIGHTED_ECMP_ANNOTATION = "exalb.io/weighted-ecmp"
 
 
 def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -95,3 +99,18 @@ def labels_of(obj: Mapping[str, Any], problems: Problems) -> tuple[tuple[str, st
             continue
         out.append((str(key), str(value)))
     return tuple(sorted(out))
+
+
+def flag_annotation(obj: Mapping[str, Any], name: str, problems: Problems) -> bool:
+    """An exalb on/off annotation: absent = off; "true"/"false"; anything else is an error
+    (a typo must not silently leave a feature off)."""
+    meta = obj.get("metadata")
+    ann = meta.get("annotations") if isinstance(meta, Mapping) else None
+    value = ann.get(name) if isinstance(ann, Mapping) else None
+    if value is None:
+        return False
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    path = f"metadata.annotations[{name}]"
+    problems.error(object_label(obj), path, f'must be "true" or "false", got {value!r}')
+    return False

@@ -55,6 +55,7 @@ class RouteAttributes(TypedDict, total=False):
     med: int
     communities: list[str]
     largeCommunities: list[str]
+    extendedCommunities: list[str]  # e.g. the link bandwidth "bandwidth:64501:375000"
 
 
 class WantedRoute(RouteAttributes):
@@ -157,11 +158,21 @@ class Summary(TypedDict):
     routes: int
 
 
+class DrainSection(TypedDict):
+    """A graceful drain in progress (GRACEFUL_SHUTDOWN announced, then withdrawn)."""
+
+    reason: str  # "stopping" | "cordoned"
+    phase: str  # "gshut" (announced with GRACEFUL_SHUTDOWN) | "withdrawn"
+    seconds: float  # the drain time
+    withdrawIn: float  # seconds until the withdraw (0 once withdrawn)
+
+
 class SpeakerSection(TypedDict):
     recomputes: int
     lastRecomputeSeconds: float | None
     configApplied: bool  # ExaBGP runs the latest decision (less the neighbors it refuses)
     driverConnections: int
+    drain: NotRequired[DrainSection | None]
 
 
 class BfdSessionEntry(TypedDict):

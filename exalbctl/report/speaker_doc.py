@@ -34,7 +34,8 @@ STATE_HELP = {
 }
 #: A speaker has not (yet) seen the Service: not synced, other namespace, or it is new.
 NOT_SEEN = "notSeenBySpeaker"
-ROUTE_ATTRIBUTES = ("nextHop", "localPref", "med", "communities", "largeCommunities")
+ROUTE_ATTRIBUTES = ("nextHop", "localPref", "med", "communities", "largeCommunities",
+                    "extendedCommunities")  # fmt: skip
 
 
 @dataclass(frozen=True)

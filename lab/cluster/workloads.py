@@ -2,7 +2,8 @@
 
 The backend is ``scripts/image.sh``'s busybox ``httpd`` image; every pod answers ``GET /``
 with ``pod=<its name> node=<its node>`` (downward API), so a client can tell which node and
-pod served it. Pure: values in, manifest text out.
+pod served it, and echoes bytes on ``ECHO_PORT`` (long-lived connections). Pure: values in,
+manifest text out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 BACKEND_PORT = 8080
+ECHO_PORT = 9000
 
 
 def backend_deployment(
@@ -21,7 +23,13 @@ def backend_deployment(
     image: str,
     replicas: int,
     node_selector: Mapping[str, str] | None = None,
+    *,
+    pod_labels: Mapping[str, str] | None = None,
+    pre_stop_sleep: int = 0,
 ) -> dict[str, Any]:
+    """``pod_labels``: extra labels (a Service can select pods of several Deployments);
+    ``pre_stop_sleep``: seconds a terminating pod keeps serving, so the endpoint is gone from
+    every kube-proxy before the server exits (what zero-loss rollouts of a backend need)."""
     labels = {"app": name}
     pod_spec: dict[str, Any] = {
         "securityContext": {
@@ -45,6 +53,9 @@ def backend_deployment(
     }
     if node_selector:
         pod_spec["nodeSelector"] = dict(node_selector)
+    if pre_stop_sleep:
+        pod_spec["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop_sleep}}}
+        pod_spec["terminationGracePeriodSeconds"] = pre_stop_sleep + 5
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -52,7 +63,10 @@ def backend_deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": {**labels, **(pod_labels or {})}},
+                "spec": pod_spec,
+            },
         },
     }
 
@@ -69,8 +83,14 @@ def load_balancer(
     local: bool = False,
     annotations: Mapping[str, str] | None = None,
     port: int = 80,
+    echo: bool = False,
+    selector_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A Service of type LoadBalancer in front of the backend pods labelled ``app=selector``."""
+    """A Service of type LoadBalancer in front of the backend pods labelled ``app=selector``
+    (or ``selector_labels``); ``echo`` adds the echo port (same number outside and in)."""
+    ports = [{"name": "http", "port": port, "targetPort": BACKEND_PORT}]
+    if echo:
+        ports.append({"name": "echo", "port": ECHO_PORT, "targetPort": ECHO_PORT})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -78,8 +98,8 @@ def load_balancer(
         "spec": {
             "type": "LoadBalancer",
             "externalTrafficPolicy": "Local" if local else "Cluster",
-            "selector": {"app": selector or name},
-            "ports": [{"name": "http", "port": port, "targetPort": BACKEND_PORT}],
+            "selector": dict(selector_labels or {"app": selector or name}),
+            "ports": ports,
         },
     }
 
@@ -99,7 +119,10 @@ def _http_container(image: str) -> dict[str, Any]:
             _field_env("NODE_NAME", "spec.nodeName"),
             {"name": "PORT", "value": str(BACKEND_PORT)},
         ],
-        "ports": [{"name": "http", "containerPort": BACKEND_PORT}],
+        "ports": [
+            {"name": "http", "containerPort": BACKEND_PORT},
+            {"name": "echo", "containerPort": ECHO_PORT},
+        ],
         "readinessProbe": {
             "httpGet": {"path": "/", "port": "http"},
             "periodSeconds": 1,

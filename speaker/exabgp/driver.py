@@ -49,15 +49,16 @@ from prometheus_client import Counter, Gauge
 from exalb.config.model import IPNetwork
 from exalb.filechannel import write_file
 from speaker.decisions import Route
-from speaker.exabgp import protocol
+from speaker.exabgp import protocol, show
 from speaker.exabgp.connection import (
     PEER_UP,
     BridgeConnection,
     CommandError,
     Connector,
 )
-from speaker.exabgp.protocol import AdjRibEntry, Command
+from speaker.exabgp.protocol import Command
 from speaker.exabgp.render import Neighbor, Rendered
+from speaker.exabgp.show import AdjRibEntry
 
 log = structlog.get_logger("exalb.speaker.exabgp")
 
@@ -274,7 +275,7 @@ class Driver:
         deadline = self._clock() + timeout
         while True:
             (out,) = await self._run_commands([protocol.SHOW_NEIGHBOR_JSON])
-            if {str(s.peer) for s in protocol.parse_neighbor_json(out)} == addresses:
+            if {str(s.peer) for s in show.parse_neighbor_json(out)} == addresses:
                 return
             if self._clock() > deadline:
                 raise TimeoutError(f"ExaBGP did not apply the reload within {timeout}s")
@@ -284,12 +285,12 @@ class Driver:
     async def show_adj_rib_out(self) -> dict[str, dict[IPNetwork, AdjRibEntry]]:
         async with self._lock:
             (out,) = await self._run_commands([protocol.SHOW_ADJ_RIB_OUT])
-        return protocol.parse_adj_rib_out(out)
+        return show.parse_adj_rib_out(out)
 
-    async def show_neighbors(self) -> list[protocol.NeighborStatus]:
+    async def show_neighbors(self) -> list[show.NeighborStatus]:
         async with self._lock:
             (out,) = await self._run_commands([protocol.SHOW_NEIGHBOR_JSON])
-        return protocol.parse_neighbor_json(out)
+        return show.parse_neighbor_json(out)
 
     @property
     def connected(self) -> bool:
@@ -360,7 +361,7 @@ class Driver:
             log.info("adj_rib_out_resync", reasons=sorted(self._resync_reasons))
             self._resync_reasons.clear()
             (out,) = await self._run_commands([protocol.SHOW_ADJ_RIB_OUT])
-            parsed = protocol.parse_adj_rib_out(out)
+            parsed = show.parse_adj_rib_out(out)
             known = {n.address for n in self._neighbors.values()}
             self._actual = {addr: dict(parsed.get(addr, {})) for addr in known}
         actual = self._actual

@@ -17,6 +17,11 @@ per-instance settings (:func:`instance_environment`) as environment variables on
 * The CLI FIFOs (``<root>/run/<pipename>.in/.out``) are created here because ExaBGP does not
   create them itself (docs/exabgp.md, "CLI FIFOs"); ``exabgp cli --pipename <name>`` with the same
   ``EXABGP_ROOT`` then works for humans and tests.
+* ``--wait-done FILE`` is the ExaBGP container's ``preStop`` hook: Kubernetes sends SIGTERM
+  to every container of a deleted pod at once, and ExaBGP's SIGTERM closes every session
+  (the router drops the paths) while the speaker is still draining. The hook returns when
+  the speaker has written its ``--done-file`` (drained and withdrawn), or after ``--wait``
+  seconds, so only then is ExaBGP signalled.
 
 It imports only the standard library and the packaged :mod:`exabgp_conf`, so it starts
 without the speaker's I/O dependencies (Kubernetes client, structlog).
@@ -93,15 +98,30 @@ def wait_for_file(path: Path, timeout: float, interval: float = 0.05) -> bool:
     return True
 
 
+def wait_done(path: Path, timeout: float) -> int:
+    """The preStop hook (module docstring); always 0, so Kubernetes goes on to SIGTERM."""
+    started = time.monotonic()
+    done = wait_for_file(path, timeout, interval=0.1)
+    _log("speaker_done" if done else "speaker_done_timeout", file=str(path),
+         waited=round(time.monotonic() - started, 3))  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="wait for the speaker's exabgp.conf, exec ExaBGP")
-    parser.add_argument("--config", required=True, type=Path, help="file the speaker renders")
-    parser.add_argument("--root", required=True, type=Path, help="EXABGP_ROOT (FIFOs in run/)")
+    parser.add_argument("--config", type=Path, help="file the speaker renders (required)")
+    parser.add_argument("--root", type=Path, help="EXABGP_ROOT (FIFOs in run/; required)")
     parser.add_argument("--pipename", default="exabgp", help="CLI pipe name (exabgp cli)")
     parser.add_argument("--exabgp", default=default_exabgp(), help="exabgp executable")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait (0 = forever)")
+    parser.add_argument("--wait-done", type=Path, help="only wait (up to --wait seconds) until "
+                        "this file exists, then exit 0: the preStop hook")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.wait_done is not None:
+        return wait_done(args.wait_done, args.wait)
+    if args.config is None or args.root is None:
+        parser.error("--config and --root are required")
     make_fifos(args.root, args.pipename)
     _log("waiting_for_config", config=str(args.config))
     if not wait_for_file(args.config, args.wait):

@@ -9,21 +9,11 @@ format is unit-tested against lines captured from a real ExaBGP 5.0.15:
 * every command is answered by zero or more output lines and then exactly one ``done`` or
   ``error`` (acks stay text even with ``encoder json``); JSON events (``{"exabgp": ...}``) can
   arrive between them at any time;
-* ``show adj-rib out extensive`` is the wire truth the driver converges from. Its 5.0.15 form
-  (measured) is::
-
-    neighbor 198.18.0.1 local-ip 198.18.0.2 local-as 64501 peer-as 64500 router-id 198.18.0.2
-    family-allowed in-open ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2 med 5
-    local-preference 200 community [ 64500:1 64500:2 ] large-community 64500:1:2
-
-  (one line; a single community is printed without brackets). The non-extensive form is
-  ``198.18.0.1 ipv4 unicast 203.0.113.10/32 next-hop 198.18.0.2``. The ``json`` form of 5.0.15
-  (show-routes-format v1) carries neither attributes nor next hop, so it is not used.
+* what ExaBGP answers to ``show`` commands is parsed in :mod:`speaker.exabgp.show`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +21,7 @@ from typing import Any, Literal
 
 from exalb.config.model import IPAddress, IPNetwork
 from speaker.decisions import Route
+from speaker.exabgp.show import AdjRibEntry, ip_or_none
 
 MAX_NLRI_PER_LINE = 256  # keeps a bulk line far below ExaBGP's command-size limit
 
@@ -47,6 +38,8 @@ def _attributes(route: Route) -> str:
         parts.append(f"community [ {' '.join(route.communities)} ]")
     if route.large_communities:
         parts.append(f"large-community [ {' '.join(route.large_communities)} ]")
+    if route.extended_communities:
+        parts.append(f"extended-community [ {' '.join(route.extended_communities)} ]")
     return " ".join(parts)
 
 
@@ -63,7 +56,7 @@ def withdraw(prefix: IPNetwork, neighbor: IPAddress | str) -> str:
 def attribute_key(route: Route) -> tuple[object, ...]:
     """Everything but the prefix and the peer: routes with equal keys can share one UPDATE."""
     return (route.next_hop, route.local_pref, route.med, route.communities,
-            route.large_communities)  # fmt: skip
+            route.large_communities, route.extended_communities)  # fmt: skip
 
 
 def announce_bulk(
@@ -155,13 +148,6 @@ class Output:
 Message = Ack | Shutdown | PeerStateEvent | OtherEvent | Output
 
 
-def _ip_or_none(text: Any) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(str(text))
-    except ValueError:
-        return None
-
-
 def parse_line(line: str) -> Message:
     """Classify one line ExaBGP wrote to the API process."""
     text = line.rstrip("\r\n")
@@ -189,229 +175,18 @@ def _parse_event(data: Mapping[str, Any]) -> Message:
     if kind == "state":
         nb = data.get("neighbor") or {}
         addr = nb.get("address") or {}
-        peer = _ip_or_none(addr.get("peer"))
+        peer = ip_or_none(addr.get("peer"))
         state = nb.get("state")
         if peer is not None and state in ("connected", "up", "down"):
             asn = (nb.get("asn") or {}).get("peer")
             return PeerStateEvent(
                 peer=peer,
-                local=_ip_or_none(addr.get("local")),
+                local=ip_or_none(addr.get("local")),
                 state=state,
                 peer_asn=int(asn) if isinstance(asn, int) else None,
                 reason=nb.get("reason"),
             )
     return OtherEvent(kind, data)
-
-
-# -- show adj-rib out -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AdjRibEntry:
-    """One route ExaBGP holds for one neighbor (what it sends or will send)."""
-
-    peer: IPAddress
-    prefix: IPNetwork
-    next_hop: str | None = None
-    local_pref: int | None = None
-    med: int | None = None
-    communities: tuple[str, ...] = ()
-    large_communities: tuple[str, ...] = ()
-
-    def matches(self, route: Route) -> bool:
-        """Same prefix and attributes (``next-hop self`` matches whatever ExaBGP resolved)."""
-        return (
-            self.prefix == route.prefix
-            and self.local_pref == route.local_pref
-            and self.med == route.med
-            and self.communities == route.communities
-            and self.large_communities == route.large_communities
-            and route.next_hop in ("self", self.next_hop)
-        )
-
-
-def _take_list(tokens: list[str], i: int) -> tuple[list[str], int]:
-    """Read ``[ a b ]`` or a single value starting at ``tokens[i]``."""
-    if tokens[i] == "[":
-        end = tokens.index("]", i)
-        return tokens[i + 1 : end], end + 1
-    if tokens[i].startswith("["):  # defensive: "[a" ... "b]"
-        vals = []
-        while True:
-            tok = tokens[i].strip("[]")
-            if tok:
-                vals.append(tok)
-            if tokens[i].endswith("]"):
-                return vals, i + 1
-            i += 1
-    return [tokens[i]], i + 1
-
-
-def parse_adj_rib_line(line: str) -> AdjRibEntry | None:
-    """Parse one ``show adj-rib out [extensive]`` line; None for anything else (IPv4/v6 unicast)."""
-    tokens = line.split()
-    start = _route_start(tokens)
-    if start is None:
-        return None
-    peer, prefix, i = start
-    fields = _rib_attributes(tokens, i)
-    return AdjRibEntry(
-        peer=peer,
-        prefix=prefix,
-        next_hop=fields.get("next-hop"),
-        local_pref=int(fields["local-preference"]) if "local-preference" in fields else None,
-        med=int(fields["med"]) if "med" in fields else None,
-        communities=fields.get("community", ()),
-        large_communities=fields.get("large-community", ()),
-    )
-
-
-def _route_start(tokens: list[str]) -> tuple[IPAddress, IPNetwork, int] | None:
-    """The peer and the prefix of an IPv4/IPv6 unicast route line, and where its attributes
-    start; None for any other line."""
-    if len(tokens) < 4:
-        return None
-    if tokens[0] == "neighbor":
-        peer = _ip_or_none(tokens[1])
-        try:
-            i = tokens.index("family-allowed") + 2
-        except ValueError:
-            return None
-    else:
-        peer = _ip_or_none(tokens[0])
-        i = 1
-    if peer is None or len(tokens) < i + 3 or tokens[i + 1] != "unicast":
-        return None
-    if tokens[i] not in ("ipv4", "ipv6"):
-        return None
-    try:
-        prefix = ipaddress.ip_network(tokens[i + 2], strict=False)
-    except ValueError:
-        return None
-    return peer, prefix, i + 3
-
-
-def _rib_attributes(tokens: list[str], i: int) -> dict[str, Any]:
-    """The attributes exalb sends, from ``tokens[i:]`` (``key value`` or ``key [ a b ]``)."""
-    fields: dict[str, Any] = {}
-    while i < len(tokens):
-        key = tokens[i]
-        i += 1
-        if i >= len(tokens):
-            break
-        if key in ("community", "large-community"):
-            values, i = _take_list(tokens, i)
-            fields[key] = tuple(sorted(set(values)))
-        elif key in ("next-hop", "local-preference", "med", "origin"):
-            fields[key] = tokens[i]
-            i += 1
-        else:  # an attribute exalb never sends: skip a list or a single value
-            _, i = _take_list(tokens, i)
-    return fields
-
-
-def parse_adj_rib_out(lines: Iterable[str]) -> dict[str, dict[IPNetwork, AdjRibEntry]]:
-    """``show adj-rib out`` output → {peer address: {prefix: entry}}."""
-    out: dict[str, dict[IPNetwork, AdjRibEntry]] = {}
-    for line in lines:
-        entry = parse_adj_rib_line(line)
-        if entry is not None:
-            out.setdefault(str(entry.peer), {})[entry.prefix] = entry
-    return out
-
-
-# -- show neighbor --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NeighborSummary:
-    """One row of ``show neighbor summary``."""
-
-    peer: IPAddress
-    asn: int | None
-    up_down: str
-    state: str
-    sent: int
-    received: int
-
-    @property
-    def established(self) -> bool:
-        return self.state == "established"
-
-
-def parse_neighbor_summary(lines: Iterable[str]) -> list[NeighborSummary]:
-    """Rows look like ``198.18.0.1  64500  0:00:08 established  3  2`` (5.0.15, measured)."""
-    rows = []
-    for line in lines:
-        tokens = line.replace("|", " ").split()
-        if len(tokens) < 6 or tokens[0] == "Peer":
-            continue
-        peer = _ip_or_none(tokens[0])
-        if peer is None:
-            continue
-        try:
-            sent, received = int(tokens[-2]), int(tokens[-1])
-        except ValueError:
-            continue
-        asn = int(tokens[1]) if tokens[1].isdigit() else None
-        rows.append(
-            NeighborSummary(peer, asn, tokens[2], " ".join(tokens[3:-2]).lower(), sent, received)
-        )
-    return rows
-
-
-@dataclass(frozen=True)
-class NeighborStatus:
-    """The parts of ``show neighbor json`` exalb reports (session truth per peer)."""
-
-    peer: IPAddress
-    state: str  # "up" / "down" / ...
-    fsm: str
-    duration: int | None
-    local_address: IPAddress | None
-    peer_asn: int | None
-    hold_time: int | None  # negotiated: min of both sides
-    families: tuple[str, ...]
-    graceful_restart: bool  # negotiated by both sides
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def parse_neighbor_json(lines: Iterable[str]) -> list[NeighborStatus]:
-    out = []
-    for line in lines:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        for item in data if isinstance(data, list) else [data]:
-            if not isinstance(item, dict):
-                continue
-            peer_d = item.get("peer") or {}
-            local_d = item.get("local") or {}
-            peer = _ip_or_none(peer_d.get("address"))
-            if peer is None:
-                continue
-            holds = [h for h in (peer_d.get("hold"), local_d.get("hold")) if isinstance(h, int)]
-            gr = bool((local_d.get("capabilities") or {}).get("graceful-restart")) and bool(
-                (peer_d.get("capabilities") or {}).get("graceful-restart")
-            )
-            out.append(
-                NeighborStatus(
-                    peer=peer,
-                    state=str(item.get("state", "")),
-                    fsm=str(item.get("fsm", "")),
-                    duration=_int_or_none(item.get("duration")),
-                    local_address=_ip_or_none(local_d.get("address")),
-                    peer_asn=_int_or_none(peer_d.get("as")),
-                    hold_time=min(holds) if holds else None,
-                    families=tuple(str(f) for f in item.get("families") or ()),
-                    graceful_restart=gr,
-                )
-            )
-    return out
 
 
 # -- convergence plan -----------------------------------------------------------------------------

@@ -295,6 +295,27 @@ def test_control_plane_tolerations_are_opt_in(chart_tools: Tools) -> None:
     assert "tolerations" not in find(docs, "Deployment")["spec"]["template"]["spec"]
 
 
+def test_drain_settings_reach_the_speaker_and_a_short_grace_period_is_refused(
+    chart_tools: Tools,
+) -> None:
+    docs = render(chart_tools, "--set", "speaker.drain.seconds=40",
+                  "--set", "speaker.drain.onCordon=true",
+                  "--set", "speaker.terminationGracePeriodSeconds=50")  # fmt: skip
+    sargs = speaker_args(_argv(containers(find(docs, "DaemonSet"))["speaker"]))
+    assert sargs.drain_seconds == 40 and sargs.drain_on_cordon
+    proc = helm(chart_tools, "template", "exalb", str(CHART), "--set", "speaker.drain.seconds=40",
+                check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert (
+        "terminationGracePeriodSeconds (30) must be at least speaker.drain.seconds + 10 (50)"
+        in (proc.stderr)
+    )
+    # keeping routes on exit (graceful restart) drains nothing: no constraint then
+    render(
+        chart_tools, "--set", "speaker.drain.seconds=40", "--set", "speaker.withdrawOnExit=false"
+    )
+
+
 def test_without_garp_the_speaker_pod_has_no_capability(chart_tools: Tools) -> None:
     docs = render(chart_tools, "-f", str(VALUES / "minimal.yaml"))
     ds = find(docs, "DaemonSet")
@@ -406,6 +427,16 @@ def test_programs_accept_the_rendered_flags(
     assert "config_never_appeared" in proc.stderr
     root = Path(launch["root"].replace(BGP_DIR, str(tmp_path)))
     assert (root / "run" / f"{launch['pipename']}.in").is_fifo()
+    # ExaBGP is signalled only after the speaker drained: its preStop waits for the done file
+    # the speaker writes, for longer than the drain, within the pod's grace period
+    pre_stop = exa["lifecycle"]["preStop"]["exec"]["command"]
+    waits = dict(a.removeprefix("--").split("=", 1) for a in pre_stop[1:])
+    assert pre_stop[0] == "exalb-exabgp" and waits["wait-done"] == sargs.done_file
+    assert Path(sargs.done_file).parent == Path(BGP_DIR)
+    grace = ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert float(waits["wait"]) <= grace
+    if sargs.withdraw_on_exit:
+        assert sargs.drain_seconds < float(waits["wait"])
     # -- garp (without it the speaker runs no L2: nobody would read the state)
     if "garp" not in by_name:
         assert sargs.l2_state is None

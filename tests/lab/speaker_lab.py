@@ -209,6 +209,10 @@ class Cluster:
             },
         )
 
+    def patch_node(self, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch of a Node (spec.unschedulable = cordon, annotations)."""
+        self._patch(f"/api/v1/nodes/{name}", patch)
+
     # services
     def service(
         self,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from exalb.config.model import IPNetwork
 from speaker.decisions import Route
 from speaker.exabgp import protocol as p
+from speaker.exabgp import show
 
 net = ipaddress.ip_network
 ip = ipaddress.ip_address
@@ -115,10 +116,10 @@ def test_parse_acks_events_and_output() -> None:
 
 
 def test_parse_adj_rib_out_extensive() -> None:
-    rib = p.parse_adj_rib_out([*ADJ_EXTENSIVE, "done-ish garbage", ""])
+    rib = show.parse_adj_rib_out([*ADJ_EXTENSIVE, "done-ish garbage", ""])
     assert set(rib) == {"198.18.0.1", "2001:db8:1::1"}
     e = rib["198.18.0.1"][net("203.0.113.10/32")]
-    assert e == p.AdjRibEntry(
+    assert e == show.AdjRibEntry(
         peer=ip("198.18.0.1"), prefix=net("203.0.113.10/32"), next_hop="198.18.0.2",
         local_pref=200, med=5, communities=("64500:1", "64500:2"),
         large_communities=("64500:1:2",),
@@ -139,27 +140,27 @@ def test_parse_adj_rib_out_extensive() -> None:
 
 
 def test_parse_adj_rib_out_plain() -> None:
-    rib = p.parse_adj_rib_out(ADJ_PLAIN)
+    rib = show.parse_adj_rib_out(ADJ_PLAIN)
     assert rib["198.18.0.1"][net("203.0.113.10/32")].next_hop == "198.18.0.2"
     assert net("2001:db8:ffff::10/128") in rib["2001:db8:1::1"]
 
 
 def test_parse_neighbor_summary_and_json() -> None:
-    rows = p.parse_neighbor_summary(SUMMARY)
+    rows = show.parse_neighbor_summary(SUMMARY)
     assert [(str(r.peer), r.state, r.sent, r.received) for r in rows] == [
         ("198.18.0.1", "established", 3, 2),
         ("2001:db8:1::1", "established", 2, 1),
         ("198.18.0.5", "connect", 0, 0),
     ]
     assert rows[0].established and rows[0].asn == 64500
-    (st_,) = p.parse_neighbor_json([NEIGHBOR_JSON])
+    (st_,) = show.parse_neighbor_json([NEIGHBOR_JSON])
     assert st_.peer == ip("198.18.0.1") and st_.state == "up" and st_.hold_time == 9
     assert st_.local_address == ip("198.18.0.2") and st_.peer_asn == 64500
     assert st_.families == ("ipv4 unicast",) and not st_.graceful_restart
 
 
 def test_plan_orders_withdraws_first_and_skips_unchanged() -> None:
-    have = p.parse_adj_rib_out(ADJ_EXTENSIVE)
+    have = show.parse_adj_rib_out(ADJ_EXTENSIVE)
     want = {
         "198.18.0.1": {
             net("203.0.113.10/32"): R(
@@ -242,5 +243,5 @@ def test_announce_parses_back_from_adj_rib_form(route: Route) -> None:
         "neighbor 198.18.0.1 local-ip 198.18.0.2 local-as 1 peer-as 2 router-id 198.18.0.2 "
         f"family-allowed in-open ipv4 unicast {route.prefix} next-hop 198.18.0.2{attrs}"
     )
-    entry = p.parse_adj_rib_line(line)
+    entry = show.parse_adj_rib_line(line)
     assert entry is not None and entry.matches(route)

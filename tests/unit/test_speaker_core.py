@@ -15,8 +15,8 @@ from exalb.views import NodeView
 from speaker.cluster_store import ClusterStore
 from speaker.decision_cache import DecisionCache
 from speaker.decisions import Options, decide
-from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import render_config
+from speaker.exabgp.show import AdjRibEntry, NeighborStatus
 from speaker.main import parse_args
 from speaker.passwords import SecretPasswords, password_from_secret
 from speaker.sources import with_source_addresses

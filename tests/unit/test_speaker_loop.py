@@ -20,8 +20,8 @@ from speaker.bgp import BGPAnnouncer, BGPPlan
 from speaker.cluster_store import ClusterStore
 from speaker.decisions import Announcements, Route
 from speaker.exabgp.driver import ConfigRefusedError, ReloadError
-from speaker.exabgp.protocol import AdjRibEntry, NeighborStatus
 from speaker.exabgp.render import Rendered
+from speaker.exabgp.show import AdjRibEntry, NeighborStatus
 from tests.unit.helpers import sync
 from tests.unit.test_speaker_core import NS, loaded_world, svc
 
@@ -79,6 +79,9 @@ class FakeDriver:
 
     async def show_adj_rib_out(self) -> dict[str, dict[IPNetwork, AdjRibEntry]]:
         return {}
+
+    async def wait_converged(self, timeout: float | None = None) -> None:
+        return None
 
     async def shutdown(self, *, withdraw: bool = True, timeout: float = 10.0) -> None:
         self.shutdowns.append(withdraw)
