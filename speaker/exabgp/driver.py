@@ -179,6 +179,9 @@ class Driver:
         self._lock = asyncio.Lock()  # one converge / reload / show at a time
         self.connections = 0  # how many times we connected (for tests and status)
         self.last_error: str | None = None
+        # ExaBGP's own words for the last time each neighbor (by address) went down, e.g.
+        # "notification received (2,2)": /status shows it next to a session that is not up
+        self.last_down: dict[str, str] = {}
 
     # -- inputs -------------------------------------------------------------------------------
     def set_routes(self, routes: Iterable[Route]) -> None:
@@ -416,6 +419,8 @@ class Driver:
             for name in names or [str(msg.peer)]:
                 PEER_UP.labels(name).set(1 if msg.state == "up" else 0)
             log.info("bgp_peer_state", peer=str(msg.peer), state=msg.state, reason=msg.reason)
+            if msg.state == "down":
+                self.last_down[str(msg.peer)] = msg.reason or "down (no reason given)"
             if msg.state == "up":
                 self._eor_sent.discard(str(msg.peer))  # a new session: owed its End-of-RIB
                 self._resync_reasons.add("peer_up")
