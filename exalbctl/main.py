@@ -60,6 +60,7 @@ from exalb.k8s.client import ApiError, KubeClient
 from exalb.k8s.resources import NAMESPACES, SERVICES
 from exalb.views import service_view
 from exalbctl import render, report
+from exalbctl.doctor import command as doctor
 from exalbctl.source import ApiUnavailableError, LiveSource, Source
 from exalbctl.speakers import DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SELECTOR, parse_speakers
 
@@ -134,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     wh.add_argument("service", help="NAME or NAMESPACE/NAME")
     wh.add_argument("-n", "--namespace", default=None, help="the Service's namespace")
     wh.add_argument("--events", type=int, default=5, help="how many recent events (default 5)")
+    doctor.register(sub, live)
     cfg = sub.add_parser("config", help="check or convert config files").add_subparsers()
     check = cfg.add_parser("check", help="parse and validate config files")
     check.add_argument("files", nargs="+")
