@@ -40,6 +40,9 @@ def releases(chart_cp: ControlPlane, chart_tools: Tools) -> Iterator[None]:
             chart_cp, chart_tools, "pinned", PINNED_NS,
             "--set-json", 'speaker.secretNames=["tor-password"]',
             "--set", "controller.enabled=false",
+            # a second exalb must serve other Services (the chart refuses a second speaker
+            # for the same loadBalancerClass)
+            "--set", "loadBalancerClass=example.com/pinned",
         )  # fmt: skip
         yield
     finally:
