@@ -338,8 +338,8 @@ def _peer(obj: Mapping[str, Any], problems: Problems) -> Peer | None:
             "dualStackAddressFamily",
             "exalb announces each family over its own session; configure an IPv6 peer instead",
         )
-    if spec.has("disableMP"):
-        spec.boolean("disableMP", False)
+    # the CRD defaults it to false on every object: only a true is worth a word
+    if spec.has("disableMP") and spec.boolean("disableMP", False):
         spec.warn("disableMP", "deprecated and without effect: each family has its own session")
     password = spec.string("password")
     secret: SecretRef | None = None
