@@ -83,6 +83,21 @@ def _term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     return exprs and by_field
 
 
+def pod_node(pod: Mapping[str, Any]) -> str | None:
+    """The node a pod runs on, or, for a DaemonSet pod not scheduled yet (Pending), the node
+    it is meant for: the DaemonSet controller pins it by node affinity on metadata.name."""
+    if spec(pod).get("nodeName"):
+        return str(spec(pod)["nodeName"])
+    required = (((spec(pod).get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution") or {})  # fmt: skip
+    for term in required.get("nodeSelectorTerms") or []:
+        for field in term.get("matchFields") or []:
+            values = field.get("values") or []
+            if field.get("key") == "metadata.name" and field.get("operator") == "In" and values:
+                return str(values[0])
+    return None
+
+
 def runs_on(workload: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     """Whether a DaemonSet wants a pod on ``node`` (selector, required affinity, taints)."""
     pod = pod_spec(workload)
@@ -172,7 +187,7 @@ class Facts:
     def speaker_pods_by_node(self) -> dict[str, list[JSON]]:
         out: dict[str, list[JSON]] = {}
         for p in self.snap.speaker_pods:
-            node = spec(p).get("nodeName")
+            node = pod_node(p)
             if node and not meta(p).get("deletionTimestamp"):
                 out.setdefault(str(node), []).append(p)
         return out

@@ -189,13 +189,16 @@ def test_node_without_a_ready_speaker(lab: Lab) -> None:
     """An upgrade asking more memory than a node has: the rollout's first new speaker pod
     stays Pending, so one node has no speaker."""
     cluster = cluster_of(lab)
-    too_big = {**values(cluster), "speaker": {"resources": {"requests": {"memory": "512Gi"}}}}
+    history = json.loads(cluster.helm("history", RELEASE, "-n", NS, "-o", "json").stdout)
+    good = str(history[-1]["revision"])
+    memory = {"memory": "512Gi"}
+    too_big = {**values(cluster), "speaker": {"resources": {"requests": memory, "limits": memory}}}
     helm_values(cluster, "upgrade", RELEASE, NS, too_big, wait=False)
     try:
         f = wait_finding(cluster, "speakers-ready", "Insufficient memory", timeout=90)
         assert f["severity"] == "error" and "1 node(s) without a ready speaker" in f["title"]
     finally:
-        cluster.helm("rollback", RELEASE, "-n", NS, "--wait", "--timeout", "180s")
+        cluster.helm("rollback", RELEASE, good, "-n", NS, "--wait", "--timeout", "180s")
     wait_healthy(cluster, timeout=120)
 
 

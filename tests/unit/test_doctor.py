@@ -85,6 +85,11 @@ def _label_all(s: Snapshot) -> Snapshot:
 def _speaker_unready(s: Snapshot) -> Snapshot:
     pods = (speaker_pod("n1"), speaker_pod("n2"))  # none on n3
     pending = speaker_pod("n3", ready=False)
+    # not scheduled: no nodeName yet, only the DaemonSet's pin to its node
+    del pending["spec"]["nodeName"]
+    pin = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n3"]}]}
+    required = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [pin]}}
+    pending["spec"]["affinity"] = {"nodeAffinity": required}
     unscheduled = {"type": "PodScheduled", "status": "False",
                    "message": "0/3 nodes: Insufficient memory"}  # fmt: skip
     pending["status"] = {"phase": "Pending", "conditions": [unscheduled]}

@@ -67,8 +67,8 @@ def check_ready(f: Facts) -> list[Finding]:
                 f"{len(missing)} node(s) without a ready speaker: {names(missing)}; they "
                 "announce nothing",
                 evidence(_node_line(f, n) for n in missing),
-                f"kubectl -n {ns} describe pod -l {f.snap.selector} --field-selector "
-                f"spec.nodeName=NODE (events), and kubectl -n {ns} logs POD -c speaker",
+                f"kubectl -n {ns} get pods -l {f.snap.selector} -o wide; kubectl -n {ns} "
+                f"describe pod POD (its events say why); kubectl -n {ns} logs POD -c speaker",
             )
         )
     untargeted = sorted(set(f.nodes) - set(f.targeted))
