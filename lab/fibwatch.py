@@ -1,19 +1,24 @@
 """A router's FIB recorded over time, and the outages in the record.
 
 Why: "the gap in announcements" during a change (a migration, a restart) is what the router
-saw, not what the speakers believe they sent. :class:`FibRecorder` dumps the router's BGP
-routes in a tight loop (one netlink dump per sample, ~20 ms for a few hundred routes) and
-keeps only the changes; :func:`outages` (pure) turns a record into intervals during which a
-prefix had no path at all, or no path through one gateway (one node's announcement).
-The sampling interval bounds the precision; :attr:`Record.worst_interval` says what it was.
+saw, not what the speakers believe they sent. :class:`FibRecorder` has ``ip monitor``
+listen to the kernel's route notifications in the router's namespace and stamp each one (a
+busy test process cannot delay them), and keeps each BGP prefix's next hops after every
+change; :func:`outages`
+(pure) turns a record into the intervals during which a prefix had no path at all, or no
+path through one gateway (one node's announcement).
+Times are CLOCK_MONOTONIC, the same clock as the test's ``time.monotonic()``.
 """
 
 from __future__ import annotations
 
-import threading
+import re
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from lab.fib import Fib
 
@@ -33,8 +38,7 @@ class Record:
     initial: dict[str, Gateways]
     changes: list[Change] = field(default_factory=list)
     stopped: float = 0.0
-    samples: int = 0
-    worst_interval: float = 0.0
+    samples: int = 0  # route notifications of BGP routes
 
 
 def outages(
@@ -76,45 +80,55 @@ def span(found: Mapping[str, list[tuple[float, float]]]) -> tuple[float, float] 
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
+def parse_monitor(lines: Iterable[str], offset: float) -> list[Change]:
+    """``ip -o -ts monitor route`` lines -> changes of BGP routes; ``offset`` turns the wall
+    clock timestamps into CLOCK_MONOTONIC (``time.time() - time.monotonic()``)."""
+    out = []
+    for line in lines:
+        m = _MONITOR.match(line)
+        if not m or " proto bgp " not in f"{line} ":
+            continue
+        stamp = datetime.fromisoformat(m.group(1)).timestamp()
+        prefix = m.group(3)
+        if "/" not in prefix:
+            prefix += "/128" if ":" in prefix else "/32"
+        gateways = frozenset() if m.group(2) else frozenset(_VIA.findall(line))
+        out.append(Change(stamp - offset, prefix, gateways))
+    return out
+
+
+_MONITOR = re.compile(r"^\[([0-9T:.\-]+)\] (Deleted )?(\S+) ")
+_VIA = re.compile(r"\bvia (?:inet6? )?([0-9a-fA-F.:]+)")
+
+
 class FibRecorder:
-    """Samples a namespace's BGP routes in a thread until :meth:`stop`."""
+    """Records a namespace's BGP route changes until :meth:`stop`.
 
-    def __init__(
-        self,
-        namespace: str,
-        *,
-        interval: float = 0.005,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.namespace, self.interval, self.clock = namespace, interval, clock
-        self._stop = threading.Event()
-        self._fib = Fib(namespace)
-        now = clock()
-        self.record = Record(started=now, initial=self._fib.gateways())
-        self._last = dict(self.record.initial)
-        self._thread = threading.Thread(target=self._run, name="fib-recorder", daemon=True)
-        self._thread.start()
+    ``ip -o -ts monitor route`` does the listening: it reads the kernel's notifications as
+    they come and stamps each one, whatever the test process is busy with."""
 
-    def _run(self) -> None:
-        rec, prev = self.record, self.record.started
+    def __init__(self, namespace: str, settle: float = 0.3) -> None:
+        self._out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
+        self._proc = subprocess.Popen(
+            ["ip", "-n", namespace, "-o", "-ts", "monitor", "route"], stdout=self._out
+        )
+        time.sleep(settle)  # subscribed before the first dump: nothing falls in between
+        fib = Fib(namespace)
         try:
-            while not self._stop.is_set():
-                now_routes = self._fib.gateways()
-                now = self.clock()
-                for p in set(self._last) | set(now_routes):
-                    gws = now_routes.get(p, frozenset())
-                    if gws != self._last.get(p, frozenset()):
-                        rec.changes.append(Change(now, p, gws))
-                self._last = now_routes
-                rec.samples += 1
-                rec.worst_interval = max(rec.worst_interval, now - prev)
-                prev = now
-                time.sleep(self.interval)
+            initial = fib.gateways()
         finally:
-            self._fib.close()
+            fib.close()
+        self._offset = time.time() - time.monotonic()
+        self.record = Record(started=time.monotonic(), initial=initial)
 
     def stop(self) -> Record:
-        self._stop.set()
-        self._thread.join(10)
-        self.record.stopped = self.clock()
-        return self.record
+        time.sleep(0.2)  # the last notifications printed
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._out.seek(0)
+        rec = self.record
+        rec.changes = [c for c in parse_monitor(self._out, self._offset) if c.t >= rec.started]
+        rec.samples = len(rec.changes)
+        rec.stopped = time.monotonic()
+        self._out.close()
+        return rec

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from lab.fibwatch import Change, Record, longest, outages, span
+from datetime import datetime
+
+from lab.fibwatch import Change, Record, longest, outages, parse_monitor, span
 
 A, B = "198.51.100.11", "198.51.100.12"
 
@@ -37,3 +39,20 @@ def test_gateway_outages_follow_one_node() -> None:
     # a prefix never seen, or one still down at the end, is down until the record stops
     assert outages(record(), ["r/32"]) == {"r/32": [(0.0, 5.0)]}
     assert longest({}) == 0.0 and span({"x": []}) is None
+
+
+def test_parse_ip_monitor_lines() -> None:
+    lines = [
+        "[2026-11-29T12:01:53.977130] 203.0.113.222 proto bgp \\\tnexthop via 198.51.100.11 "
+        "dev br0 weight 1 \\\tnexthop via 198.51.100.12 dev br0 weight 1 ",
+        "[2026-11-29T12:01:53.980098] 203.0.113.222 via 198.51.100.12 dev br0 proto bgp ",
+        "[2026-11-29T12:01:53.982069] Deleted 203.0.113.222 via 198.51.100.12 dev br0 proto bgp ",
+        "[2026-11-29T12:01:54.000000] 198.51.100.0/24 dev br0 proto kernel scope link ",
+    ]
+    offset = datetime.fromisoformat("2026-11-29T12:01:53").timestamp()
+    changes = parse_monitor(lines, offset)
+    assert [(round(c.t, 6), c.prefix, sorted(c.gateways)) for c in changes] == [
+        (0.97713, "203.0.113.222/32", [A, B]),
+        (0.980098, "203.0.113.222/32", [B]),
+        (0.982069, "203.0.113.222/32", []),
+    ]
