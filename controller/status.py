@@ -139,6 +139,19 @@ def _same_conditions(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, An
     return sorted(map(norm, a), key=str) == sorted(map(norm, b), key=str)
 
 
+def _adopted(have: Sequence[Mapping[str, Any]], want: Sequence[Mapping[str, Any]]) -> bool:
+    """An IP someone else assigned (MetalLB, before a migration) is adopted without a write.
+
+    The only change would be adding ``IPAllocated=True`` to a Service that carries none of
+    our conditions, and its ingress already says as much; writing it would cost one status
+    patch per Service at the moment of a migration (thousands of writes that tell nothing).
+    The condition is written with the next real change (a flag, a conflict, a new IP)."""
+    if any(c.get("type") in OUR_CONDITIONS for c in have):
+        return False
+    ours = [c for c in want if c.get("type") in OUR_CONDITIONS]
+    return [(c.get("type"), c.get("status")) for c in ours] == [(Condition.ALLOCATED, "True")]
+
+
 def service_patches(obj: Mapping[str, Any], decision: Decision | None, now: str) -> ServicePatches:
     """Patches that make ``obj`` reflect ``decision`` (``None``: not ours any more)."""
     ips: tuple[IPAddress, ...] = decision.ips if decision else ()
@@ -150,7 +163,9 @@ def service_patches(obj: Mapping[str, Any], decision: Decision | None, now: str)
         )
     have_conds = (obj.get("status") or {}).get("conditions") or []
     want_conds = desired_conditions(decision, obj, now)
-    if not _same_conditions(have_conds, want_conds):
+    if not _same_conditions(have_conds, want_conds) and not (
+        not status_patch and _adopted(have_conds, want_conds)
+    ):
         status_patch["conditions"] = want_conds or None
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     # An out-of-pool IP keeps naming the pool it came from: the speakers keep announcing it

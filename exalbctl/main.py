@@ -45,6 +45,7 @@ from typing import Any, TextIO
 from exalb.config.crd import LEGACY_SOURCE_ANNOTATION
 from exalbctl import live_commands
 from exalbctl.config_commands import config_check, config_convert
+from exalbctl.doctor import command as doctor
 from exalbctl.live_commands import env, run_live
 from exalbctl.plan_command import plan_command
 from exalbctl.source import Source
@@ -132,6 +133,7 @@ def _add_live_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     wh.add_argument("service", help="NAME or NAMESPACE/NAME")
     wh.add_argument("-n", "--namespace", default=None, help="the Service's namespace")
     wh.add_argument("--events", type=int, default=5, help="how many recent events (default 5)")
+    doctor.register(sub, live)
 
 
 def _add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

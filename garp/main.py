@@ -273,7 +273,12 @@ class Sidecar:
         if st is None:
             return
         doc = state.Status(
-            st.node, st.generation, tuple(self.engine.answering), self._peers, time.time()
+            st.node,
+            st.generation,
+            tuple(self.engine.answering),
+            self._peers,
+            time.time(),
+            interfaces=tuple(sorted(self.responder.links)),
         )
         self._status_written = time.monotonic()
         try:

@@ -109,6 +109,19 @@ class Fib:
                 out.add(f"{dst}/{msg['dst_len']}")
         return out
 
+    def gateways(self, version: int = 4, protocol: int = RTPROT_BGP) -> dict[str, frozenset[str]]:
+        """Every main-table route of one IP version installed by ``protocol``: prefix -> its
+        gateways (one dump: what a recorder samples)."""
+        family = socket.AF_INET if version == 4 else socket.AF_INET6
+        out = {}
+        for msg in self._ipr.get_routes(family=family, table=254):
+            if msg["proto"] != protocol:
+                continue
+            dst = msg.get("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
+            net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}")
+            out[str(net)] = self._route(net, msg).gateways
+        return out
+
     def wait_route(
         self, prefix: str | IPNetwork, nexthops: int | None = None, timeout: float = 5.0
     ) -> FibRoute:

@@ -17,6 +17,9 @@
 #            long-lived connections. User 65534.
 #   pause    the pod sandbox: `pause` compiled by tests/controlplane/build.sh from the
 #            Kubernetes module's build/pause/linux/pause.c.
+#   metallb  MetalLB's /controller and /speaker (for the migration test only; never built by
+#            default): the binaries come from the build script $METALLB_BUILD (default
+#            lab/metallb/build.sh), whose last stdout line is their directory.
 #
 # buildah (STORAGE_DRIVER=vfs, BUILDAH_ISOLATION=chroot, a private storage directory that is
 # removed afterwards) turns each root filesystem into an image and writes a docker-archive,
@@ -26,7 +29,7 @@
 #     <name> <image reference> <archive path> <size in bytes>
 # Build logs go to the cache's images/logs/; the terminal shows an elapsed-time line.
 #
-#   scripts/image.sh [exalb|backend|pause ...]      (default: all three)
+#   scripts/image.sh [exalb|backend|pause|metallb ...]      (default: exalb backend pause)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib/progress.sh
@@ -325,6 +328,34 @@ build_pause() {
     report pause "$ref" "$out"
 }
 
+# ---------------------------------------------------------------- metallb
+build_metallb() {
+    need buildah
+    local script="${METALLB_BUILD:-$root/lab/metallb/build.sh}" bin version hash ref out
+    bin="$("$script" | tail -n 1)"
+    [[ -x "$bin/controller" && -x "$bin/speaker" ]] || { echo "image.sh: $script gave no binaries" >&2; exit 1; }
+    version="$(sed -n 's/^metallb //p' "$bin/VERSIONS" 2>/dev/null || true)"
+    hash="$(cat "$bin/controller" "$bin/speaker" <(sed -n '/^build_metallb()/,/^}/p' "$0") \
+        | sha256sum | cut -c1-16)"
+    ref="localhost/exalb-metallb:${version:-unknown}-$hash"
+    out="$cache/metallb-$hash.tar"
+    if [[ -s "$out" ]]; then
+        report metallb "$ref" "$out"
+        return
+    fi
+    local work
+    new_workdir metallb
+    mkdir -p "$work/rootfs/tmp"
+    chmod 1777 "$work/rootfs/tmp"
+    install -m 0755 "$bin/controller" "$bin/speaker" "$work/rootfs/"
+    tar -C "$work/rootfs" --numeric-owner --owner=0 --group=0 -cf "$work/rootfs.tar" .
+    # No entrypoint: the pod names /controller or /speaker (MetalLB's chart: *.command).
+    buildah_image "$work/rootfs.tar" "$ref" "$out" --user 65534:65534 \
+        --label org.opencontainers.image.title=exalb-metallb >>"$logs/metallb-$hash.log" 2>&1
+    prune metallb
+    report metallb "$ref" "$out"
+}
+
 targets=("$@")
 ((${#targets[@]})) || targets=(exalb backend pause)
 exec 9>"$cache/.lock"
@@ -334,6 +365,7 @@ for t in "${targets[@]}"; do
     exalb) build_exalb ;;
     backend) build_backend ;;
     pause) build_pause ;;
-    *) echo "image.sh: unknown image $t (exalb, backend, pause)" >&2; exit 2 ;;
+    metallb) build_metallb ;;
+    *) echo "image.sh: unknown image $t (exalb, backend, pause, metallb)" >&2; exit 2 ;;
     esac
 done

@@ -81,6 +81,7 @@ class RouteDriver(Protocol):
 
     connections: int
     last_error: str | None
+    last_down: dict[str, str]
 
     @property
     def connected(self) -> bool: ...
@@ -396,7 +397,7 @@ class BGPAnnouncer:
         except (TimeoutError, ConnectionError, CommandError) as exc:
             return WireView(error=f"ExaBGP did not answer: {exc!r}", connected=True)
         self._update_session_metrics(neighbors)
-        return WireView(neighbors, rib, None, True)
+        return WireView(neighbors, rib, None, True, dict(self.driver.last_down))
 
     async def _poll_sessions(self) -> None:
         while not self._stopping:

@@ -20,7 +20,7 @@ and built from values the caller already has, so it is unit-testable and cheap.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exalb.config.model import IPNetwork, Peer
 from exalb.contracts import speaker_status as doc
@@ -51,6 +51,8 @@ class WireView:
     adj_rib_out: Mapping[str, Mapping[IPNetwork, AdjRibEntry]] | None = None
     error: str | None = None
     connected: bool = False
+    # peer address -> ExaBGP's reason the last time that session went down
+    last_down: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,16 @@ def l2_section(node: str, l2: L2View, service: str | None = None) -> doc.L2Secti
     return {
         "stateFile": l2.state_file,
         "generation": l2.generation,
-        "sidecar": (
-            None
-            if sidecar is None
-            else {"generation": sidecar.generation, "peers": dict(sidecar.peers)}
-        ),
+        "sidecar": None if sidecar is None else sidecar_json(sidecar),
         "ips": [l2_ip_json(e, node, l2) for e in elections],
     }
+
+
+def sidecar_json(sidecar: SidecarStatus) -> doc.SidecarReport:
+    out: doc.SidecarReport = {"generation": sidecar.generation, "peers": dict(sidecar.peers)}
+    if sidecar.interfaces is not None:
+        out["interfaces"] = list(sidecar.interfaces)
+    return out
 
 
 def established(n: NeighborStatus) -> bool:
@@ -150,8 +155,10 @@ def adj_rib_entry_json(entry: AdjRibEntry) -> doc.AdjRibEntry:
     return out
 
 
-def neighbor_json(n: NeighborStatus, peer_names: Mapping[str, str]) -> doc.SessionEntry:
-    return {
+def neighbor_json(
+    n: NeighborStatus, peer_names: Mapping[str, str], last_down: Mapping[str, str]
+) -> doc.SessionEntry:
+    out: doc.SessionEntry = {
         "peer": peer_names.get(str(n.peer)),
         "address": str(n.peer),
         "state": "established" if established(n) else n.fsm.lower() or n.state,
@@ -163,6 +170,10 @@ def neighbor_json(n: NeighborStatus, peer_names: Mapping[str, str]) -> doc.Sessi
         "families": list(n.families),
         "gracefulRestart": n.graceful_restart,
     }
+    reason = last_down.get(str(n.peer))
+    if reason is not None:
+        out["lastDownReason"] = reason
+    return out
 
 
 def _on_wire(
@@ -251,7 +262,7 @@ def status_document(
         "peers": [peer_json(p, rendered) for p in peers],
         "renderProblems": [str(p) for p in rendered.problems] if rendered else [],
         "sessions": (
-            [neighbor_json(n, names) for n in wire.neighbors]
+            [neighbor_json(n, names, wire.last_down) for n in wire.neighbors]
             if wire.neighbors is not None
             else None
         ),

@@ -40,7 +40,11 @@ The sidecar's status document (written next to the state, same atomic rule) repo
 is answered *right now*, which differs from ``owned`` after a data-path takeover::
 
     {"version": 1, "node": "node-b", "generation": 42, "answering": ["198.51.100.50"],
-     "peers": {"node-a": false}}
+     "peers": {"node-a": false}, "interfaces": ["eth0", "eth1"]}
+
+``interfaces`` are the links the sidecar listens on (present, not excluded): an
+L2Advertisement naming none of them is never answered on this node (``kubectl exalb
+doctor`` compares them). A status without the key (an older sidecar) means "unknown".
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class Status:
     answering: tuple[IPAddress, ...]
     peers: tuple[tuple[str, bool], ...] = ()
     written: float = 0.0
+    interfaces: tuple[str, ...] | None = None  # None: not reported
 
 
 def _ip_sort(ips: Iterable[IPAddress]) -> list[IPAddress]:
@@ -254,6 +259,8 @@ def encode_status(status: Status) -> bytes:
         "peers": dict(status.peers),
         "written": round(status.written, 3),
     }
+    if status.interfaces is not None:
+        doc["interfaces"] = sorted(status.interfaces)
     return (json.dumps(doc, indent=1) + "\n").encode()
 
 
@@ -279,4 +286,5 @@ def decode_status(data: bytes | str) -> Status:
         answering=tuple(_ip(x, "$.answering") for x in _str_list(doc, "answering", "$")),
         peers=tuple(sorted((str(k), v) for k, v in peers.items())),
         written=written,
+        interfaces=_str_list(doc, "interfaces", "$") if "interfaces" in doc else None,
     )

@@ -107,6 +107,8 @@ class L2IP(TypedDict):
 class SidecarReport(TypedDict):
     generation: int
     peers: dict[str, bool]
+    # the links the sidecar answers on (present and not excluded); absent: not reported
+    interfaces: NotRequired[list[str]]
 
 
 class L2Section(TypedDict):
@@ -150,6 +152,9 @@ class SessionEntry(TypedDict):
     holdTime: int | None
     families: list[str]
     gracefulRestart: bool | None
+    # ExaBGP's reason the last time this session went down ("notification received (2,2)",
+    # "closing connection", ...), kept after it came back up; absent: never went down
+    lastDownReason: NotRequired[str]
 
 
 class Summary(TypedDict):

@@ -134,15 +134,16 @@ class KubeClient:
 
     def __init__(self, kubeconfig: str | None = None, *, retry_for: float = 30.0) -> None:
         cfg = k8s_client.Configuration()
-        if kubeconfig:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        else:
-            try:
+        try:
+            if kubeconfig:
+                k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+            elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+                k8s_config.load_incluster_config(client_configuration=cfg)
+            else:
                 k8s_config.load_kube_config(client_configuration=cfg)
-            except ConfigException as exc:
-                raise ApiError(0, f"no Kubernetes configuration: {exc}") from exc
+        except ConfigException as exc:
+            # also an explicit --kubeconfig that is missing or empty: an answer, not a trace
+            raise ApiError(0, f"no Kubernetes configuration: {exc}") from exc
         cfg.socket_options = _socket_options()
         self._cfg = cfg
         self._api = k8s_client.ApiClient(cfg)

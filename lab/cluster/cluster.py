@@ -25,6 +25,7 @@ import yaml
 
 from lab.binaries import find_controlplane_binaries, find_tools
 from lab.cluster import hostguard, images
+from lab.cluster.audit import AuditLog
 from lab.cluster.configs import kubeconfig_yaml
 from lab.cluster.control import ControlPlaneProcesses
 from lab.cluster.node import DATA_ROOT, KubeNode
@@ -49,6 +50,8 @@ class Cluster:
         self.relay: HostRelay | None = None
         self.timings: dict[str, float] = {}
         self.kubeconfig = self.dir / "admin.kubeconfig"
+        # service accounts' writes (lab.cluster.audit), logged by the apiserver
+        self.audit = AuditLog(lab.node_dir(self.plan.controlplane) / "audit.log")
 
     # --- bring-up ------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,6 +93,16 @@ class Cluster:
                 node.start_kubelet()
                 node.start_kube_proxy()
             wait_for("every node Ready", self._nodes_ready, 120, 0.5)
+
+    def add_images(self, *names: str) -> dict[str, images.Image]:
+        """Images beyond the default three (e.g. ``metallb``): built (or found in the cache) by
+        image.sh and imported into every node's containerd, for pods started later."""
+        built = images.build(names, log=self.dir / "images.log")
+        with ThreadPoolExecutor(len(self.nodes) or 1) as pool:
+            list(pool.map(lambda n: n.import_images([i.archive for i in built.values()]),
+                          self.nodes.values()))  # fmt: skip
+        self.images.update(built)
+        return built
 
     @classmethod
     def attach(cls, lab: Lab) -> Cluster:

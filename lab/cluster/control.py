@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lab.cluster.audit import policy_yaml
 from lab.cluster.configs import kubeconfig_yaml
 from lab.cluster.plan import APISERVER_PORT, ClusterPlan
 from lab.pki import CertificateAuthority
@@ -60,6 +61,8 @@ class ControlPlaneProcesses:
                  "kubernetes.default.svc.cluster.local"],
         )  # fmt: skip
         kubelet_client = pki.client("apiserver-kubelet-client", "kube-apiserver", "system:masters")
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(policy_yaml())
         self._start("kube-apiserver", [
             str(self.bin / "kube-apiserver"),
             "--bind-address=0.0.0.0", f"--secure-port={APISERVER_PORT}",
@@ -76,7 +79,14 @@ class ControlPlaneProcesses:
             f"--kubelet-client-key={kubelet_client.key}",
             "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true", "--profiling=false",
+            # writes by service accounts (lab.cluster.audit): tests count what programs wrote
+            f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json", "--audit-log-mode=blocking",
         ])  # fmt: skip
+
+    @property
+    def audit_log(self) -> Path:
+        return self.dir / "audit.log"
 
     def start_controllers(self) -> None:
         cm = self._kubeconfig("controller-manager", "system:kube-controller-manager")

@@ -167,7 +167,7 @@ async def stage_config(path: Path, text: str, validate: Validator | None) -> Sta
     return Staged(True, current)
 
 
-class Driver:
+class Driver:  # size: one state machine (inputs, convergence, events, stop) on one lock
     """Keeps ExaBGP's adj-rib-out equal to the desired routes; see the module docstring."""
 
     def __init__(
@@ -205,6 +205,9 @@ class Driver:
         self._lock = asyncio.Lock()  # one converge / reload / show at a time
         self.connections = 0  # how many times we connected (for tests and status)
         self.last_error: str | None = None
+        # ExaBGP's own words for the last time each neighbor (by address) went down, e.g.
+        # "notification received (2,2)": /status shows it next to a session that is not up
+        self.last_down: dict[str, str] = {}
 
     # -- inputs -------------------------------------------------------------------------------
     def set_routes(self, routes: Iterable[Route]) -> None:
@@ -442,6 +445,8 @@ class Driver:
             for name in names or [str(msg.peer)]:
                 PEER_UP.labels(name).set(1 if msg.state == "up" else 0)
             log.info("bgp_peer_state", peer=str(msg.peer), state=msg.state, reason=msg.reason)
+            if msg.state == "down":
+                self.last_down[str(msg.peer)] = msg.reason or "down (no reason given)"
             if msg.state == "up":
                 self._eor_sent.discard(str(msg.peer))  # a new session: owed its End-of-RIB
                 self._resync_reasons.add("peer_up")

@@ -141,6 +141,8 @@ def release(chart_cp: ControlPlane, chart_tools: Tools) -> Iterator[list[dict[st
         chart_cp.ensure_namespace(APPS)
         yield manifest(chart_cp, chart_tools, RELEASE, NS)
     finally:
+        # helm first: its release record is a Secret of NS, which the sweep below deletes
+        uninstall(chart_cp, chart_tools, RELEASE, NS)
         for path in (
             f"/api/v1/namespaces/{APPS}/services",
             f"/apis/discovery.k8s.io/v1/namespaces/{APPS}/endpointslices",
@@ -157,7 +159,6 @@ def release(chart_cp: ControlPlane, chart_tools: Tools) -> Iterator[list[dict[st
         ):
             chart_cp.api("DELETE", path)
         chart_cp.api("DELETE", f"/api/v1/nodes/{NODE}")
-        uninstall(chart_cp, chart_tools, RELEASE, NS)
 
 
 def create(cp: ControlPlane, path: str, body: dict[str, Any]) -> dict[str, Any]:

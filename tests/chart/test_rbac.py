@@ -51,6 +51,9 @@ def releases(chart_cp: ControlPlane, chart_tools: Tools) -> Iterator[None]:
             '"peerASN": 64500, "peerAddress": "198.18.0.254", '
             '"passwordSecret": {"name": "edge-password", "namespace": "pinned-system"}}}]',
             "--set", "controller.enabled=false",
+            # a second exalb must serve other Services (the chart refuses a second speaker
+            # for the same loadBalancerClass)
+            "--set", "loadBalancerClass=example.com/pinned",
         )  # fmt: skip
         yield
     finally:

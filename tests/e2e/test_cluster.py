@@ -158,6 +158,7 @@ def installed(cluster_lab: Lab) -> Iterator[Lab]:
     assert lab.cluster is not None
     lab.exec("r1", ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
     yield lab
+    lab.cluster.kubectl("delete", "namespace", APP, "--wait=true", check=False, timeout=180)
     lab.cluster.helm("uninstall", "exalb", "-n", NS, check=False)
 
 

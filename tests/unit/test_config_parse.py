@@ -162,3 +162,15 @@ spec: {addresses: [198.18.0.0/24]}
     result = parse_documents([("t", d) for d in docs], namespace="metallb-system")
     assert result.config is not None and result.config.pools == ()
     assert any("not the install namespace" in str(w) for w in result.warnings)
+
+
+@pytest.mark.parametrize(("value", "warned"), [(False, False), (True, True)])
+def test_disable_mp_warns_only_when_set(value: bool, warned: bool) -> None:
+    """The CRD defaults disableMP to false on every BGPPeer the API server returns: that is
+    no reason for a warning (the doctor reports config warnings)."""
+    peer = {"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
+            "metadata": {"name": "r1", "namespace": "metallb-system"},
+            "spec": {"myASN": 64501, "peerASN": 64500, "peerAddress": "198.51.100.1",
+                     "disableMP": value}}  # fmt: skip
+    result = parse_documents([("t", peer)], namespace="metallb-system")
+    assert any("disableMP" in str(w) for w in result.warnings) is warned

@@ -61,12 +61,11 @@ class FakeExaBGP:
                 writer.write((out + "\n").encode())
             await writer.drain()
 
-    def event(self, peer: str, state: str) -> None:
-        ev = {
-            "exabgp": "5.0.0",
-            "type": "state",
-            "neighbor": {"address": {"local": "198.18.0.2", "peer": peer}, "state": state},
-        }
+    def event(self, peer: str, state: str, reason: str | None = None) -> None:
+        neighbor = {"address": {"local": "198.18.0.2", "peer": peer}, "state": state}
+        if reason is not None:
+            neighbor["reason"] = reason
+        ev = {"exabgp": "5.0.0", "type": "state", "neighbor": neighbor}
         for w in self.writers:
             w.write((json.dumps(ev) + "\n").encode())
 
@@ -153,6 +152,13 @@ async def running(d: Driver) -> AsyncIterator[Driver]:
     finally:
         d.stop()
         await asyncio.wait_for(task, 5)
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def new_driver(fake: FakeExaBGP, **kw: object) -> Driver:
@@ -306,6 +312,23 @@ async def test_eor_for_a_session_that_is_down_waits_for_its_up_event(
         await asyncio.sleep(0.2)
         await d.wait_converged(5)
         assert fake.received.count(eor) == 2 and fake.received[-1] == eor
+
+
+@with_fake
+async def test_down_event_keeps_exabgps_reason(fake: FakeExaBGP, tmp_path: Path) -> None:
+    d = new_driver(fake)
+    async with running(d):
+        await d.wait_converged(5)
+        assert d.last_down == {}
+        fake.event("198.18.0.5", "down", "notification received (2,2)")
+        await wait_until(lambda: bool(d.last_down))
+        assert d.last_down == {"198.18.0.5": "notification received (2,2)"}
+        # kept after the session comes back: the doctor shows why it last went down
+        fake.event("198.18.0.5", "up")
+        fake.event("198.18.0.1", "down")
+        await wait_until(lambda: len(d.last_down) == 2)
+        assert d.last_down["198.18.0.5"] == "notification received (2,2)"
+        assert d.last_down["198.18.0.1"] == "down (no reason given)"
 
 
 @with_fake

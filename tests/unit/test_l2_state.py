@@ -111,6 +111,9 @@ def test_status_roundtrip() -> None:
     st = Status("b", 4, (VIP6, VIP), (("a", False),))
     back = decode_status(encode_status(st))
     assert back.answering == (VIP, VIP6) and back.peers == (("a", False),)
+    assert back.interfaces is None  # not reported (an older sidecar): unknown, not "none"
+    st = Status("b", 4, (), interfaces=("eth1", "bond0"))
+    assert decode_status(encode_status(st)).interfaces == ("bond0", "eth1")
 
 
 def test_probe_codec() -> None:

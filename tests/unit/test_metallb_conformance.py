@@ -582,6 +582,36 @@ def test_p9_flags_become_conditions_status_flags_and_plan_flags() -> None:
     assert rows["prod/c"].planned == ips("198.51.100.2")
 
 
+def test_adopting_metallbs_assignment_writes_nothing() -> None:
+    """A migration: MetalLB assigned the IP and wrote its pool annotation, no exalb condition
+    exists. Restoring it must write nothing (one status patch per Service otherwise)."""
+    al = Allocator(config(pool("p", "198.51.100.0/30")))
+    d = al.assign(svc("a", assigned_ips=["198.51.100.1"]))
+    obj: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "a", "namespace": "default",
+                     "annotations": {"metallb.io/ip-allocated-from-pool": "p"}},
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1", "ipMode": "VIP"}]}},
+    }  # fmt: skip
+    patch = service_patches(obj, d, "2026-01-01T00:00:00Z")
+    assert patch.status is None and patch.metadata is None
+    # a flag later is written in full, IPAllocated included
+    flagged = Allocator(config(pool("q", "198.51.100.8/30"))).assign(
+        svc("a", assigned_ips=["198.51.100.1"])
+    )
+    patch = service_patches(obj, flagged, "2026-01-01T00:00:00Z")
+    assert patch.status is not None
+    types = {c["type"] for c in patch.status["status"]["conditions"]}
+    assert types == {"exalb.io/IPAllocated", "exalb.io/OutOfPool"}
+    # a new IP carries its condition in the same (needed) write
+    fresh = Allocator(config(pool("p", "198.51.100.0/30"))).assign(svc("b"))
+    bare = {"metadata": {"name": "b", "namespace": "default"}, "spec": {}, "status": {}}
+    patch = service_patches(bare, fresh, "2026-01-01T00:00:00Z")
+    assert patch.status is not None and "conditions" in patch.status["status"]
+
+
 def test_p9_plan_cli_shows_the_flags_column(tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(

@@ -169,7 +169,7 @@ def test_status_says_why_and_what_is_on_the_wire() -> None:
         config=ConfigState(True, False, "crd"),
         announcements=ann,
         rendered=rendered,
-        wire=WireView([neighbor], rib, None, True),
+        wire=WireView([neighbor], rib, None, True, {"198.18.0.1": "notification received (6,2)"}),
     )
     by = {d["service"]: d for d in doc["services"]}
     assert by["app/loc"] == {
@@ -185,6 +185,8 @@ def test_status_says_why_and_what_is_on_the_wire() -> None:
     # ExaBGP's first-second "down" is not believed: the FSM says established
     assert doc["sessions"][0]["state"] == "established"
     assert doc["sessions"][0]["peer"] == "r1"
+    # ExaBGP's reason the last time the session went down, next to it
+    assert doc["sessions"][0]["lastDownReason"] == "notification received (6,2)"
     assert doc["adjRibOut"]["198.18.0.1"][0]["prefix"] == "203.0.113.10/32"
     assert doc["peers"][0]["configured"] is True
     # without ExaBGP's answer the state is unknown, never guessed

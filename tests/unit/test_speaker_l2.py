@@ -225,7 +225,8 @@ def test_status_l2_section_and_per_service_decision() -> None:
     web = next(e for e in elections if e.services == ("app/web",))
     me = web.candidates[1]  # a standby for web
     ann = decide(CONFIG, NODES[0], services, endpoints)
-    sidecar = Status(me, 3, (ip("198.51.100.50"),), (("n1", True),))  # it took over web
+    # it took over web
+    sidecar = Status(me, 3, (ip("198.51.100.50"),), (("n1", True),), interfaces=("eth1",))
     doc = status_document(
         node=me,
         config=ConfigState(True, False, "crd"),
@@ -236,7 +237,7 @@ def test_status_l2_section_and_per_service_decision() -> None:
     )
     l2 = doc["l2"]
     assert (l2["stateFile"], l2["generation"]) == ("/run/exalb/l2-state.json", 3)
-    assert l2["sidecar"] == {"generation": 3, "peers": {"n1": True}}
+    assert l2["sidecar"] == {"generation": 3, "peers": {"n1": True}, "interfaces": ["eth1"]}
     by_ip = {x["ip"]: x for x in l2["ips"]}
     assert by_ip["198.51.100.50"] == {
         "ip": "198.51.100.50",

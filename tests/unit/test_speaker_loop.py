@@ -35,6 +35,7 @@ class FakeDriver:
     def __init__(self, *, connected: bool = True) -> None:
         self.connections = 1 if connected else 0
         self.last_error: str | None = None
+        self.last_down: dict[str, str] = {}
         self._connected = connected
         self.applied: list[str] = []
         self.validated: list[str] = []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build MetalLB's controller and speaker (v0.16.2, from the Go module proxy) for
-# bench/vs_metallb.py.
+# bench/vs_metallb.py and, packed into an image by scripts/image.sh metallb, the migration test.
 #
 # Binaries land in ${EXALB_CACHE:-$HOME/.cache/exalb}/metallb/<hash>/bin/, where <hash> covers
 # go.mod, go.sum, the frr-k8s stub and this script: a version bump gets a fresh directory, an

@@ -1,14 +1,15 @@
-// This module exists only to build MetalLB's controller and speaker for
-// bench/vs_metallb.py (the side-by-side benchmark). Nothing imports it; build.sh drives
-// `go build` from a copy of it in the cache.
+// This module exists only to build MetalLB's controller and speaker for the side-by-side
+// benchmark (bench/vs_metallb.py) and the migration test (tests/e2e/test_migration.py, via
+// scripts/image.sh metallb). Nothing imports it; build.sh drives `go build` from a copy of it
+// in the cache.
 //
 // MetalLB v0.16.2 requires github.com/metallb/frr-k8s v0.0.27, which the Go module proxy
 // refuses (403). v0.0.26 is served and lacks only what MetalLB's frr-k8s *mode* uses: the
 // type AsPathPrependPrefixes and the field Advertise.PrefixesWithAsPathPrepend. build.sh
 // assembles a local module from v0.0.26's api/v1beta1 plus frrk8s/aspathprepend.go (our
-// stub) and points the replace below at it. The benchmark runs MetalLB in native BGP mode,
-// where none of this is reached.
-module exalb.local/bench/metallb
+// stub) and points the replace below at it. Both run MetalLB in native BGP mode, where none
+// of this is reached.
+module exalb.local/lab/metallb
 
 go 1.26.0
 
