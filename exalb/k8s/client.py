@@ -39,6 +39,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from exalb.k8s.reachability import Reachability
 from exalb.k8s.resources import Resource
 
 log = structlog.get_logger(__name__)
@@ -148,6 +149,7 @@ class KubeClient:
         self._cfg = cfg
         self._api = k8s_client.ApiClient(cfg)
         self._retry_for = retry_for
+        self.reachability = Reachability()  # the informers' shared wake-up after an outage
         self.host = cfg.host
 
     def close(self) -> None:
@@ -178,11 +180,15 @@ class KubeClient:
             auth_settings=["BearerToken"],
         )
         try:
-            return self._api.call_api(method_, url, hdrs, body_, _request_timeout=timeout)
+            resp = self._api.call_api(method_, url, hdrs, body_, _request_timeout=timeout)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self.reachability.failed()
             raise ApiError(0, f"connection error: {exc}") from exc
         except k8s_client.ApiException as exc:
+            self.reachability.answered()
             raise ApiError(exc.status or 0, str(exc.reason), _decode(exc.body)) from exc
+        self.reachability.answered()
+        return resp
 
     def request(
         self,
@@ -299,6 +305,7 @@ class KubeClient:
                     obj.setdefault("kind", resource.kind)
                     yield etype, obj
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self.reachability.failed()
             raise ApiError(0, f"watch connection error: {exc}") from exc
         finally:
             raw.release_conn()

@@ -5,7 +5,9 @@ quiet resource still advances its resourceVersion and a reconnect resumes instea
 re-listing. A 410 Gone (the version is too old) re-lists and reports only real differences
 (by resourceVersion) to the handler, so an API server outage of any length ends with every
 change delivered exactly once and nothing delivered twice. Transient errors back off with
-jitter; nothing here ever gives up.
+jitter; nothing here ever gives up. The first answer from the API server after a failure
+cuts every informer's backoff short (:mod:`exalb.k8s.reachability`), so after an outage
+the caches come back together, not one by one.
 """
 
 from __future__ import annotations
@@ -80,11 +82,17 @@ class Informer:
 
     def stop(self) -> None:
         self._stop.set()
+        self.kube.reachability.wake()
+
+    def _back_off(self, seen: int, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if the API server answers again meanwhile."""
+        self.kube.reachability.wait(seen, delay, self._stop)
 
     def _run(self) -> None:
         failures = 0
         need_list = True
         while not self._stop.is_set():
+            seen = self.kube.reachability.generation
             try:
                 if need_list:
                     self._relist()
@@ -107,12 +115,12 @@ class Informer:
                 )
                 if not exc.transient:
                     need_list = True  # e.g. 403 until RBAC lands: start over
-                self._stop.wait(delay)
+                self._back_off(seen, delay)
             except Exception:  # never let a cache thread die
                 failures += 1
                 log.exception("informer error", resource=self.resource.plural)
                 need_list = True
-                self._stop.wait(min(0.2 * 2 ** min(failures, 6), 10.0))
+                self._back_off(seen, min(0.2 * 2 ** min(failures, 6), 10.0))
 
     def _relist(self) -> None:
         result = self.kube.list(

@@ -271,6 +271,9 @@ def test_local_policy_announces_only_from_nodes_with_pods(installed: Lab) -> Non
     ip = wait_ingress(cluster, "two")
     wait_for("2 ready pods", lambda: len(pod_nodes(cluster, "two")) == 2, 120, 0.5)
     wait_nexthops(lab, ip, pod_nodes(cluster, "two"))
+    # the route can reach r1 a moment before kube-proxy on that node has the local endpoint
+    # in its rules (both follow the same EndpointSlice): wait for the first answer
+    wait_for("an answer through the Local Service", lambda: http_get(lab, ip), 30, 0.2)
     # the traffic stays on the announcing node: Local
     for _ in range(10):
         assert node_of(http_get(lab, ip)) in pod_nodes(cluster, "two")
