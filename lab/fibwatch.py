@@ -8,6 +8,8 @@ change; :func:`outages`
 (pure) turns a record into the intervals during which a prefix had no path at all, or no
 path through one gateway (one node's announcement).
 Times are CLOCK_MONOTONIC, the same clock as the test's ``time.monotonic()``.
+:class:`MinNexthops` is the lighter question "did this prefix ever have fewer paths?",
+answered by polling the FIB in a thread.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from lab.fib import Fib
+from lab.runner import Lab
 
 Gateways = frozenset[str]
 
@@ -132,3 +136,32 @@ class FibRecorder:
         rec.stopped = time.monotonic()
         self._out.close()
         return rec
+
+
+class MinNexthops:
+    """Samples a router's FIB for a prefix in the background (every ``interval`` seconds);
+    remembers the fewest paths seen."""
+
+    def __init__(self, lab: Lab, prefix: str, *, router: str = "r1", interval: float = 0.002):
+        self.lab, self.prefix, self.router, self.interval = lab, prefix, router, interval
+        self.min = 99
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        fib = Fib(self.lab.ns(self.router))  # its own netlink socket: not shared across threads
+        try:
+            while not self._stop.is_set():
+                route = fib.route(self.prefix)
+                self.min = min(self.min, len(route.nexthops) if route else 0)
+                self.samples += 1
+                time.sleep(self.interval)
+        finally:
+            fib.close()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.min

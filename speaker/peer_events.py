@@ -15,27 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
+from speaker.event_sink import EventSink
 from speaker.exabgp.render import RenderProblem
 
 log = structlog.get_logger("exalb.speaker")
-
-
-class EventSink(Protocol):
-    """What :class:`exalb.k8s.events.EventRecorder` offers (and tests fake)."""
-
-    def record(
-        self,
-        obj: dict[str, Any],
-        reason: str,
-        message: str,
-        *,
-        warning: bool = False,
-        dedupe: bool = True,
-    ) -> bool: ...
 
 
 class PeerEvents:

@@ -20,8 +20,8 @@ directory) to that group as soon as it appears (an owner may give a file to a gr
 and the pod's fsGroup is one of the container's groups, so no capability is needed), passes
 SIGTERM/SIGINT on and exits with bfdd's status.
 
-It imports only the standard library, so the container starts without the speaker's
-dependencies.
+It imports only the standard library (and ExaBGP's launcher, which does the same), so the
+container starts without the speaker's dependencies.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from speaker.exabgp.launch import wait_for_file
 
 BFDD = "/usr/lib/frr/bfdd"
 
@@ -70,15 +72,6 @@ def default_group() -> str:
         return "frrvty"
     except KeyError:
         return "root"
-
-
-def wait_for_file(path: Path, timeout: float, interval: float = 0.05) -> bool:
-    deadline = None if timeout <= 0 else time.monotonic() + timeout
-    while not path.exists():
-        if deadline is not None and time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def share_vty(directory: Path, gid: int, alive: Callable[[], bool], interval: float = 0.02) -> bool:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import structlog
 
 from exalb.views import NodeView
-from speaker import metrics
+from speaker import event_sink, metrics
 from speaker.announcer import Inputs
 from speaker.l2.election import IPElection
 from speaker.l2.election_cache import ElectionCache
@@ -57,18 +57,8 @@ def _local_interfaces() -> set[str]:
     return {name for _, name in socket.if_nameindex()}
 
 
-class EventSink(Protocol):
-    """What :class:`exalb.k8s.events.EventRecorder` offers (and tests fake)."""
-
-    def record(
-        self,
-        obj: dict[str, Any],
-        reason: str,
-        message: str,
-        *,
-        warning: bool = False,
-        dedupe: bool = True,
-    ) -> bool: ...
+class EventSink(event_sink.EventSink, Protocol):
+    """The recorder, and its ``forget`` (a Service's de-duplication ends with the Service)."""
 
     def forget(self, obj: dict[str, Any]) -> None: ...
 

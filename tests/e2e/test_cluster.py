@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import backend_deployment, dump, load_balancer
 from lab.demo_config import BIN
 from lab.demo_show import http_get, node_of
-from lab.fib import Fib
+from lab.fibwatch import MinNexthops
 from lab.runner import Lab
 from lab.wait import wait_for
 
@@ -123,32 +122,6 @@ def l2_owner(lab: Lab, ip: str) -> str | None:
         if link and link[0].get("address") == entries[0]["lladdr"]:
             return node
     return None
-
-
-class MinNexthops:
-    """r1's FIB sampled in the background: the fewest paths a prefix had meanwhile."""
-
-    def __init__(self, lab: Lab, prefix: str) -> None:
-        self.lab, self.prefix, self.min, self.samples = lab, prefix, 99, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        fib = Fib(self.lab.ns("r1"))
-        try:
-            while not self._stop.is_set():
-                route = fib.route(self.prefix)
-                self.min = min(self.min, len(route.nexthops) if route else 0)
-                self.samples += 1
-                time.sleep(0.005)
-        finally:
-            fib.close()
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(5)
-        return self.min
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +267,7 @@ def test_graceful_restart_speaker_pod_deleted(installed: Lab) -> None:
     ip = wait_ingress(cluster, "web")
     wait_nexthops(lab, ip, {"n1", "n2", "n3"}, timeout=120)
     pod = speaker_pods(cluster, "n2")[0]["metadata"]["name"]
-    watch = MinNexthops(lab, f"{ip}/32")
+    watch = MinNexthops(lab, f"{ip}/32", interval=0.005)
     cluster.kubectl("delete", "pod", "-n", NS, pod, "--wait=true")
     wait_for("a new speaker pod on n2 ready", lambda: _replaced(cluster, "n2", pod), 120, 0.5)
     wait_for("n2's path fresh again (not stale)", lambda: not _stale(lab, ip), 60, 0.2)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 
 from lab import netns
 from lab.controlplane import ControlPlane
-from lab.fib import Fib
+from lab.fibwatch import MinNexthops
 from lab.runner import Lab
 from lab.wait import wait_for
 from tests.lab.speaker_lab import (
@@ -72,34 +71,6 @@ def by_service(status: dict[str, object], key: str) -> dict[str, object]:
         if d["service"] == key:
             return dict(d)
     raise AssertionError(f"{key} not in status")
-
-
-class MinNexthops:
-    """Samples r1's FIB for a prefix in the background; remembers the fewest paths seen."""
-
-    def __init__(self, lab: Lab, prefix: str) -> None:
-        self.lab, self.prefix = lab, prefix
-        self.min = 99
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        fib = Fib(self.lab.ns("r1"))  # its own netlink socket: not shared across threads
-        try:
-            while not self._stop.is_set():
-                route = fib.route(self.prefix)
-                self.min = min(self.min, len(route.nexthops) if route else 0)
-                self.samples += 1
-                time.sleep(0.002)
-        finally:
-            fib.close()
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(5)
-        return self.min
 
 
 # -- tests ----------------------------------------------------------------------------------
