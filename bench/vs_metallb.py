@@ -1,7 +1,7 @@
 """exalb side by side with the real MetalLB (controller and native BGP speaker).
 
 MetalLB's ``controller`` and ``speaker`` are built from the Go module proxy by
-``bench/metallb/build.sh`` (cached under ~/.cache/exalb/metallb/). One kube-apiserver + etcd
+``lab/metallb/build.sh`` (cached under ~/.cache/exalb/metallb/). One kube-apiserver + etcd
 serves both; one controller (or one set of speakers) runs at a time, the order alternating
 per repetition; the table shows medians and exalb/MetalLB.
 
@@ -315,7 +315,7 @@ def main() -> int:  # size: the options, then the two halves in turn
     if not args.skip_speakers and (reason := unavailable_reason()):
         print(f"cannot run the speaker lab: {reason} (or pass --skip-speakers)", file=sys.stderr)
         return 2
-    progress(f"building MetalLB {metallb_version()} (bench/metallb/build.sh, cached)")
+    progress(f"building MetalLB {metallb_version()} (lab/metallb/build.sh, cached)")
     metallb_bin, took = build_metallb()
     progress(f"MetalLB binaries: {metallb_bin} ({took:.1f} s)")
     rows: list[Row] = []

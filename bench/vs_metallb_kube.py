@@ -43,7 +43,7 @@ from lab.controlplane import ControlPlane, find_tools
 from lab.runner import Lab
 
 REPO = Path(__file__).resolve().parents[1]
-METALLB_MODULE = REPO / "bench" / "metallb"
+METALLB_MODULE = REPO / "lab" / "metallb"
 #: The CRDs MetalLB's programs watch that exalb's chart does not define.
 METALLB_EXTRA_CRDS = (
     "bfdprofiles",
@@ -85,18 +85,18 @@ JSON = dict[str, Any]
 def metallb_version() -> str:
     text = (METALLB_MODULE / "go.mod").read_text()
     m = re.search(r"go\.universe\.tf/metallb (v\S+)", text)
-    assert m, "bench/metallb/go.mod names no MetalLB version"
+    assert m, "lab/metallb/go.mod names no MetalLB version"
     return m.group(1)
 
 
 def build_metallb() -> tuple[Path, float]:
-    """Run bench/metallb/build.sh (cached); returns the bin directory and seconds taken."""
+    """Run lab/metallb/build.sh (cached); returns the bin directory and seconds taken."""
     t = time.monotonic()
     out = subprocess.run(
         [str(METALLB_MODULE / "build.sh")], capture_output=True, text=True, check=False
     )
     if out.returncode != 0:
-        raise RuntimeError(f"bench/metallb/build.sh failed:\n{out.stderr}")
+        raise RuntimeError(f"lab/metallb/build.sh failed:\n{out.stderr}")
     return Path(out.stdout.strip().splitlines()[-1]), time.monotonic() - t
 
 
@@ -108,7 +108,7 @@ def metallb_crd_dir() -> Path:
     ).stdout.strip()
     d = Path(modcache) / f"go.universe.tf/metallb@{metallb_version()}" / "config/crd/bases"
     if not d.is_dir():
-        raise RuntimeError(f"{d} missing: run bench/metallb/build.sh (it fills the cache)")
+        raise RuntimeError(f"{d} missing: run lab/metallb/build.sh (it fills the cache)")
     return d
 
 

@@ -132,15 +132,17 @@ class KubeWriter:
         self.namespace = namespace
 
     def patch_service(self, obj: JSON, patches: ServicePatches) -> None:
-        """Metadata (the pool annotation) first, then status: the API keeps them apart (the
-        status subresource ignores metadata, the main resource ignores status), and whoever
-        sees the IP in status must find the annotation already there."""
+        """One PATCH to the status subresource carrying both the pool annotation and the
+        status: one write and one watch event per Service, and a reader never sees the IP
+        without its pool. The main resource would drop a status change, but the Service
+        status strategy resets only ``spec`` (Kubernetes ``pkg/registry/core/service``:
+        ``serviceStatusStrategy.PrepareForUpdate``), so metadata goes through (checked
+        against the real API server by ``tests/k8s/test_controller.py``)."""
         meta = obj.get("metadata") or {}
         name, ns = str(meta.get("name")), str(meta.get("namespace"))
-        if patches.metadata is not None:
-            self.kube.patch(SERVICES, name, patches.metadata, ns)
-        if patches.status is not None:
-            self.kube.patch(SERVICES, name, patches.status, ns, subresource="status")
+        body: JSON = {**(patches.metadata or {}), **(patches.status or {})}
+        if body:
+            self.kube.patch(SERVICES, name, body, ns, subresource="status")
 
     def patch_pool_status(self, name: str, status: dict[str, int]) -> None:
         self.kube.patch(

@@ -81,7 +81,6 @@ MATRIX: list[tuple[str, str, bool]] = [
     *[(CONTROLLER, q, True) for q in (
         "list services -A",
         "watch services -A",
-        "patch services -n apps",
         "patch services -n apps --subresource=status",
         "create events -n apps",
         "list namespaces",
@@ -103,6 +102,7 @@ MATRIX: list[tuple[str, str, bool]] = [
         "get secrets -n apps",
         "list secrets -A",
         "update services -n apps",
+        "patch services -n apps",  # spec: never; status and the annotation through status
         "delete services -n apps",
         "create services -n apps",
         "update services -n apps --subresource=status",

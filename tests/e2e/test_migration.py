@@ -1,7 +1,7 @@
 """Migration from the real MetalLB v0.16.2 to exalb on the lab cluster, 200 Services.
 
 MetalLB's controller and native-mode BGP speaker are built from the Go module proxy
-(tests/e2e/metallb/build.sh), put in an image (``scripts/image.sh metallb``) and installed
+(lab/metallb/build.sh), put in an image (``scripts/image.sh metallb``) and installed
 with MetalLB's own Helm chart from the module (webhook disabled: the apiserver of the lab
 cannot reach pods; memberlist off). MetalLB assigns IPs to 200 Services across five pools,
 with shared and requested IPs (tests/e2e/migration_plan.py); r1 learns every BGP IP from the

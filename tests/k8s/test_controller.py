@@ -67,6 +67,13 @@ def test_allocates_writes_status_annotation_condition_event_and_metrics(env: Env
     assert env.wait_ips("a") == ["203.0.113.0"]
     obj = env.get("a")
     assert obj["metadata"]["annotations"]["metallb.io/ip-allocated-from-pool"] == "web"
+    # one write: the annotation came with the status, through the status subresource (the
+    # API server records which subresource set each field)
+    pool_key = "f:metallb.io/ip-allocated-from-pool"
+    managed = obj["metadata"].get("managedFields") or []
+    owners = [m for m in managed if pool_key in json.dumps(m.get("fieldsV1"))]
+    assert [m.get("subresource") for m in owners] == ["status"], owners
+    assert "f:loadBalancer" in json.dumps(owners[0]["fieldsV1"])
     cond = env.condition("a", ALLOCATED)
     assert cond is not None and cond["status"] == "True"
     wait_for("IPAllocated event", lambda: "IPAllocated" in env.event_reasons("a"))
