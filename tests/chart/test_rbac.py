@@ -217,7 +217,7 @@ def _m(verbs: tuple[str, ...]) -> set[Rule]:
 #: What each account holds beyond any authenticated identity, per namespace asked about.
 EXPECTED: dict[tuple[str, str], set[Rule]] = {
     (CONTROLLER, NS): {
-        ("services", (), ("list", "watch", "patch")),
+        ("services", (), ("list", "watch")),
         ("services/status", (), ("patch",)),
         ("namespaces", (), ("list", "watch")),
         ("events", (), ("create",)),
@@ -228,7 +228,7 @@ EXPECTED: dict[tuple[str, str], set[Rule]] = {
         ("leases.coordination.k8s.io", ("exalb-controller",), ("get", "update")),
     },
     (CONTROLLER, APPS): {
-        ("services", (), ("list", "watch", "patch")),
+        ("services", (), ("list", "watch")),
         ("services/status", (), ("patch",)),
         ("namespaces", (), ("list", "watch")),
         ("events", (), ("create",)),

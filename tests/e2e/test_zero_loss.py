@@ -128,6 +128,9 @@ def test_weighted_ecmp_follows_the_pods_without_session_resets(release: Release)
     ip = wait_for("wt: IP", lambda: rollout.ingress(cluster, APP, "wt"), 120, 0.2)
     wait_paths(lab, ip, {"n1": 75, "n2": 25}, timeout=120)
     sessions = _established(lab)
+    # r1 can have the weights a moment before kube-proxy on a node has the new local
+    # endpoints in its rules (it rejects at once until then): wait until both nodes serve
+    wait_for("n1 and n2 both serve wt", lambda: _both_serve(lab, ip), 60, 0.2)
     client = NewConnections(lab.ns("c"), ip, rate=50).start()
     wait_for("200 connections", lambda: len(client.attempts) >= 200, 60, 0.1)
     result = client.stop()
@@ -145,3 +148,11 @@ def test_weighted_ecmp_follows_the_pods_without_session_resets(release: Release)
     assert _established(lab) == sessions, "a weight change reset a BGP session"
     cluster.kubectl("delete", "-n", APP, "deploy/wt-n1", "deploy/wt-n2", "svc/wt")
     wait_paths(lab, ip, set())
+
+
+def _both_serve(lab: Lab, ip: str) -> bool:
+    """20 new connections all answered, by pods on n1 and on n2."""
+    probe = NewConnections(lab.ns("c"), ip, rate=100).start()
+    wait_for("20 probe connections", lambda: len(probe.attempts) >= 20, 30, 0.05)
+    result = probe.stop()
+    return result.failed == 0 and set(result.by_node()) >= {"n1", "n2"}

@@ -285,7 +285,9 @@ def test_sigkill_keeps_routes_restart_converges_by_diff_sigterm_withdraws(
     assert nexthops(lab, prefix) == 3
     # restarted speaker: converges by diff from ExaBGP's adj-rib-out, sends nothing
     t = time.monotonic()
-    sl.start_speaker("n1")
+    # no drain before the withdraw below (MetalLB's behaviour): the drain's own test is
+    # tests/lab/test_speaker_drain.py; BIRD would keep the path for the whole drain time
+    sl.start_speaker("n1", "--drain-seconds", "0")
     sl.wait_ready(["n1"])
     print(f"\nrestarted speaker ready (synced, connected, converged): {time.monotonic() - t:.2f}s")
     st = sl.status("n1")
