@@ -48,7 +48,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.lab.topologies import topology_path  # noqa: E402
+from lab.topology import topology_path  # noqa: E402
 from vs_metallb_controllers import (  # noqa: E402
     EXALB,
     METALLB,

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.controlplane import ControlPlane, find_tools
+from lab.binaries import find_tools
+from lab.controlplane import ControlPlane
 from lab.runner import Lab
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,6 @@ from lab.runner import Lab
 from tests.lab.speaker_lab import (
     NODES,
     PY,
-    ROUTER_ASN,
     Cluster,
     SpeakerLab,
     advertisement,
@@ -301,7 +300,7 @@ def _floor_config(node: str, fifo: Path) -> str:
     return (
         f"process feeder {{\n    run {PY} {feeder} {fifo};\n    encoder json;\n}}\n"
         f"neighbor {n.router4} {{\n    router-id {n.ipv4};\n    local-address {n.ipv4};\n"
-        f"    local-as {n.asn};\n    peer-as {ROUTER_ASN};\n    hold-time 9;\n"
+        f"    local-as {n.asn};\n    peer-as {n.router_asn};\n    hold-time 9;\n"
         "    family { ipv4 unicast; }\n    api { processes [ feeder ]; }\n}\n"
     )
 
