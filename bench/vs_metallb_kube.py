@@ -166,8 +166,8 @@ class Api:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.port = cp.apiserver_port
-        self.ctx = ssl.create_default_context(cafile=str(cp.pki.ca_crt))
-        self.ctx.load_cert_chain(str(cp.pki.admin_crt), str(cp.pki.admin_key))
+        self.ctx = ssl.create_default_context(cafile=str(cp.authority.ca.cert))
+        self.ctx.load_cert_chain(str(cp.admin.cert), str(cp.admin.key))
         self._local = threading.local()
         self._all: list[http.client.HTTPSConnection] = []
         self._lock = threading.Lock()
