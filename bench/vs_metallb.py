@@ -48,7 +48,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lab.topology import topology_path  # noqa: E402
 from vs_metallb_controllers import (  # noqa: E402
     EXALB,
     METALLB,
@@ -72,6 +71,7 @@ from vs_metallb_speakers import run_exalb, run_floor, run_metallb, summary  # no
 
 from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
+from lab.topology import topology_path  # noqa: E402
 from tests.lab.speaker_lab import install_crds  # noqa: E402
 
 Row = tuple[str, str, str, str]

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exalb.config import parse_files
+from exalb.config.documents import parse_files
 from exalbctl.main import main
 
 ROOT = Path(__file__).resolve().parents[2]

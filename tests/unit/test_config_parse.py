@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exalb.config import parse_files, parse_legacy_text
-from exalb.config.documents import parse_documents, split_documents
+from exalb.config.documents import parse_documents, parse_files, split_documents
+from exalb.config.legacy import parse_legacy_text
 from exalb.config.values import parse_addresses, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
