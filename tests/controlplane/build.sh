@@ -104,7 +104,7 @@ echo "build.sh: building $todo_words (k8s $k8s_version, etcd $etcd_version) into
 if ((${#pkgs[@]})); then
     # `go build -o DIR` names each program after its package's last element ("server" for
     # etcd's .../server/v3), so build into a scratch directory and rename.
-    run_logged "go build (${#pkgs[@]} programs; first build on 2 cores: about 20 minutes)" "$log" \
+    run_logged "go build (${#pkgs[@]} programs; first build on 2 cores: 6 to 20 minutes)" "$log" \
         timed "go build $todo_words" "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp_bin/" "${pkgs[@]}"
     [[ -e "$tmp_bin/server" ]] && mv "$tmp_bin/server" "$tmp_bin/etcd"
 fi
