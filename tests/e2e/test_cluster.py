@@ -154,7 +154,9 @@ def test_install(installed: Lab) -> None:
     assert {p: s["state"] for p, s in sessions.items()} == dict.fromkeys(
         NODE_IP.values(), "Established"
     )
-    # client -> r1 (ECMP) -> node -> kube-proxy -> pod
+    # client -> r1 (ECMP) -> node -> kube-proxy -> pod; kube-proxy sends to ready pods only,
+    # so the spread below needs all three (on a first run the first one can be alone a while)
+    wait_for("3 ready pods", lambda: len(pod_nodes(cluster, "web")) == 3, 120, 0.5)
     wait_for("pods answer", lambda: node_of(http_get(lab, ip)), 60, 0.5)
     served = {node_of(http_get(lab, ip)) for _ in range(30)}
     assert served <= {"n1", "n2", "n3"} and len(served) >= 2
