@@ -98,8 +98,11 @@ def supervise(argv: list[str], directory: Path, gid: int) -> int:
     proc = subprocess.Popen(argv)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
-    if share_vty(directory, gid, lambda: proc.poll() is None):
-        _log("vty_shared", socket=str(directory / "bfdd.vty"), gid=gid)
+    try:
+        if share_vty(directory, gid, lambda: proc.poll() is None):
+            _log("vty_shared", socket=str(directory / "bfdd.vty"), gid=gid)
+    except OSError as exc:  # bfdd runs on; the speaker reports it cannot reach it
+        _log("vty_share_failed", socket=str(directory / "bfdd.vty"), gid=gid, error=str(exc))
     code = proc.wait()
     _log("bfdd_exited", code=code)
     return code if code >= 0 else 128 - code
