@@ -43,7 +43,7 @@ def test_demo_flow() -> None:
     assert set(result.spread_after) == {"n1", "n3"}
     assert sum(result.spread_after.values()) == 60
     assert result.failed_requests == 0
-    # kubectl exalb (the real plugin through kubectl and the API server's pod proxy)
+    # kubectl exalb (the real plugin through kubectl and the API server's port-forward)
     status, routes, why, l2_status = result.plugin_outputs
     assert "demo/web" in status and "n1,n2,n3" in status
     assert len(re.findall(r"\bsent\s+demo/web", routes)) == 3
