@@ -12,9 +12,9 @@ echo "== setup (Debian packages, Python venv)"
 scripts/setup.sh
 echo "== helm and kubectl"
 tests/controlplane/install-tools.sh >/dev/null
-echo "== Kubernetes programs (first build: about 10-20 minutes on 2 cores; then cached)"
+echo "== Kubernetes programs (first build: 6 to 20 minutes on 2 cores; then cached)"
 tests/controlplane/build.sh >/dev/null
-echo "== images (first build: about 2 minutes; then cached)"
+echo "== images (first build: under a minute; then cached)"
 scripts/image.sh >/dev/null
 echo
 exec scripts/lab demo "$@"
