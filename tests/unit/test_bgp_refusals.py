@@ -36,7 +36,7 @@ from tests.unit.test_speaker_loop import FakeDriver
 ip = ipaddress.ip_address
 EXABGP = str(Path(sys.executable).parent / "exabgp")
 BRIDGE = ("/usr/bin/env", "exalb-exabgp-bridge", "--socket", "/run/exalb/exabgp-bridge.sock")
-NODE = NodeView(name="n1", addresses=(ip("192.0.2.2"),))
+NODE = NodeView(name="n1", addresses=(ip("198.51.100.2"),))
 
 
 def peer(name: str, last_octet: int, **kw: Any) -> Peer:

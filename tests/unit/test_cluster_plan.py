@@ -32,7 +32,7 @@ def test_k8s_bgp_plan() -> None:
         ("n2", "198.51.100.12", "198.18.129.0/24"),
         ("n3", "198.51.100.13", "198.18.130.0/24"),
     ]
-    # everything new stays in the lab's ranges, never 192.0.2.0/24
+    # everything new stays in the lab's ranges, never the host uplink's range
     allowed = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "198.18.0.0/15")]
     for net in [plan.service_cidr, plan.cluster_cidr, *(n.pod_cidr for n in plan.nodes)]:
         assert any(net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]

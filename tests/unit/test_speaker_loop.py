@@ -290,7 +290,7 @@ async def test_a_hostile_config_is_stale_in_status_and_new_services_still_announ
     await sp.recompute()
     good = sp.config
     for text in (
-        "peers:\n- {peer-address: 192.0.2.1, peer-asn: 1, my-asn: 2, hold-time: %ss}\n"
+        "peers:\n- {peer-address: 203.0.113.250, peer-asn: 1, my-asn: 2, hold-time: %ss}\n"
         % ("9" * 400),
         "address-pools: " + "[" * 5000 + "]" * 5000 + "\n",
     ):
