@@ -222,8 +222,11 @@ def test_restart_with_1000_services_changes_nothing(env: Env) -> None:
 def test_pool_edit_delete_and_no_pools_keep_ips_and_flag_them(env: Env) -> None:
     env.pool("web", "203.0.113.0/29")
     ctl = env.start_controller()
-    env.services(["a", "b", "c"])
-    ips = {n: env.wait_ips(n) for n in ("a", "b", "c")}
+    ips = {}
+    for name in ("a", "b", "c"):  # one at a time, so that a holds .0 (allocation is in order)
+        env.service(name)
+        ips[name] = env.wait_ips(name)
+    assert ips["a"] == ["203.0.113.0"]
     # Shrink the pool so that a's IP (.0) leaves it.
     env.pool("web", "203.0.113.1-203.0.113.7")
     wait_for("a flagged", lambda: (env.condition("a", OUT_OF_POOL) or {}).get("status") == "True")
