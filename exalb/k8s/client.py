@@ -1,10 +1,13 @@
-"""The one module that calls into the ``kubernetes`` client.
+"""The API server client: JSON in, JSON out, on urllib3.
 
-Everything else in exalb sees plain JSON dicts and :class:`ApiError`. Requests go through
-the client's own authentication and TLS setup (kubeconfig, in-cluster service account,
-client certificates, bearer tokens) but skip its model classes: exalb reads a handful of
-fields, and decoding thousands of Services into generated models is slow and hides fields
-the models lag behind on (e.g. ``status.conditions`` of a Service).
+Everything else in exalb sees plain JSON dicts and :class:`ApiError`. Requests skip any
+model classes: exalb reads a handful of fields, and decoding thousands of Services into
+generated models is slow and hides fields the models lag behind on (e.g.
+``status.conditions`` of a Service). Configuration and authentication (kubeconfig,
+in-cluster service account, client certificates, bearer tokens) come from
+:mod:`exalb.k8s.kubeconfig` and :mod:`exalb.k8s.transport`; the ``kubernetes`` package is
+imported only for what it alone implements (credential plugins, the CLI's port-forward), so
+a speaker on every node does not carry it.
 
 Retry policy (tenacity): connection errors, 5xx and 429 are transient and retried with
 jittered exponential backoff, honouring ``Retry-After``; every other 4xx is final and
@@ -13,24 +16,16 @@ raised at once (a 409 means "re-read and re-decide", which only the caller can d
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import http.client
 import json
 import os
-import re
 import socket
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 import urllib3
-import websocket
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes import stream as k8s_stream
-from kubernetes.config.config_exception import ConfigException
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -39,6 +34,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from exalb.k8s import kubeconfig as kubeconfig_files
+from exalb.k8s import transport
 from exalb.k8s.reachability import Reachability
 from exalb.k8s.resources import Resource
 
@@ -134,26 +131,19 @@ class KubeClient:
     """JSON-in, JSON-out access to the API server."""
 
     def __init__(self, kubeconfig: str | None = None, *, retry_for: float = 30.0) -> None:
-        cfg = k8s_client.Configuration()
         try:
-            if kubeconfig:
-                k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-            elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-                k8s_config.load_incluster_config(client_configuration=cfg)
-            else:
-                k8s_config.load_kube_config(client_configuration=cfg)
-        except ConfigException as exc:
+            creds = kubeconfig_files.load(kubeconfig, os.environ)
+            self._transport = transport.build(creds, _socket_options())
+        except kubeconfig_files.KubeconfigError as exc:
             # also an explicit --kubeconfig that is missing or empty: an answer, not a trace
             raise ApiError(0, f"no Kubernetes configuration: {exc}") from exc
-        cfg.socket_options = _socket_options()
-        self._cfg = cfg
-        self._api = k8s_client.ApiClient(cfg)
+        self._kubeconfig = kubeconfig
         self._retry_for = retry_for
         self.reachability = Reachability()  # the informers' shared wake-up after an outage
-        self.host = cfg.host
+        self.host = self._transport.server
 
     def close(self) -> None:
-        self._api.close()
+        self._transport.pool.clear()
 
     # ------------------------------------------------------------------ raw
     def _send(
@@ -165,28 +155,38 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
         timeout: float | tuple[float, float] | None = 30.0,
-    ) -> Any:
+        stream: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
+        """One request, no retry; the body is read unless ``stream``."""
         headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        elif body is not None:
-            headers["Content-Type"] = "application/json"
-        method_, url, hdrs, body_, _ = self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        auth = self._transport.authorization()
+        if auth:
+            headers["Authorization"] = auth
+        url = self._transport.server + path
+        fields = [(k, str(v)) for k, v in (query or {}).items() if v is not None]
+        if fields:
+            url += "?" + urllib.parse.urlencode(fields)
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        if isinstance(timeout, tuple):
+            limit = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        else:
+            limit = urllib3.Timeout(total=timeout)
         try:
-            resp = self._api.call_api(method_, url, hdrs, body_, _request_timeout=timeout)
+            resp = self._transport.pool.request(
+                method,
+                url,
+                body=data,
+                headers=headers,
+                timeout=limit,
+                retries=False,  # retries are tenacity's (request) or the informer's (watch)
+                preload_content=not stream,
+                redirect=False,
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self.reachability.failed()
             raise ApiError(0, f"connection error: {exc}") from exc
-        except k8s_client.ApiException as exc:
-            self.reachability.answered()
-            raise ApiError(exc.status or 0, str(exc.reason), _decode(exc.body)) from exc
         self.reachability.answered()
         return resp
 
@@ -211,10 +211,9 @@ class KubeClient:
                 resp = self._send(
                     method, path, query=query, body=body, content_type=content_type, timeout=timeout
                 )
-                data = resp.read()
-                payload = _decode(data)
+                payload = decode_json(resp.data)
                 if resp.status >= 400:
-                    retry_after = resp.getheader("Retry-After")
+                    retry_after = resp.headers.get("Retry-After")
                     raise ApiError(
                         resp.status,
                         str(resp.reason),
@@ -284,13 +283,16 @@ class KubeClient:
             # off: no FIN, no RST ever arrives) and the informer must reconnect; waiting for
             # timeoutSeconds + 30 s left a partitioned controller blind for minutes.
             timeout=(10.0, min(timeout_seconds + 30.0, WATCH_READ_TIMEOUT)),
+            stream=True,
         )
         if resp.status >= 400:
-            raise ApiError(resp.status, str(resp.reason), _decode(resp.read()))
-        raw = resp.response
+            try:
+                raise ApiError(resp.status, str(resp.reason), decode_json(resp.read()))
+            finally:
+                resp.release_conn()
         try:
             buffer = b""
-            for chunk in raw.stream(amt=None, decode_content=True):
+            for chunk in resp.stream(amt=None, decode_content=True):
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
@@ -308,7 +310,7 @@ class KubeClient:
             self.reachability.failed()
             raise ApiError(0, f"watch connection error: {exc}") from exc
         finally:
-            raw.release_conn()
+            resp.release_conn()
 
     def get(self, resource: Resource, name: str, namespace: str | None = None) -> JSON | None:
         try:
@@ -368,95 +370,23 @@ class KubeClient:
         server authorizes the user first. One request per forward: the forward closes with
         the connection. Failures raise :class:`ApiError` (403: not allowed; status 0: the
         forward or the port failed, with the kubelet's reason)."""
-        # A client of its own: the library's stream helper swaps the client's request method
-        # for a websocket one while it runs, which would capture concurrent plain requests
-        # (the pod proxy, listing) made on a shared client.
-        api = k8s_client.ApiClient(self._cfg)
-        core = k8s_client.CoreV1Api(api)
-        # The library's websocket takes its timeout from this process-wide default (no
-        # parameter reaches it); only the CLI port-forwards, with one timeout for all.
-        previous = websocket.getdefaulttimeout()
-        websocket.setdefaulttimeout(timeout)
-        try:
-            forward = k8s_stream.portforward(
-                core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
-            )
-        except k8s_client.ApiException as exc:
-            api.close()
-            raise _forward_error(exc) from exc
-        finally:
-            websocket.setdefaulttimeout(previous)
-        sock = forward.socket(port)
-        sock.settimeout(timeout)
-        try:
-            return _http_get_over(sock, path, timeout)
-        except (OSError, http.client.HTTPException) as exc:
-            reason = forward.error(port) or exc
-            raise ApiError(0, f"port-forward to {pod}:{port}: {reason}") from exc
-        finally:
-            forward.close()
-            api.close()
+        from exalb.k8s.portforward import port_forward_get  # noqa: PLC0415 (CLI only)
 
-
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+        return port_forward_get(self._kubeconfig, namespace, pod, port, path, timeout)
 
 
 def default_namespace(kubeconfig: str | None = None) -> str:
-    """The namespace ``kubectl`` would use: the kubeconfig's current context's, the pod's own
-    in a cluster, else ``default``. Never raises (a CLI asks this before anything else)."""
-    if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        try:
-            with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as fh:
-                return fh.read().strip() or "default"
-        except OSError:
-            return "default"
+    """The namespace ``kubectl`` would use: the pod's own in a cluster, else the kubeconfig's
+    current context's, else ``default``. Never raises (a CLI asks this before anything else)."""
     try:
-        _, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
-    except (ConfigException, OSError, TypeError, ValueError):
+        if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return kubeconfig_files.in_cluster(os.environ).namespace
+        return kubeconfig_files.current_namespace(kubeconfig, os.environ)
+    except kubeconfig_files.KubeconfigError:
         return "default"
-    context = (current or {}).get("context") or {}
-    return str(context.get("namespace") or "default")
 
 
-class _SocketHTTPConnection(http.client.HTTPConnection):
-    """HTTP on a socket that is already connected (one end of a port-forward)."""
-
-    def __init__(self, sock: Any, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._given = sock
-
-    def connect(self) -> None:
-        self.sock = self._given
-
-
-def _http_get_over(sock: Any, path: str, timeout: float) -> tuple[int, bytes]:
-    conn = _SocketHTTPConnection(sock, timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def _forward_error(exc: k8s_client.ApiException) -> ApiError:
-    """The library reports a refused websocket handshake as status 0 with the handshake in
-    its text ("Handshake status 403 Forbidden -+-+- <headers> -+-+- <body bytes>"): recover
-    the status and the API server's JSON answer."""
-    text = str(exc.reason or exc)
-    parts = text.split(" -+-+- ")
-    match = re.match(r"Handshake status (\d{3}) ?(.*)", parts[0])
-    if match is None:
-        return ApiError(int(exc.status or 0), text[:200])
-    body: JSON = {}
-    if len(parts) >= 3:
-        with contextlib.suppress(ValueError, SyntaxError, TypeError, MemoryError):
-            raw = ast.literal_eval(parts[-1].strip())
-            body = raw if isinstance(raw, dict) else _decode(raw)
-    return ApiError(int(match.group(1)), match.group(2) or "websocket handshake refused", body)
-
-
-def _decode(data: Any) -> JSON:
+def decode_json(data: Any) -> JSON:
     if not data:
         return {}
     try:

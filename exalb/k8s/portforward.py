@@ -1,0 +1,109 @@
+"""One HTTP GET through the API server's port-forward (``kubectl exalb`` only).
+
+The port-forward protocol (a websocket with a channel per port) comes from the
+``kubernetes`` package's stream helper, so this module is the one place that imports it,
+and only the CLI imports this module (lazily, from ``KubeClient.port_forward_get``): the
+controller and the speakers never load the package (why: :mod:`exalb.k8s.kubeconfig`).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import http.client
+import os
+import re
+from typing import Any
+
+import websocket
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes import stream as k8s_stream
+from kubernetes.config.config_exception import ConfigException
+
+from exalb.k8s.client import JSON, ApiError, decode_json
+
+
+def _configuration(kubeconfig: str | None) -> k8s_client.Configuration:
+    cfg = k8s_client.Configuration()
+    try:
+        if kubeconfig:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        else:
+            k8s_config.load_kube_config(client_configuration=cfg)
+    except ConfigException as exc:
+        raise ApiError(0, f"no Kubernetes configuration: {exc}") from exc
+    return cfg
+
+
+def port_forward_get(
+    kubeconfig: str | None, namespace: str, pod: str, port: int, path: str, timeout: float
+) -> tuple[int, bytes]:
+    """See ``KubeClient.port_forward_get``."""
+    # A client of its own: the library's stream helper swaps the client's request method
+    # for a websocket one while it runs.
+    api = k8s_client.ApiClient(_configuration(kubeconfig))
+    core = k8s_client.CoreV1Api(api)
+    # The library's websocket takes its timeout from this process-wide default (no
+    # parameter reaches it); only the CLI port-forwards, with one timeout for all.
+    previous = websocket.getdefaulttimeout()
+    websocket.setdefaulttimeout(timeout)
+    try:
+        forward = k8s_stream.portforward(
+            core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+        )
+    except k8s_client.ApiException as exc:
+        api.close()
+        raise _forward_error(exc) from exc
+    finally:
+        websocket.setdefaulttimeout(previous)
+    sock = forward.socket(port)
+    sock.settimeout(timeout)
+    try:
+        return _http_get_over(sock, path, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        reason = forward.error(port) or exc
+        raise ApiError(0, f"port-forward to {pod}:{port}: {reason}") from exc
+    finally:
+        forward.close()
+        api.close()
+
+
+class _SocketHTTPConnection(http.client.HTTPConnection):
+    """HTTP on a socket that is already connected (one end of a port-forward)."""
+
+    def __init__(self, sock: Any, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._given = sock
+
+    def connect(self) -> None:
+        self.sock = self._given
+
+
+def _http_get_over(sock: Any, path: str, timeout: float) -> tuple[int, bytes]:
+    conn = _SocketHTTPConnection(sock, timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _forward_error(exc: k8s_client.ApiException) -> ApiError:
+    """The library reports a refused websocket handshake as status 0 with the handshake in
+    its text ("Handshake status 403 Forbidden -+-+- <headers> -+-+- <body bytes>"): recover
+    the status and the API server's JSON answer."""
+    text = str(exc.reason or exc)
+    parts = text.split(" -+-+- ")
+    match = re.match(r"Handshake status (\d{3}) ?(.*)", parts[0])
+    if match is None:
+        return ApiError(int(exc.status or 0), text[:200])
+    body: JSON = {}
+    if len(parts) >= 3:
+        with contextlib.suppress(ValueError, SyntaxError, TypeError, MemoryError):
+            raw = ast.literal_eval(parts[-1].strip())
+            body = raw if isinstance(raw, dict) else decode_json(raw)
+    return ApiError(int(match.group(1)), match.group(2) or "websocket handshake refused", body)
