@@ -67,7 +67,13 @@ from vs_metallb_kube import (  # noqa: E402
     install_metallb_crds,
     metallb_version,
 )
-from vs_metallb_speakers import run_exalb, run_floor, run_metallb, summary  # noqa: E402
+from vs_metallb_speakers import (  # noqa: E402
+    per_process,
+    run_exalb,
+    run_floor,
+    run_metallb,
+    summary,
+)
 
 from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
@@ -238,15 +244,17 @@ def fmt_run(r: dict[str, float]) -> str:
 
 def speakers(cp: ControlPlane, args: argparse.Namespace, metallb_bin: Path) -> list[Row]:
     runs: dict[str, list[Any]] = {"MetalLB": [], "exalb": [], "floor": []}
-    n = args.speaker_services
+    n, routes = args.speaker_services, args.speaker_routes
     with Lab.up(topology_path("bgp-ecmp")) as lab:
         for rep in range(args.speaker_reps):
             for impl in order(rep):
-                progress(f"speakers rep {rep + 1}/{args.speaker_reps}: {impl.name}, {n} Services")
+                progress(f"speakers rep {rep + 1}/{args.speaker_reps}: {impl.name}, {n} Services"
+                         f" then {routes:,} routes")  # fmt: skip
                 if impl is EXALB:
-                    runs["exalb"].append(run_exalb(lab, cp, n))
+                    runs["exalb"].append(run_exalb(lab, cp, n, routes))
                 else:
-                    runs["MetalLB"].append(run_metallb(lab, cp, n, metallb_bin / "speaker"))
+                    runs["MetalLB"].append(run_metallb(lab, cp, n, routes, metallb_bin / "speaker"))
+                progress(f"  {summary(runs[impl.name][-1:])}")
             progress(f"speakers rep {rep + 1}/{args.speaker_reps}: bare ExaBGP floor")
             runs["floor"].append(run_floor(lab, n, rep))
     ml, ex, fl = (summary(runs[k]) for k in ("MetalLB", "exalb", "floor"))
@@ -254,7 +262,10 @@ def speakers(cp: ControlPlane, args: argparse.Namespace, metallb_bin: Path) -> l
     def pair(d: dict[str, float]) -> str:
         return f"{d['first_p50']:.0f} / {d['first_p95']:.0f} ms"
 
-    return [
+    def mib(key: str) -> tuple[str, str, str]:
+        return (f"{ml[key]:.0f} MiB", f"{ex[key]:.0f} MiB", ratio(ex[key], ml[key]))
+
+    rows: list[Row] = [
         ("IP in status → /32 in r1's FIB, p50 / p95", pair(ml), pair(ex),
          f"{ex['first_p50'] / ml['first_p50']:.2f} / {ex['first_p95'] / ml['first_p95']:.2f}"),
         ("IP in status → all 3 paths in r1's FIB, p50", f"{ml['all_p50']:.0f} ms",
@@ -262,15 +273,29 @@ def speakers(cp: ControlPlane, args: argparse.Namespace, metallb_bin: Path) -> l
         ("session resets at r1 during the run", f"{ml['resets']:.0f}", f"{ex['resets']:.0f}", "—"),
         ("  warm-up Service: extra events needed before it was announced (all rounds)",
          f"{ml['kicks']:.0f}", f"{ex['kicks']:.0f}", ""),
-        ("resident memory per node (all processes)", f"{ml['rss']:.0f} MiB",
-         f"{ex['rss']:.0f} MiB", ratio(ex["rss"], ml["rss"])),
+        (f"memory per node, idle with {n} Services: PSS (all processes)", *mib("pss")),
+        ("  the same, RSS summed over processes", *mib("rss")),
+    ]  # fmt: skip
+    if routes:
+        rows += [
+            (f"memory per node with {routes:,} more routes: PSS", *mib("bulk_pss")),
+            ("  the same, RSS summed over processes", *mib("bulk_rss")),
+            (f"{routes:,} Services written → all at r1 (8 writers)",
+             f"{ml['bulk_seconds']:.1f} s", f"{ex['bulk_seconds']:.1f} s",
+             ratio(ex["bulk_seconds"], ml["bulk_seconds"])),
+        ]  # fmt: skip
+    for name, (rss, pss) in per_process(runs["exalb"]).items():
+        rows.append((f"  exalb {name}: PSS / RSS", "", f"{pss:.1f} / {rss:.1f} MiB", ""))
+    rows += [
         ("  floor: bare ExaBGP, API line → /32 in FIB, p50 / p95", "", pair(fl), ""),
         ("  floor: bare ExaBGP, API line → all 3 paths, p50", "", f"{fl['all_p50']:.0f} ms", ""),
         ("  status write → FIB p50 / floor p50 (first path; all 3)",
          f"{ml['first_p50'] / fl['first_p50']:.2f}; {ml['all_p50'] / fl['all_p50']:.2f}",
          f"{ex['first_p50'] / fl['first_p50']:.2f}; {ex['all_p50'] / fl['all_p50']:.2f}", ""),
-        ("  floor: bare ExaBGP + feeder memory per node", "", f"{fl['rss']:.0f} MiB", ""),
+        ("  floor: bare ExaBGP + feeder memory per node, PSS / RSS", "",
+         f"{fl['pss']:.0f} / {fl['rss']:.0f} MiB", ""),
     ]  # fmt: skip
+    return rows
 
 
 # --------------------------------------------------------------------------- main
@@ -306,6 +331,8 @@ def main() -> int:  # size: the options, then the two halves in turn
     ap.add_argument("--burst", type=int, default=300)
     ap.add_argument("--speaker-services", type=int, default=50)
     ap.add_argument("--speaker-reps", type=int, default=2)
+    ap.add_argument("--speaker-routes", type=int, default=10_000,
+                    help="Services (routes) added for the loaded memory row (0: none)")  # fmt: skip
     ap.add_argument("--skip-controllers", action="store_true")
     ap.add_argument("--skip-speakers", action="store_true")
     ap.add_argument("--profile", type=Path, help="directory for py-spy profiles of exalb")

@@ -15,6 +15,14 @@ BGPAdvertisement), the same Services: for each, create it and its EndpointSlice 
 endpoint per node), then write ``status.loadBalancer.ingress`` as the controller would and
 time until the /32 is in r1's kernel FIB with one path and with all three. Processes run
 inside the node namespaces and reach the apiserver through the lab's loopback relay.
+
+Memory per node, idle after those Services and again with ``routes`` more (10,000 by
+default: Services with an IP in 198.18.0.0/16, created 8 at a time through the API, until r1
+holds them all): resident set (RSS, every process's own count) and proportional set size
+(PSS: a page mapped by k processes counts 1/k in each). For exalb's four processes the sum of
+RSS counts the interpreter, libcrypto and every shared library once per process, although
+the node holds them once (the same files of one image); PSS is what the node spends, and
+what a single Go binary's RSS is comparable with. Both are printed, per process too.
 """
 
 from __future__ import annotations
@@ -24,10 +32,13 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
 
+from exalb.k8s.client import KubeClient
+from exalb.k8s.resources import Resource
 from lab import netns
 from lab.controlplane import ControlPlane
 from lab.nsnet import ApiRelay
@@ -39,14 +50,19 @@ from tests.lab.speaker_lab import (
     SpeakerLab,
     advertisement,
     bgp_peer,
+    endpoint_slice_body,
     nexthops,
     pool,
+    service_body,
 )
 
 BENCH = Path(__file__).resolve().parent
 GARP = str(Path(PY).with_name("exalb-garp"))
 POOL = "203.0.113.0/24"
+BULK_POOL = "198.18.0.0/16"  # the benchmark range: up to 65,536 routes
 FIRST_HOST = 100
+SERVICES = Resource("", "v1", "services", "Service")
+SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 
 
 @dataclass
@@ -54,18 +70,49 @@ class SpeakerRun:
     first: list[float] = field(default_factory=list)
     all3: list[float] = field(default_factory=list)
     resets: int = 0
-    rss_mib: list[float] = field(default_factory=list)  # one per node
+    rss_mib: list[float] = field(default_factory=list)  # one per node, idle
+    pss_mib: list[float] = field(default_factory=list)
+    bulk_rss_mib: list[float] = field(default_factory=list)  # one per node, with the routes
+    bulk_pss_mib: list[float] = field(default_factory=list)
+    bulk_seconds: float = 0.0  # first bulk write → r1 holds every route
     kicks: int = 0  # extra events the warm-up Service needed before it was announced
+    per_process: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
-def _rss_mib(pids: list[int]) -> float:
-    total = 0
+def _mem_mib(pids: list[int]) -> tuple[float, float]:
+    """Summed RSS and PSS (MiB) of ``pids``, from /proc/<pid>/smaps_rollup."""
+    rss = pss = 0
     for pid in pids:
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
+def _role(pid: int) -> str:
+    """exalb's processes by what they run: exabgp, bridge, speaker, garp."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    text = " ".join(a.decode(errors="replace") for a in argv)
+    for role, mark in (("bridge", "bridge"), ("garp", "garp"), ("speaker", "exalb-speaker"),
+                       ("exabgp", "exabgp")):  # fmt: skip
+        if mark in text:
+            return role
+    return Path(argv[0].decode(errors="replace")).name
+
+
+def _note_memory(run: SpeakerRun, pids: list[int], bulk: bool) -> None:
+    rss, pss = _mem_mib(pids)
+    (run.bulk_rss_mib if bulk else run.rss_mib).append(rss)
+    (run.bulk_pss_mib if bulk else run.pss_mib).append(pss)
+    for pid in pids:
+        key = f"{_role(pid)}{' (routes)' if bulk else ''}"
+        run.per_process.setdefault(key, []).append(_mem_mib([pid]))
 
 
 def _tree(lab: Lab, node: str, pids: list[int]) -> list[int]:
@@ -97,8 +144,55 @@ def _wait(what: str, cond: Callable[[], bool], timeout: float, logs: Callable[[]
 
 
 def _fib_bgp_routes(lab: Lab) -> int:
+    """BGP routes in r1's kernel FIB (an ECMP route's ``nexthop`` lines are not routes)."""
     out = netns.run(["ip", "-4", "-n", lab.ns("r1"), "route", "show", "proto", "bgp"])
-    return out.stdout.count("\n")
+    return sum(1 for line in out.stdout.splitlines() if line and not line[0].isspace())
+
+
+def _bulk_name(i: int) -> str:
+    return f"bulk{i}"
+
+
+def _bulk_routes(lab: Lab, c: Cluster, routes: int, made: list[int]) -> float:
+    """``routes`` Services with an IP in :data:`BULK_POOL` (8 writers), until r1 holds them
+    all; returns the seconds from the first write. ``made`` collects what was created."""
+    kube = KubeClient(str(c.cp.kubeconfig))
+    before = _fib_bgp_routes(lab)
+    nodes = list(NODES)
+
+    def one(i: int) -> None:
+        name = _bulk_name(i)
+        kube.create(SERVICES, service_body(name), c.app_ns)
+        made.append(i)
+        kube.create(SLICES, endpoint_slice_body(name, nodes), c.app_ns)
+        ip = f"198.18.{i // 256}.{i % 256}"
+        kube.patch(SERVICES, name, {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
+                   c.app_ns, subresource="status")  # fmt: skip
+
+    t0 = time.monotonic()
+    try:
+        with ThreadPoolExecutor(8) as pool_:
+            list(pool_.map(one, range(routes)))
+        _wait(f"{routes} more routes at r1", lambda: _fib_bgp_routes(lab) >= before + routes,
+              900, lambda: _lab_logs(lab))  # fmt: skip
+        return time.monotonic() - t0
+    finally:
+        kube.close()
+
+
+def _delete_bulk(c: Cluster, made: list[int]) -> None:
+    kube = KubeClient(str(c.cp.kubeconfig))
+
+    def one(i: int) -> None:
+        kube.delete(SLICES, f"{_bulk_name(i)}-ipv4", c.app_ns)
+        kube.delete(SERVICES, _bulk_name(i), c.app_ns)
+
+    try:
+        with ThreadPoolExecutor(8) as pool_:
+            list(pool_.map(one, made))
+    finally:
+        kube.close()
+    made.clear()
 
 
 _NOISE = ("Shutdown signal", "All workers finished", "Stopping and waiting", "start reconcile",
@@ -171,8 +265,9 @@ def _cluster(cp: ControlPlane) -> Cluster:
     c = Cluster(cp)
     c.apply_config(
         pool("pool", [POOL]),
+        pool("bulk", [BULK_POOL]),
         *[bgp_peer(n) for n in NODES.values()],
-        advertisement("ads", ["pool"]),
+        advertisement("ads", ["pool", "bulk"]),
     )
     for n in NODES.values():
         c.node(n)
@@ -201,9 +296,10 @@ def _kicker(c: Cluster) -> Callable[[], None]:
     return kick
 
 
-def run_exalb(lab: Lab, cp: ControlPlane, services: int) -> SpeakerRun:
+def run_exalb(lab: Lab, cp: ControlPlane, services: int, routes: int) -> SpeakerRun:
     run = SpeakerRun()
     c = _cluster(cp)
+    made: list[int] = []
     sl = SpeakerLab(lab, cp, c)
     garps: dict[str, Popen[bytes]] = {}
     try:
@@ -223,12 +319,18 @@ def run_exalb(lab: Lab, cp: ControlPlane, services: int) -> SpeakerRun:
         drops = _drops(lab)
         _measure(lab, services, _service_announcer(c), run)
         run.resets = _drops(lab) - drops
-        for node in NODES:
-            p = sl.procs[node]
-            assert p.exabgp is not None and p.speaker is not None
-            run.rss_mib.append(
-                _rss_mib(_tree(lab, node, [p.exabgp.pid, p.speaker.pid, garps[node].pid]))
-            )
+
+        def memory(bulk: bool) -> None:
+            for node in NODES:
+                p = sl.procs[node]
+                assert p.exabgp is not None and p.speaker is not None
+                pids = [p.exabgp.pid, p.speaker.pid, garps[node].pid]
+                _note_memory(run, _tree(lab, node, pids), bulk)
+
+        memory(bulk=False)
+        if routes:
+            run.bulk_seconds = _bulk_routes(lab, c, routes, made)
+            memory(bulk=True)
     finally:
         for node in NODES:
             sl.stop_speaker(node)
@@ -240,14 +342,16 @@ def run_exalb(lab: Lab, cp: ControlPlane, services: int) -> SpeakerRun:
                 lab.stop_process(node, ex)
                 netns.stop([k for k in kids if netns.alive(k)], [lab.ns(node)], 1.0)
         sl.close()
+        _delete_bulk(c, made)
         c.cleanup()
     _settle_down(lab)
     return run
 
 
-def run_metallb(lab: Lab, cp: ControlPlane, services: int, binary: Path) -> SpeakerRun:
+def run_metallb(lab: Lab, cp: ControlPlane, services: int, routes: int, binary: Path) -> SpeakerRun:
     run = SpeakerRun()
     c = _cluster(cp)
+    made: list[int] = []
     relay = ApiRelay(cp.apiserver_port, [lab.ns(n) for n in NODES])
     procs: dict[str, Popen[bytes]] = {}
     try:
@@ -282,11 +386,17 @@ def run_metallb(lab: Lab, cp: ControlPlane, services: int, binary: Path) -> Spea
         drops = _drops(lab)
         _measure(lab, services, _service_announcer(c), run)
         run.resets = _drops(lab) - drops
-        run.rss_mib = [_rss_mib(_tree(lab, n, [procs[n].pid])) for n in NODES]
+        for n in NODES:
+            _note_memory(run, _tree(lab, n, [procs[n].pid]), bulk=False)
+        if routes:
+            run.bulk_seconds = _bulk_routes(lab, c, routes, made)
+            for n in NODES:
+                _note_memory(run, _tree(lab, n, [procs[n].pid]), bulk=True)
     finally:
         for node, p in procs.items():
             lab.stop_process(node, p, grace=10)
         relay.close()
+        _delete_bulk(c, made)
         for plural in ("servicebgpstatuses", "configurationstates", "servicel2statuses"):
             cp.api("DELETE", f"/apis/metallb.io/v1beta1/namespaces/{c.config_ns}/{plural}")
         c.cleanup()
@@ -348,7 +458,7 @@ def run_floor(lab: Lab, services: int, round_: int) -> SpeakerRun:
         _measure(lab, services, announce, run)
         run.resets = _drops(lab) - drops
         for node in NODES:
-            run.rss_mib.append(_rss_mib(_tree(lab, node, [lab.exabgp(node).pid])))
+            _note_memory(run, _tree(lab, node, [lab.exabgp(node).pid]), bulk=False)
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -364,14 +474,29 @@ def pctl(values: list[float], q: float) -> float:
 
 
 def summary(runs: list[SpeakerRun]) -> dict[str, float]:
-    """Pooled over rounds: latencies in ms, RSS median over nodes and rounds."""
+    """Pooled over rounds: latencies in ms, memory medians over nodes and rounds (MiB)."""
     first = [v * 1000 for r in runs for v in r.first]
     all3 = [v * 1000 for r in runs for v in r.all3]
-    return {
+    out = {
         "first_p50": statistics.median(first),
         "first_p95": pctl(first, 0.95),
         "all_p50": statistics.median(all3),
         "resets": float(sum(r.resets for r in runs)),
-        "rss": statistics.median(v for r in runs for v in r.rss_mib),
         "kicks": float(sum(r.kicks for r in runs)),
     }
+    for key in ("rss_mib", "pss_mib", "bulk_rss_mib", "bulk_pss_mib"):
+        values = [v for r in runs for v in getattr(r, key)]
+        out[key.removesuffix("_mib")] = statistics.median(values) if values else float("nan")
+    bulk = [r.bulk_seconds for r in runs if r.bulk_seconds]
+    out["bulk_seconds"] = statistics.median(bulk) if bulk else float("nan")
+    return out
+
+
+def per_process(runs: list[SpeakerRun]) -> dict[str, tuple[float, float]]:
+    """Median RSS and PSS per process kind (e.g. ``speaker``, ``exabgp (routes)``)."""
+    keys = sorted({k for r in runs for k in r.per_process})
+    out = {}
+    for k in keys:
+        pairs = [p for r in runs for p in r.per_process.get(k, [])]
+        out[k] = (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs))
+    return out

@@ -27,7 +27,7 @@ Life cycle:
 * SIGTERM/SIGINT → stop answering, send BYE to the other candidates (they take over
   immediately), write a final status, exit 0.
 
-Logs: structlog JSON lines on stderr. Metrics: Prometheus on ``--metrics-port``.
+Logs: JSON lines on stderr (:mod:`garp.log`). Metrics: Prometheus on ``--metrics-port``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import logging
 import os
 import secrets
 import selectors
@@ -45,12 +44,10 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 
-import structlog
-
 from exalb.config.model import IPAddress
 from exalb.contracts import l2_state as state
 from exalb.filechannel import write_atomic
-from garp import probe
+from garp import log, probe
 from garp.failover import Change, Engine, StateIndex, Timing
 from garp.links import DEFAULT_EXCLUDES, Link, raw_socket_refusal
 from garp.metrics import Metrics
@@ -64,18 +61,7 @@ ANNOUNCE_BATCH = 128
 
 
 def configure_logging(level: str) -> None:
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    log.configure(level)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -113,7 +99,7 @@ STATUS_HEARTBEAT = 1.0
 class Sidecar:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.log = structlog.get_logger("exalb.garp")
+        self.log = log.get_logger()
         timing = Timing(probe_interval=args.probe_interval, dead_after=args.dead_after)
         self.engine = Engine(session=secrets.randbits(64), timing=timing)
         self.metrics = Metrics()
@@ -402,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     refusal = raw_socket_refusal()
     if refusal is not None:
-        structlog.get_logger("exalb.garp").error(
+        log.get_logger().error(
             "no CAP_NET_RAW: cannot answer ARP/NDP",
             error=refusal,
             hint="run exalb-garp as the image has it (its interpreter carries cap_net_raw), "

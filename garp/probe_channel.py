@@ -22,10 +22,8 @@ import socket
 import time
 from collections.abc import Callable
 
-import structlog
-
 from exalb.config.model import IPAddress
-from garp import probe, probesock
+from garp import log, probe, probesock
 from garp.failover import Change, Engine
 from garp.keys import KeyFileError, KeyWatcher
 from garp.metrics import Metrics
@@ -59,7 +57,7 @@ class ProbeChannel:
         self.sel = sel
         self.port = port
         self.on_change = on_change
-        self.log = structlog.get_logger("exalb.garp")
+        self.log = log.get_logger()
         self.udp: dict[int, socket.socket] = {}
         self.udp_addr: dict[int, IPAddress] = {}
         self._filtered: dict[int, frozenset[IPAddress]] = {}  # peers each socket admits

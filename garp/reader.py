@@ -16,10 +16,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-import structlog
-
 from exalb.contracts.l2_state import StateError, decode
 from exalb.filechannel import FileWatcher
+from garp import log
 from garp.failover import StateIndex, index_state
 
 Result = StateIndex | StateError
@@ -35,7 +34,7 @@ class StateReader:
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.log = structlog.get_logger("exalb.garp")
+        self.log = log.get_logger()
 
     def read_once(self) -> Result | None:
         """The file's document if it changed since the last read (None: unchanged/absent)."""

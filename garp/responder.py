@@ -20,10 +20,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-import structlog
-
 from exalb.config.model import IPAddress
 from exalb.contracts.l2_state import DesiredState
+from garp import log
 from garp import packets as p
 from garp.failover import Engine
 from garp.links import PACKET_OUTGOING, Link, local_addresses, open_link, select_interfaces
@@ -41,7 +40,7 @@ class Responder:
         self.local: set[IPAddress] = set()
         self.send_errors = 0
         self._applied: dict[str, tuple[Link, DesiredState | None]] = {}
-        self.log = structlog.get_logger("exalb.garp")
+        self.log = log.get_logger()
 
     # --- interfaces ---------------------------------------------------------------------
 

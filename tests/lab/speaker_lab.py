@@ -136,6 +136,52 @@ def advertisement(name: str, pools: list[str], **spec: Any) -> dict[str, Any]:
     }
 
 
+def service_body(
+    name: str,
+    *,
+    dual: bool = False,
+    policy: str = "Cluster",
+    labels: dict[str, str] | None = None,
+    port: int = 8080,
+) -> dict[str, Any]:
+    """A LoadBalancer Service selecting ``app: <name>``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": policy,
+            "selector": {"app": name},
+            "ports": [{"port": port, "protocol": "TCP"}],
+            "ipFamilyPolicy": "PreferDualStack" if dual else "SingleStack",
+            "ipFamilies": ["IPv4"],
+        },
+    }
+
+
+def endpoint_slice_body(service: str, nodes: list[str], family: str = "IPv4") -> dict[str, Any]:
+    """The Service's one EndpointSlice (``<service>-<family>``): a ready endpoint per node."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-{family.lower()}",
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": family,
+        "endpoints": [
+            {
+                "addresses": [f"10.244.{i + 1}.10" if family == "IPv4" else f"fd00::{i + 1}"],
+                "nodeName": node,
+                "conditions": {"ready": True},
+            }
+            for i, node in enumerate(nodes)
+        ],
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+    }
+
+
 PLURALS = {
     "IPAddressPool": "/apis/metallb.io/v1beta1/namespaces/{ns}/ipaddresspools",
     "BGPPeer": "/apis/metallb.io/v1beta2/namespaces/{ns}/bgppeers",
@@ -225,22 +271,8 @@ class Cluster:
         """Create a LoadBalancer Service and set its ingress IPs (if any); returns the
         monotonic time just before the status write was sent."""
         path = f"/api/v1/namespaces/{self.app_ns}/services"
-        self._post(
-            path,
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": name, "labels": labels or {}},
-                "spec": {
-                    "type": "LoadBalancer",
-                    "externalTrafficPolicy": policy,
-                    "selector": {"app": name},
-                    "ports": [{"port": port, "protocol": "TCP"}],
-                    "ipFamilyPolicy": "PreferDualStack" if len(ips) > 1 else "SingleStack",
-                    "ipFamilies": ["IPv4"],
-                },
-            },
-        )
+        self._post(path, service_body(name, dual=len(ips) > 1, policy=policy, labels=labels,
+                                      port=port))  # fmt: skip
         return self.set_ingress(name, ips) if ips else time.monotonic()
 
     def set_ingress(self, name: str, ips: list[str]) -> float:
@@ -255,25 +287,8 @@ class Cluster:
     def endpoints(self, service: str, nodes: list[str], family: str = "IPv4") -> float:
         """Create or replace the Service's one EndpointSlice: one ready endpoint per node;
         returns the monotonic time just before the write was sent."""
-        name = f"{service}-{family.lower()}"
-        body = {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": name,
-                "labels": {"kubernetes.io/service-name": service},
-            },
-            "addressType": family,
-            "endpoints": [
-                {
-                    "addresses": [f"10.244.{i + 1}.10" if family == "IPv4" else f"fd00::{i + 1}"],
-                    "nodeName": node,
-                    "conditions": {"ready": True},
-                }
-                for i, node in enumerate(nodes)
-            ],
-            "ports": [{"port": 8080, "protocol": "TCP"}],
-        }
+        body = endpoint_slice_body(service, nodes, family)
+        name = body["metadata"]["name"]
         path = f"/apis/discovery.k8s.io/v1/namespaces/{self.app_ns}/endpointslices"
         if f"{path}/{name}" in self.created:
             cur = self.cp.api("GET", f"{path}/{name}").body
