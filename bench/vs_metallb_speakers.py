@@ -17,28 +17,31 @@ time until the /32 is in r1's kernel FIB with one path and with all three. Proce
 inside the node namespaces and reach the apiserver through the lab's loopback relay.
 
 Memory per node, idle after those Services and again with ``routes`` more (10,000 by
-default: Services with an IP in 198.18.0.0/16, created 8 at a time through the API, until r1
-holds them all): resident set (RSS, every process's own count) and proportional set size
-(PSS: a page mapped by k processes counts 1/k in each). For exalb's four processes the sum of
-RSS counts the interpreter, libcrypto and every shared library once per process, although
-the node holds them once (the same files of one image); PSS is what the node spends, and
-what a single Go binary's RSS is comparable with. Both are printed, per process too.
+default: Services with an IP in 198.19.0.0/16, created 8 at a time through the API, until r1
+holds them all), two ways: the distinct physical pages the node's processes have resident
+(``/proc/<pid>/pagemap``: a page mapped by exalb's four Python processes, such as the
+interpreter's and libcrypto's, counts once, as it is once in the node's memory), and the
+plain sum of their RSS (which counts such a page once per process). For MetalLB's one
+process both are its RSS. Per process kind both are printed too. PSS would mislead here:
+the lab's three nodes share one kernel, so it would divide every page of the binaries
+between nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
 
-from exalb.k8s.client import KubeClient
-from exalb.k8s.resources import Resource
+from node_memory import node_mib, role, rss_mib
+from vs_metallb_bulk import BULK_POOL, bulk_routes, delete_bulk
+
 from lab import netns
 from lab.controlplane import ControlPlane
 from lab.nsnet import ApiRelay
@@ -50,19 +53,14 @@ from tests.lab.speaker_lab import (
     SpeakerLab,
     advertisement,
     bgp_peer,
-    endpoint_slice_body,
     nexthops,
     pool,
-    service_body,
 )
 
 BENCH = Path(__file__).resolve().parent
 GARP = str(Path(PY).with_name("exalb-garp"))
 POOL = "203.0.113.0/24"
-BULK_POOL = "198.18.0.0/16"  # the benchmark range: up to 65,536 routes
 FIRST_HOST = 100
-SERVICES = Resource("", "v1", "services", "Service")
-SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 
 
 @dataclass
@@ -71,48 +69,21 @@ class SpeakerRun:
     all3: list[float] = field(default_factory=list)
     resets: int = 0
     rss_mib: list[float] = field(default_factory=list)  # one per node, idle
-    pss_mib: list[float] = field(default_factory=list)
+    node_mib: list[float] = field(default_factory=list)
     bulk_rss_mib: list[float] = field(default_factory=list)  # one per node, with the routes
-    bulk_pss_mib: list[float] = field(default_factory=list)
+    bulk_node_mib: list[float] = field(default_factory=list)
     bulk_seconds: float = 0.0  # first bulk write → r1 holds every route
     kicks: int = 0  # extra events the warm-up Service needed before it was announced
+    bulk_kicks: int = 0  # bulk Services that needed a second event (see _wait_bulk)
     per_process: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
-def _mem_mib(pids: list[int]) -> tuple[float, float]:
-    """Summed RSS and PSS (MiB) of ``pids``, from /proc/<pid>/smaps_rollup."""
-    rss = pss = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-    return rss / 1024, pss / 1024
-
-
-def _role(pid: int) -> str:
-    """exalb's processes by what they run: exabgp, bridge, speaker, garp."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "gone"
-    text = " ".join(a.decode(errors="replace") for a in argv)
-    for role, mark in (("bridge", "bridge"), ("garp", "garp"), ("speaker", "exalb-speaker"),
-                       ("exabgp", "exabgp")):  # fmt: skip
-        if mark in text:
-            return role
-    return Path(argv[0].decode(errors="replace")).name
-
-
 def _note_memory(run: SpeakerRun, pids: list[int], bulk: bool) -> None:
-    rss, pss = _mem_mib(pids)
-    (run.bulk_rss_mib if bulk else run.rss_mib).append(rss)
-    (run.bulk_pss_mib if bulk else run.pss_mib).append(pss)
+    (run.bulk_rss_mib if bulk else run.rss_mib).append(rss_mib(pids))
+    (run.bulk_node_mib if bulk else run.node_mib).append(node_mib(pids))
     for pid in pids:
-        key = f"{_role(pid)}{' (routes)' if bulk else ''}"
-        run.per_process.setdefault(key, []).append(_mem_mib([pid]))
+        key = f"{role(pid)}{' (routes)' if bulk else ''}"
+        run.per_process.setdefault(key, []).append((rss_mib([pid]), node_mib([pid])))
 
 
 def _tree(lab: Lab, node: str, pids: list[int]) -> list[int]:
@@ -147,52 +118,6 @@ def _fib_bgp_routes(lab: Lab) -> int:
     """BGP routes in r1's kernel FIB (an ECMP route's ``nexthop`` lines are not routes)."""
     out = netns.run(["ip", "-4", "-n", lab.ns("r1"), "route", "show", "proto", "bgp"])
     return sum(1 for line in out.stdout.splitlines() if line and not line[0].isspace())
-
-
-def _bulk_name(i: int) -> str:
-    return f"bulk{i}"
-
-
-def _bulk_routes(lab: Lab, c: Cluster, routes: int, made: list[int]) -> float:
-    """``routes`` Services with an IP in :data:`BULK_POOL` (8 writers), until r1 holds them
-    all; returns the seconds from the first write. ``made`` collects what was created."""
-    kube = KubeClient(str(c.cp.kubeconfig))
-    before = _fib_bgp_routes(lab)
-    nodes = list(NODES)
-
-    def one(i: int) -> None:
-        name = _bulk_name(i)
-        kube.create(SERVICES, service_body(name), c.app_ns)
-        made.append(i)
-        kube.create(SLICES, endpoint_slice_body(name, nodes), c.app_ns)
-        ip = f"198.18.{i // 256}.{i % 256}"
-        kube.patch(SERVICES, name, {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
-                   c.app_ns, subresource="status")  # fmt: skip
-
-    t0 = time.monotonic()
-    try:
-        with ThreadPoolExecutor(8) as pool_:
-            list(pool_.map(one, range(routes)))
-        _wait(f"{routes} more routes at r1", lambda: _fib_bgp_routes(lab) >= before + routes,
-              900, lambda: _lab_logs(lab))  # fmt: skip
-        return time.monotonic() - t0
-    finally:
-        kube.close()
-
-
-def _delete_bulk(c: Cluster, made: list[int]) -> None:
-    kube = KubeClient(str(c.cp.kubeconfig))
-
-    def one(i: int) -> None:
-        kube.delete(SLICES, f"{_bulk_name(i)}-ipv4", c.app_ns)
-        kube.delete(SERVICES, _bulk_name(i), c.app_ns)
-
-    try:
-        with ThreadPoolExecutor(8) as pool_:
-            list(pool_.map(one, made))
-    finally:
-        kube.close()
-    made.clear()
 
 
 _NOISE = ("Shutdown signal", "All workers finished", "Stopping and waiting", "start reconcile",
@@ -302,6 +227,9 @@ def run_exalb(lab: Lab, cp: ControlPlane, services: int, routes: int) -> Speaker
     made: list[int] = []
     sl = SpeakerLab(lab, cp, c)
     garps: dict[str, Popen[bytes]] = {}
+    key_dir = lab.directory / "garp-key"  # the probe key, as the chart's Secret mounts it
+    key_dir.mkdir(mode=0o700, exist_ok=True)
+    (key_dir / "key").write_text(secrets.token_urlsafe(48))
     try:
         for node in NODES:
             state = sl.dir(node) / "l2-state.json"
@@ -310,7 +238,7 @@ def run_exalb(lab: Lab, cp: ControlPlane, services: int, routes: int) -> Speaker
             garps[node] = lab.popen(
                 node,
                 [GARP, "--state", str(state), "--node", node, "--metrics-addr", "127.0.0.1",
-                 "--metrics-port", "7474"],
+                 "--metrics-port", "7475", "--key-dir", str(key_dir)],
                 name="garp",
             )  # fmt: skip
         sl.wait_ready()
@@ -322,6 +250,8 @@ def run_exalb(lab: Lab, cp: ControlPlane, services: int, routes: int) -> Speaker
 
         def memory(bulk: bool) -> None:
             for node in NODES:
+                if garps[node].poll() is not None:  # a sidecar that exited would weigh 0
+                    raise RuntimeError(f"{node}: exalb-garp exited\n{_lab_logs(lab)}")
                 p = sl.procs[node]
                 assert p.exabgp is not None and p.speaker is not None
                 pids = [p.exabgp.pid, p.speaker.pid, garps[node].pid]
@@ -329,7 +259,9 @@ def run_exalb(lab: Lab, cp: ControlPlane, services: int, routes: int) -> Speaker
 
         memory(bulk=False)
         if routes:
-            run.bulk_seconds = _bulk_routes(lab, c, routes, made)
+            run.bulk_seconds, run.bulk_kicks = bulk_routes(
+                lab, c, routes, made, lambda: _lab_logs(lab)
+            )
             memory(bulk=True)
     finally:
         for node in NODES:
@@ -342,7 +274,7 @@ def run_exalb(lab: Lab, cp: ControlPlane, services: int, routes: int) -> Speaker
                 lab.stop_process(node, ex)
                 netns.stop([k for k in kids if netns.alive(k)], [lab.ns(node)], 1.0)
         sl.close()
-        _delete_bulk(c, made)
+        delete_bulk(c, made)
         c.cleanup()
     _settle_down(lab)
     return run
@@ -389,14 +321,16 @@ def run_metallb(lab: Lab, cp: ControlPlane, services: int, routes: int, binary: 
         for n in NODES:
             _note_memory(run, _tree(lab, n, [procs[n].pid]), bulk=False)
         if routes:
-            run.bulk_seconds = _bulk_routes(lab, c, routes, made)
+            run.bulk_seconds, run.bulk_kicks = bulk_routes(
+                lab, c, routes, made, lambda: _lab_logs(lab)
+            )
             for n in NODES:
                 _note_memory(run, _tree(lab, n, [procs[n].pid]), bulk=True)
     finally:
         for node, p in procs.items():
             lab.stop_process(node, p, grace=10)
         relay.close()
-        _delete_bulk(c, made)
+        delete_bulk(c, made)
         for plural in ("servicebgpstatuses", "configurationstates", "servicel2statuses"):
             cp.api("DELETE", f"/apis/metallb.io/v1beta1/namespaces/{c.config_ns}/{plural}")
         c.cleanup()
@@ -441,7 +375,8 @@ def run_floor(lab: Lab, services: int, round_: int) -> SpeakerRun:
             fifo = lab.node_dir(node) / f"floor{round_}.fifo"
             os.mkfifo(fifo)
             fifos[node] = fifo
-            lab.start_exabgp(node, _floor_config(node, fifo))
+            # no CLI process, as exalb's ExaBGP runs: the floor's memory is ExaBGP + feeder
+            lab.start_exabgp(node, _floor_config(node, fifo), env={"exabgp.api.cli": "false"})
             started.append(node)
         _wait("sessions", lambda: _v4_established(lab), 60, lambda: _lab_logs(lab))
         _open_feeders(lab, fifos, fds)
@@ -483,8 +418,9 @@ def summary(runs: list[SpeakerRun]) -> dict[str, float]:
         "all_p50": statistics.median(all3),
         "resets": float(sum(r.resets for r in runs)),
         "kicks": float(sum(r.kicks for r in runs)),
+        "bulk_kicks": float(sum(r.bulk_kicks for r in runs)),
     }
-    for key in ("rss_mib", "pss_mib", "bulk_rss_mib", "bulk_pss_mib"):
+    for key in ("rss_mib", "node_mib", "bulk_rss_mib", "bulk_node_mib"):
         values = [v for r in runs for v in getattr(r, key)]
         out[key.removesuffix("_mib")] = statistics.median(values) if values else float("nan")
     bulk = [r.bulk_seconds for r in runs if r.bulk_seconds]
@@ -493,7 +429,7 @@ def summary(runs: list[SpeakerRun]) -> dict[str, float]:
 
 
 def per_process(runs: list[SpeakerRun]) -> dict[str, tuple[float, float]]:
-    """Median RSS and PSS per process kind (e.g. ``speaker``, ``exabgp (routes)``)."""
+    """Median RSS and distinct frames per process kind (e.g. ``exalb-speaker``)."""
     keys = sorted({k for r in runs for k in r.per_process})
     out = {}
     for k in keys:

@@ -117,7 +117,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:  # size
     flag("--status-refresh", "STATUS_REFRESH", "seconds: /status reads ExaBGP's sessions "
          "and adj-rib-out at most this often", type=float, default=1.0)  # fmt: skip
     flag("--log-level", "LOG_LEVEL", default="info")
-    flag("--debounce", "DEBOUNCE", "seconds to collect changes before recomputing",
+    flag("--debounce", "DEBOUNCE", "at most this many seconds to collect changes, "
+         "when a change comes this soon after the last computation (a burst)",
          type=float, default=0.02)  # fmt: skip
     flag("--drain-seconds", "DRAIN_SECONDS", "before a withdraw (exit, drain on cordon), "
          "announce the routes this long with GRACEFUL_SHUTDOWN (RFC 8326); 0 = withdraw at once",

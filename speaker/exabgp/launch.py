@@ -14,9 +14,11 @@ per-instance settings (:func:`instance_environment`) as environment variables on
 * Later changes of peers are the speaker's job (re-render + ``reload`` through the bridge);
   a restarted ExaBGP simply re-reads the last rendered file, and the speaker re-announces by
   diff when the bridge reconnects.
-* The CLI FIFOs (``<root>/run/<pipename>.in/.out``) are created here because ExaBGP does not
-  create them itself (docs/exabgp.md, "CLI FIFOs"); ``exabgp cli --pipename <name>`` with the same
-  ``EXABGP_ROOT`` then works for humans and tests.
+* ExaBGP's CLI is off unless ``--cli`` is given: it costs a second Python process (ExaBGP's
+  FIFO relay, about 29 MiB resident) on every node, and no program uses it. With ``--cli``
+  the FIFOs (``<root>/run/<pipename>.in/.out``) are created here because ExaBGP does not
+  create them itself (docs/exabgp.md, "CLI FIFOs"); ``exabgp cli --pipename <name>`` with
+  the same ``EXABGP_ROOT`` then works for humans and tests.
 * ``--wait-done FILE`` is the ExaBGP container's ``preStop`` hook: Kubernetes sends SIGTERM
   to every container of a deleted pod at once, and ExaBGP's SIGTERM closes every session
   (the router drops the paths) while the speaker is still draining. The hook returns when
@@ -70,14 +72,15 @@ def make_fifos(root: Path, pipename: str) -> None:
 
 
 def instance_environment(
-    *, pipename: str, root: str, run_as_root: bool, log_level: str = "INFO"
+    *, pipename: str, root: str, run_as_root: bool, log_level: str = "INFO", cli: bool = False
 ) -> dict[str, str]:
     """What differs per ExaBGP instance, over ``exabgp.env`` (environment variables win over
     the env file in ExaBGP): its CLI pipe name and ``EXABGP_ROOT``, so several instances
-    coexist; ``nobody`` unless started as root (as root, ExaBGP would drop to ``nobody`` and
-    fail to exec the bridge); the log level."""
+    coexist; whether the CLI runs; ``nobody`` unless started as root (as root, ExaBGP would
+    drop to ``nobody`` and fail to exec the bridge); the log level."""
     return {
         "exabgp.api.pipename": pipename,
+        "exabgp.api.cli": "true" if cli else "false",
         "EXABGP_ROOT": root,
         "exabgp.daemon.user": "root" if run_as_root else "nobody",
         "exabgp.log.level": log_level,
@@ -112,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="file the speaker renders (required)")
     parser.add_argument("--root", type=Path, help="EXABGP_ROOT (FIFOs in run/; required)")
     parser.add_argument("--pipename", default="exabgp", help="CLI pipe name (exabgp cli)")
+    parser.add_argument("--cli", action="store_true", help="run ExaBGP's CLI (exabgp cli): "
+                        "one more Python process, about 29 MiB")  # fmt: skip
     parser.add_argument("--exabgp", default=default_exabgp(), help="exabgp executable")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait (0 = forever)")
@@ -122,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return wait_done(args.wait_done, args.wait)
     if args.config is None or args.root is None:
         parser.error("--config and --root are required")
-    make_fifos(args.root, args.pipename)
+    args.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if args.cli:
+        make_fifos(args.root, args.pipename)
     _log("waiting_for_config", config=str(args.config))
     if not wait_for_file(args.config, args.wait):
         _log("config_never_appeared", config=str(args.config), waited=args.wait)
@@ -134,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             root=str(args.root),
             run_as_root=os.geteuid() == 0,
             log_level=args.log_level,
+            cli=args.cli,
         )
     )
     _log("exec_exabgp", exabgp=args.exabgp, config=str(args.config), pid=os.getpid())

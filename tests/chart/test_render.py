@@ -408,13 +408,14 @@ def test_programs_accept_the_rendered_flags(
     # -- exabgp: the launcher waits for exactly the file the speaker renders
     exa = by_name["exabgp"]
     assert exa["command"] == ["exalb-exabgp"]
-    launch = dict(a.removeprefix("--").split("=", 1) for a in exa["args"])
+    launch = dict(a.removeprefix("--").partition("=")[::2] for a in exa["args"])
     assert launch["config"] == sargs.exabgp_config
     assert Path(launch["root"]).parent == Path(BGP_DIR)
     socket_probe = exa["readinessProbe"]["exec"]["command"]
     assert socket_probe == ["test", "-S", sargs.exabgp_socket]
     # Run the real launcher on a private copy of the paths: argparse accepts the flags (exit
-    # 2 would be a usage error), it creates the CLI FIFOs and reports the missing config.
+    # 2 would be a usage error), it creates the CLI FIFOs if asked and reports the missing
+    # config.
     remapped = [a.replace(BGP_DIR, str(tmp_path)) for a in exa["args"]]
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("exalb-exabgp")), *remapped, "--wait", "0.05"],
@@ -426,7 +427,7 @@ def test_programs_accept_the_rendered_flags(
     assert proc.returncode == 1, proc.stderr
     assert "config_never_appeared" in proc.stderr
     root = Path(launch["root"].replace(BGP_DIR, str(tmp_path)))
-    assert (root / "run" / f"{launch['pipename']}.in").is_fifo()
+    assert (root / "run" / f"{launch['pipename']}.in").is_fifo() == ("--cli" in exa["args"])
     # ExaBGP is signalled only after the speaker drained: its preStop waits for the done file
     # the speaker writes, for longer than the drain, within the pod's grace period
     pre_stop = exa["lifecycle"]["preStop"]["exec"]["command"]

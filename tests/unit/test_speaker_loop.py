@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from exalb.config.model import IPNetwork
 from speaker import metrics
 from speaker.announcer import Inputs
-from speaker.app import Settings, Speaker
+from speaker.app import Settings, Speaker, burst_delay
 from speaker.bgp import BGPAnnouncer, BGPPlan
 from speaker.cluster_store import ClusterStore
 from speaker.decisions import Announcements, Route
@@ -154,6 +155,51 @@ async def test_one_protocol_crashing_does_not_stop_the_other() -> None:
     sp, _ = speaker_with(loaded_world(), l2, bgp)
     await sp.recompute()
     assert journal == ["layer2:plan-layer2", "bgp:plan-bgp"]
+
+
+def test_burst_delay_is_none_when_idle_and_the_last_computation_time_in_a_burst() -> None:
+    assert burst_delay(since_last=0.5, last_took=0.3, debounce=0.02) == 0.0  # idle
+    assert burst_delay(since_last=0.001, last_took=0.002, debounce=0.02) == 0.002  # small
+    assert burst_delay(since_last=0.001, last_took=0.4, debounce=0.02) == 0.02  # capped
+    assert burst_delay(since_last=float("inf"), last_took=0.0, debounce=0.02) == 0.0
+
+
+@sync
+async def test_an_isolated_change_is_decided_at_once_and_a_burst_waits() -> None:
+    """The debounce here is an hour, and every computation seems to take ten minutes (the
+    clock jumps during apply): a computation that happens at all happened without a wait."""
+    now = [100.0]
+
+    class Slow(FakeAnnouncer):
+        async def apply(self, plan: str) -> bool:
+            now[0] += 600.0
+            return await super().apply(plan)
+
+    bgp = Slow("bgp", [])
+    settings = Settings("n1", NS, retry_delay=60, debounce=3600.0)
+    sp = Speaker(settings, loaded_world(), bgp, clock=lambda: now[0])  # type: ignore[arg-type]
+    sp.announcers = (bgp,)
+    sp._loop = asyncio.get_running_loop()
+
+    async def recomputes_after(seconds: float, want: int) -> int:
+        deadline = time.monotonic() + seconds
+        while sp.recomputes < want and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return sp.recomputes
+
+    loop = asyncio.create_task(sp._recompute_loop())
+    try:
+        sp.notify()  # idle: decided at once
+        assert await recomputes_after(10.0, 1) == 1
+        sp.notify()  # right after a computation of "ten minutes": a burst, it waits
+        assert await recomputes_after(0.3, 2) == 1
+        loop.cancel()
+        now[0] += 3600.0  # long after the last computation: idle again
+        loop = asyncio.create_task(sp._recompute_loop())
+        sp.notify()
+        assert await recomputes_after(10.0, 2) == 2
+    finally:
+        loop.cancel()
 
 
 @sync
