@@ -370,7 +370,7 @@ class KubeClient:
         server authorizes the user first. One request per forward: the forward closes with
         the connection. Failures raise :class:`ApiError` (403: not allowed; status 0: the
         forward or the port failed, with the kubelet's reason)."""
-        from exalb.k8s.portforward import port_forward_get  # noqa: PLC0415 (CLI only)
+        from exalb.k8s.official import port_forward_get  # noqa: PLC0415 (CLI only)
 
         return port_forward_get(self._kubeconfig, namespace, pod, port, path, timeout)
 

@@ -7,8 +7,9 @@ anonymous in-memory file, never to disk); the bearer token is read from its file
 every :data:`TOKEN_REFRESH` seconds, since projected service account tokens rotate.
 
 A kubeconfig that needs a credential plugin or a proxy (``needs_official_loader``) is
-loaded by the ``kubernetes`` package, imported only then; its result feeds the same
-connection pool and the same request path, so there is one way requests are sent.
+loaded by :mod:`exalb.k8s.official` (the ``kubernetes`` package, imported only then); its
+result feeds the same kind of connection pool and the same request path, so there is one
+way requests are sent.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ def ssl_context(creds: Credentials) -> ssl.SSLContext:
 
 def build(creds: Credentials, socket_options: list[tuple[int, int, int]]) -> Transport:
     if creds.needs_official_loader:
-        return _official(creds.source, socket_options)
+        from exalb.k8s.official import plugin_transport  # noqa: PLC0415 (plugins only)
+
+        return plugin_transport(creds.source, socket_options)
     pool_args: dict[str, Any] = {"maxsize": POOL_SIZE, "socket_options": socket_options}
     if creds.server.startswith("https://"):
         pool_args["ssl_context"] = ssl_context(creds)
@@ -118,37 +121,3 @@ def build(creds: Credentials, socket_options: list[tuple[int, int, int]]) -> Tra
         header = f"Bearer {creds.token}" if creds.token else None
         auth = lambda: header  # noqa: E731
     return Transport(creds.server, urllib3.PoolManager(**pool_args), auth)
-
-
-def _official(source: str | None, socket_options: list[tuple[int, int, int]]) -> Transport:
-    """A kubeconfig with a credential plugin or a proxy, loaded by the ``kubernetes``
-    package; its settings become our pool, its refreshing token our header."""
-    from kubernetes import client, config  # noqa: PLC0415 (only for plugin kubeconfigs)
-    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
-
-    cfg = client.Configuration()
-    try:
-        config.load_kube_config(config_file=source, client_configuration=cfg)
-    except ConfigException as exc:
-        raise KubeconfigError(str(exc)) from exc
-    pool_args: dict[str, Any] = {
-        "maxsize": POOL_SIZE,
-        "socket_options": socket_options,
-        "cert_reqs": ssl.CERT_REQUIRED if cfg.verify_ssl else ssl.CERT_NONE,
-        "ca_certs": cfg.ssl_ca_cert,
-        "cert_file": cfg.cert_file,
-        "key_file": cfg.key_file,
-    }
-    if cfg.tls_server_name:
-        pool_args["server_hostname"] = cfg.tls_server_name
-    pool: urllib3.PoolManager
-    if cfg.proxy:
-        pool = urllib3.ProxyManager(cfg.proxy, proxy_headers=cfg.proxy_headers, **pool_args)
-    else:
-        pool = urllib3.PoolManager(**pool_args)
-
-    def auth() -> str | None:
-        value = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
-        return str(value) if value else None
-
-    return Transport(str(cfg.host).rstrip("/"), pool, auth)

@@ -4,6 +4,7 @@ client certificates and CA given inline as data, bearer tokens, and a wrong CA r
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,40 @@ def test_bearer_token_and_its_rights(control_plane: ControlPlane, namespace: str
     with pytest.raises(ApiError) as err:  # authenticated (not 401), but granted nothing
         kube.list(NAMESPACES)
     assert err.value.status == 403 and f"system:serviceaccount:{namespace}:nobody" in str(err.value)
+
+
+def test_a_credential_plugin_kubeconfig_goes_through_the_official_loader(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """An ``exec`` plugin (as cloud kubeconfigs have): the kubernetes package runs it, and
+    the token it prints authenticates exalb's own transport."""
+    control_plane.api(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "plugged"}},
+    )
+    token = control_plane.create_token(namespace, "plugged")
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {"token": token},
+    }
+    script = tmp_path / "plugin.sh"
+    script.write_text(f"#!/bin/sh\ncat <<'END'\n{json.dumps(credential)}\nEND\n")
+    script.chmod(0o700)
+    doc = yaml.safe_load(control_plane.kubeconfig.read_text())
+    doc["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": str(script),
+            "interactiveMode": "Never",
+        }
+    }
+    path = tmp_path / "plugin.kubeconfig"
+    path.write_text(yaml.safe_dump(doc))
+    kube = KubeClient(str(path))
+    with pytest.raises(ApiError) as err:  # the plugin's identity: authenticated, no rights
+        kube.list(NAMESPACES)
+    assert err.value.status == 403 and f"system:serviceaccount:{namespace}:plugged" in str(
+        err.value
+    )

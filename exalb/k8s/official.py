@@ -1,9 +1,13 @@
-"""One HTTP GET through the API server's port-forward (``kubectl exalb`` only).
+"""The one module that calls into the ``kubernetes`` package, for what only it implements.
 
-The port-forward protocol (a websocket with a channel per port) comes from the
-``kubernetes`` package's stream helper, so this module is the one place that imports it,
-and only the CLI imports this module (lazily, from ``KubeClient.port_forward_get``): the
-controller and the speakers never load the package (why: :mod:`exalb.k8s.kubeconfig`).
+* Kubeconfigs with a credential plugin (``exec``, ``auth-provider``), basic auth or a proxy:
+  :func:`plugin_transport` loads them with the package's loader, whose refreshing token
+  and TLS files feed exalb's own transport (:mod:`exalb.k8s.transport`).
+* One HTTP GET through the API server's port-forward (``kubectl exalb``): the protocol (a
+  websocket with a channel per port) is the package's stream helper.
+
+It is imported lazily, only for these: the controller and the speakers in a pod use the
+service account and never load the package (why: :mod:`exalb.k8s.kubeconfig`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import contextlib
 import http.client
 import os
 import re
+import ssl
 from typing import Any
 
+import urllib3
 import websocket
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -22,6 +28,8 @@ from kubernetes import stream as k8s_stream
 from kubernetes.config.config_exception import ConfigException
 
 from exalb.k8s.client import JSON, ApiError, decode_json
+from exalb.k8s.kubeconfig import KubeconfigError
+from exalb.k8s.transport import POOL_SIZE, Transport
 
 
 def _configuration(kubeconfig: str | None) -> k8s_client.Configuration:
@@ -107,3 +115,34 @@ def _forward_error(exc: k8s_client.ApiException) -> ApiError:
             raw = ast.literal_eval(parts[-1].strip())
             body = raw if isinstance(raw, dict) else decode_json(raw)
     return ApiError(int(match.group(1)), match.group(2) or "websocket handshake refused", body)
+
+
+def plugin_transport(source: str | None, socket_options: list[tuple[int, int, int]]) -> Transport:
+    """A kubeconfig with a credential plugin or a proxy, loaded by the ``kubernetes``
+    package; its settings become our pool, its refreshing token our header."""
+    cfg = k8s_client.Configuration()
+    try:
+        k8s_config.load_kube_config(config_file=source, client_configuration=cfg)
+    except ConfigException as exc:
+        raise KubeconfigError(str(exc)) from exc
+    pool_args: dict[str, Any] = {
+        "maxsize": POOL_SIZE,
+        "socket_options": socket_options,
+        "cert_reqs": ssl.CERT_REQUIRED if cfg.verify_ssl else ssl.CERT_NONE,
+        "ca_certs": cfg.ssl_ca_cert,
+        "cert_file": cfg.cert_file,
+        "key_file": cfg.key_file,
+    }
+    if cfg.tls_server_name:
+        pool_args["server_hostname"] = cfg.tls_server_name
+    pool: urllib3.PoolManager
+    if cfg.proxy:
+        pool = urllib3.ProxyManager(cfg.proxy, proxy_headers=cfg.proxy_headers, **pool_args)
+    else:
+        pool = urllib3.PoolManager(**pool_args)
+
+    def auth() -> str | None:
+        value = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
+        return str(value) if value else None
+
+    return Transport(str(cfg.host).rstrip("/"), pool, auth)
