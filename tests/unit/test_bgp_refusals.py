@@ -40,7 +40,7 @@ NODE = NodeView(name="n1", addresses=(ip("198.51.100.2"),))
 
 
 def peer(name: str, last_octet: int, **kw: Any) -> Peer:
-    return Peer(name, 64501, ip(f"192.0.2.{last_octet}"), peer_asn=64500, **kw)
+    return Peer(name, 64501, ip(f"203.0.113.{last_octet}"), peer_asn=64500, **kw)
 
 
 GOOD = (peer("a", 1), peer("c", 9), peer("d", 13))
