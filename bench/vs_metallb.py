@@ -286,7 +286,7 @@ def speakers(cp: ControlPlane, args: argparse.Namespace, metallb_bin: Path) -> l
             (f"  of the {routes:,}: Services announced only after a second event (all rounds)",
              f"{ml['bulk_kicks']:.0f}", f"{ex['bulk_kicks']:.0f}", ""),
         ]  # fmt: skip
-    for name, (rss, _pages) in per_process(runs["exalb"]).items():
+    for name, rss in per_process(runs["exalb"]).items():
         rows.append((f"  exalb {name}: RSS", "", f"{rss:.1f} MiB", ""))
     rows += [
         ("  floor: bare ExaBGP, API line → /32 in FIB, p50 / p95", "", pair(fl), ""),

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from exalb.k8s.client import KubeClient
 from exalb.k8s.resources import Resource
-from lab import netns
 from lab.runner import Lab
 from tests.lab.speaker_lab import NODES, Cluster, endpoint_slice_body, service_body
 
@@ -55,8 +54,8 @@ def bulk_routes(
 
 
 def _bulk_ips(lab: Lab) -> set[str]:
-    out = netns.run(["ip", "-4", "-n", lab.ns("r1"), "route", "show", "proto", "bgp"])
-    return {line.split()[0] for line in out.stdout.splitlines() if line.startswith("198.19.")}
+    """The bulk IPs among r1's BGP routes."""
+    return {p.removesuffix("/32") for p in lab.fib("r1").prefixes(4) if p.startswith("198.19.")}
 
 
 def _wait_bulk(lab: Lab, kube: KubeClient, c: Cluster, routes: int, logs: Callable[[], str]) -> int:

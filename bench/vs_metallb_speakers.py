@@ -75,7 +75,7 @@ class SpeakerRun:
     bulk_seconds: float = 0.0  # first bulk write → r1 holds every route
     kicks: int = 0  # extra events the warm-up Service needed before it was announced
     bulk_kicks: int = 0  # bulk Services that needed a second event (see _wait_bulk)
-    per_process: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    per_process: dict[str, list[float]] = field(default_factory=dict)  # RSS by program
 
 
 def _note_memory(run: SpeakerRun, pids: list[int], bulk: bool) -> None:
@@ -83,7 +83,7 @@ def _note_memory(run: SpeakerRun, pids: list[int], bulk: bool) -> None:
     (run.bulk_node_mib if bulk else run.node_mib).append(node_mib(pids))
     for pid in pids:
         key = f"{role(pid)}{' (routes)' if bulk else ''}"
-        run.per_process.setdefault(key, []).append((rss_mib([pid]), node_mib([pid])))
+        run.per_process.setdefault(key, []).append(rss_mib([pid]))
 
 
 def _tree(lab: Lab, node: str, pids: list[int]) -> list[int]:
@@ -115,9 +115,8 @@ def _wait(what: str, cond: Callable[[], bool], timeout: float, logs: Callable[[]
 
 
 def _fib_bgp_routes(lab: Lab) -> int:
-    """BGP routes in r1's kernel FIB (an ECMP route's ``nexthop`` lines are not routes)."""
-    out = netns.run(["ip", "-4", "-n", lab.ns("r1"), "route", "show", "proto", "bgp"])
-    return sum(1 for line in out.stdout.splitlines() if line and not line[0].isspace())
+    """IPv4 BGP routes in r1's kernel FIB."""
+    return len(lab.fib("r1").prefixes(4))
 
 
 _NOISE = ("Shutdown signal", "All workers finished", "Stopping and waiting", "start reconcile",
@@ -428,11 +427,7 @@ def summary(runs: list[SpeakerRun]) -> dict[str, float]:
     return out
 
 
-def per_process(runs: list[SpeakerRun]) -> dict[str, tuple[float, float]]:
-    """Median RSS and distinct frames per process kind (e.g. ``exalb-speaker``)."""
+def per_process(runs: list[SpeakerRun]) -> dict[str, float]:
+    """Median RSS per process kind (e.g. ``exalb-speaker``)."""
     keys = sorted({k for r in runs for k in r.per_process})
-    out = {}
-    for k in keys:
-        pairs = [p for r in runs for p in r.per_process.get(k, [])]
-        out[k] = (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs))
-    return out
+    return {k: statistics.median(v for r in runs for v in r.per_process.get(k, [])) for k in keys}
