@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from exalb.http_get import get_once
 from exalb.k8s.client import ApiError
 from exalbctl.report import SpeakerStatus
 
@@ -178,16 +179,6 @@ def status_path(service: str | None) -> str:
     return STATUS_PATH + (f"?service={quote(service, safe='/')}" if service else "")
 
 
-def _get_unix(path: str, request: str, timeout: float) -> tuple[int, bytes]:
-    conn = _UnixHTTPConnection(path, timeout)
-    try:
-        conn.request("GET", request)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def _get_http(url: str, timeout: float) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # http(s) only: parse_speaker
@@ -234,7 +225,11 @@ def _read(
     forward: ForwardGetter | None,
 ) -> dict[str, Any]:
     if target.url is not None and target.url.startswith("unix://"):
-        return _document(*_get_unix(target.url[len("unix://") :], status_path(service), timeout))
+        return _document(
+            *get_once(
+                _UnixHTTPConnection(target.url[len("unix://") :], timeout), status_path(service)
+            )
+        )
     if target.url is not None:
         return _document(*_get_http(target.url.rstrip("/") + status_path(service), timeout))
     ns, _, pod = str(target.pod).partition("/")

@@ -61,5 +61,5 @@ def configure(level: str) -> None:
     JsonLogger.threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
 
 
-def get_logger(_name: str = "exalb.garp") -> JsonLogger:
+def get_logger() -> JsonLogger:
     return JsonLogger()

@@ -27,12 +27,15 @@ from kubernetes import config as k8s_config
 from kubernetes import stream as k8s_stream
 from kubernetes.config.config_exception import ConfigException
 
+from exalb.http_get import get_once
 from exalb.k8s.client import JSON, ApiError, decode_json
 from exalb.k8s.kubeconfig import KubeconfigError
 from exalb.k8s.transport import POOL_SIZE, Transport
 
 
 def _configuration(kubeconfig: str | None) -> k8s_client.Configuration:
+    """The package's own loading: ``kubeconfig``, else in a pod the service account, else
+    kubectl's search (the same order as :func:`exalb.k8s.kubeconfig.load`)."""
     cfg = k8s_client.Configuration()
     try:
         if kubeconfig:
@@ -42,7 +45,7 @@ def _configuration(kubeconfig: str | None) -> k8s_client.Configuration:
         else:
             k8s_config.load_kube_config(client_configuration=cfg)
     except ConfigException as exc:
-        raise ApiError(0, f"no Kubernetes configuration: {exc}") from exc
+        raise KubeconfigError(str(exc)) from exc
     return cfg
 
 
@@ -52,7 +55,11 @@ def port_forward_get(
     """See ``KubeClient.port_forward_get``."""
     # A client of its own: the library's stream helper swaps the client's request method
     # for a websocket one while it runs.
-    api = k8s_client.ApiClient(_configuration(kubeconfig))
+    try:
+        cfg = _configuration(kubeconfig)
+    except KubeconfigError as exc:
+        raise ApiError(0, f"no Kubernetes configuration: {exc}") from exc
+    api = k8s_client.ApiClient(cfg)
     core = k8s_client.CoreV1Api(api)
     # The library's websocket takes its timeout from this process-wide default (no
     # parameter reaches it); only the CLI port-forwards, with one timeout for all.
@@ -70,7 +77,7 @@ def port_forward_get(
     sock = forward.socket(port)
     sock.settimeout(timeout)
     try:
-        return _http_get_over(sock, path, timeout)
+        return get_once(_SocketHTTPConnection(sock, timeout), path)
     except (OSError, http.client.HTTPException) as exc:
         reason = forward.error(port) or exc
         raise ApiError(0, f"port-forward to {pod}:{port}: {reason}") from exc
@@ -88,16 +95,6 @@ class _SocketHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         self.sock = self._given
-
-
-def _http_get_over(sock: Any, path: str, timeout: float) -> tuple[int, bytes]:
-    conn = _SocketHTTPConnection(sock, timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def _forward_error(exc: k8s_client.ApiException) -> ApiError:
@@ -120,11 +117,7 @@ def _forward_error(exc: k8s_client.ApiException) -> ApiError:
 def plugin_transport(source: str | None, socket_options: list[tuple[int, int, int]]) -> Transport:
     """A kubeconfig with a credential plugin or a proxy, loaded by the ``kubernetes``
     package; its settings become our pool, its refreshing token our header."""
-    cfg = k8s_client.Configuration()
-    try:
-        k8s_config.load_kube_config(config_file=source, client_configuration=cfg)
-    except ConfigException as exc:
-        raise KubeconfigError(str(exc)) from exc
+    cfg = _configuration(source)
     pool_args: dict[str, Any] = {
         "maxsize": POOL_SIZE,
         "socket_options": socket_options,
