@@ -25,7 +25,7 @@ check "mypy --strict" .venv/bin/mypy
 check "import rules" .venv/bin/lint-imports
 step "pytest"
 set +e
-.venv/bin/pytest -ra "$@"
+.venv/bin/pytest -ra --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; fi

@@ -31,7 +31,8 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from exalb.k8s import kubeconfig as kubeconfig_files
@@ -113,8 +114,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.transient
 
 
+# 0.2 s doubling to 10 s, plus up to 1 s of jitter so that speakers on many nodes do not retry
+# in step. Built from the two waits every tenacity version has (wait_exponential_jitter's
+# parameters were renamed in 9.x).
+_BACKOFF = wait_exponential(multiplier=0.2, max=10) + wait_random(0, 1)
+
+
 def _wait(state: RetryCallState) -> float:
-    base = wait_exponential_jitter(initial=0.2, max=10)(state)
+    base = _BACKOFF(state)
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, ApiError) and exc.retry_after:
         return max(base, min(exc.retry_after, 30.0))
