@@ -2,7 +2,8 @@
 
 ``check`` prints every problem at once (or the model it would run); ``convert`` turns a
 legacy ConfigMap into the ``metallb.io`` objects MetalLB's own converter would write, with a
-note when a pool had to be renamed (Services that name the old pool must change too).
+note when a pool or BFD profile had to be renamed (Services that name the old pool must
+change too).
 """
 
 from __future__ import annotations
@@ -76,14 +77,25 @@ def config_convert(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _rename_notes(renamed: Sequence[Renamed]) -> list[str]:
-    """What a user must change outside the config when a pool got another name."""
-    if not renamed:
-        return []
-    lines = ["IPAddressPool names changed to valid object names (as MetalLB's converter does):"]
-    lines += [f"  {r.legacy} -> {r.name}  (from {r.source})" for r in renamed]
-    lines += [
+# After the list of renamed objects of a kind: what the user must change outside the config.
+_AFTER_RENAMES: dict[str, tuple[str, ...]] = {
+    "IPAddressPool": (
         "Services that name an old pool in the metallb.io/address-pool (or",
         "metallb.universe.tf/address-pool) annotation must be changed to the new name.",
-    ]
+    ),
+    "BFDProfile": ("The BGPPeers' bfdProfile references use the new names.",),
+}
+
+
+def _rename_notes(renamed: Sequence[Renamed]) -> list[str]:
+    """Which pools and BFD profiles got another name, and what that means outside the config
+    (Services name pools; only the peers, converted alongside, name BFD profiles)."""
+    lines: list[str] = []
+    for kind, after in _AFTER_RENAMES.items():
+        these = [r for r in renamed if r.kind == kind]
+        if not these:
+            continue
+        lines.append(f"{kind} names changed to valid object names (as MetalLB's converter does):")
+        lines += [f"  {r.legacy} -> {r.name}  (from {r.source})" for r in these]
+        lines += after
     return lines

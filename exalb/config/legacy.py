@@ -3,10 +3,11 @@
 Conversion first, then the one CRD parser: the two formats can never drift apart in what
 they accept, and ``exalbctl config convert`` prints the objects exalb itself uses. Names
 follow MetalLB's own converter (``peer1…N``, ``bgpadvertisementN``, ``l2advertisementN``,
-one ``Community`` named ``communities``, and pool names made valid object names by
-:func:`with_object_names`, which only the converter applies) so a later switch to CRDs keeps
-the names. Every generated object carries its legacy origin, so messages from the CRD parser
-still point at the legacy field ("BGPPeer/peer1 (from peers[0]): spec.myASN: is required").
+one ``Community`` named ``communities``, and pool and BFD profile names made valid object
+names by :func:`with_object_names`, which only the converter applies) so a later switch to
+CRDs keeps the names. Every generated object carries its legacy origin, so messages from the
+CRD parser still point at the legacy field ("BGPPeer/peer1 (from peers[0]): spec.myASN: is
+required").
 """
 
 from __future__ import annotations
@@ -218,8 +219,9 @@ _OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 
 
 def object_name(legacy: str) -> str | None:
-    """The object name MetalLB's converter gives a legacy pool name; ``None`` when even that
-    is not a name the API server accepts (``formatToK8S`` does not check its result)."""
+    """The object name MetalLB's converter gives a legacy pool or BFD profile name; ``None``
+    when even that is not a name the API server accepts (``formatToK8S`` does not check its
+    result)."""
     if _KEEP_NAME.match(legacy):
         return legacy
     name = legacy[:63].lower().replace("_", "-")
@@ -232,63 +234,116 @@ def object_name(legacy: str) -> str | None:
 
 @dataclass(frozen=True)
 class Renamed:
-    """A legacy pool that got another name as an object."""
+    """A legacy pool or BFD profile that got another name as an object."""
 
     legacy: str
     name: str
     source: str  # the legacy field, e.g. ``address-pools[1]``
+    kind: str  # ``IPAddressPool`` or ``BFDProfile``
+
+
+# The kinds whose legacy names MetalLB's converter turns into object names, each with the
+# words a message uses for it.
+_RENAMED_KINDS = {"IPAddressPool": ("an", "pool"), "BFDProfile": ("a", "BFD profile")}
 
 
 def with_object_names(
     objects: list[dict[str, Any]], problems: Problems, origin: Subject = "config"
 ) -> tuple[list[dict[str, Any]], tuple[Renamed, ...]]:
-    """``objects`` (from :func:`legacy_to_objects`) with pool names the API server accepts.
+    """``objects`` (from :func:`legacy_to_objects`) with pool and BFD profile names the API
+    server accepts.
 
-    The legacy format had no such rule, so ``Capitalized-AddressPool`` was fine there;
-    as an ``IPAddressPool`` it is refused. Every reference to a renamed pool (the
-    advertisements' ``ipAddressPools``) follows. Only ``exalbctl config convert`` needs
-    this: exalb reading a legacy ConfigMap keeps its names, so the Services' ``address-pool``
-    annotations keep matching.
+    The legacy format had no such rule, so ``Capitalized-AddressPool`` or
+    ``underscored_bfd_profile`` was fine there; as an object name it is refused. Every
+    reference follows: the advertisements' ``ipAddressPools`` and the peers' ``bfdProfile``
+    (a peer naming no profile of the config has its reference converted the same way, as
+    MetalLB's converter does). Only ``exalbctl config convert`` needs this: exalb reading a
+    legacy ConfigMap keeps its names, so the Services' ``address-pool`` annotations keep
+    matching.
     """
+    pools = _object_names(objects, "IPAddressPool", problems, origin)
+    profiles = _object_names(objects, "BFDProfile", problems, origin)
+    defined = {_legacy_name(obj) for obj in objects if obj["kind"] == "BFDProfile"}
+    out = []
+    for original in objects:
+        obj = copy.deepcopy(original)
+        renames = {"IPAddressPool": pools, "BFDProfile": profiles}.get(obj["kind"], {})
+        if obj["metadata"]["name"] in renames:
+            obj["metadata"]["name"] = renames[obj["metadata"]["name"]].name
+        refs = obj["spec"].get("ipAddressPools")
+        if isinstance(refs, list):
+            obj["spec"]["ipAddressPools"] = [pools[p].name if p in pools else p for p in refs]
+        if obj["kind"] == "BGPPeer":
+            _follow_bfd_profile(obj, profiles, defined, problems, origin)
+        out.append(obj)
+    return out, (*pools.values(), *profiles.values())
+
+
+def _legacy_name(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _legacy_source(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"].get("annotations", {}).get(LEGACY_SOURCE_ANNOTATION, ""))
+
+
+def _object_names(
+    objects: list[dict[str, Any]], kind: str, problems: Problems, origin: Subject
+) -> dict[str, Renamed]:
+    """The ``kind`` objects whose legacy name must change, by that name; a name that cannot
+    be made valid, or that becomes the name another one has, is an error."""
     renames: dict[str, Renamed] = {}
     owner: dict[str, str] = {}
     for obj in objects:
-        if obj["kind"] != "IPAddressPool":
+        if obj["kind"] != kind:
             continue
-        legacy = str(obj["metadata"]["name"])
-        source = str(obj["metadata"].get("annotations", {}).get(LEGACY_SOURCE_ANNOTATION, ""))
+        legacy, source = _legacy_name(obj), _legacy_source(obj)
         name = object_name(legacy)
         if name is None:
+            article, noun = _RENAMED_KINDS[kind]
             problems.error(
                 origin,
                 f"{source}.name",
-                f"{legacy!r} cannot be turned into an IPAddressPool name (lower-case letters, "
-                "digits and '-', starting with a letter); rename the pool",
+                f"{legacy!r} cannot be turned into {article} {kind} name (lower-case letters, "
+                f"digits and '-', starting with a letter); rename the {noun}",
             )
             continue
         if name in owner:
             problems.error(
                 origin,
                 f"{source}.name",
-                f"{legacy!r} becomes IPAddressPool {name!r}, as {owner[name]!r} does; "
-                "rename one of them",
+                f"{legacy!r} becomes {kind} {name!r}, as {owner[name]!r} does; rename one of them",
             )
             continue
         owner[name] = legacy
         if name != legacy:
-            renames[legacy] = Renamed(legacy, name, source)
-    if not renames:
-        return objects, ()
-    out = []
-    for original in objects:
-        obj = copy.deepcopy(original)
-        if obj["kind"] == "IPAddressPool" and obj["metadata"]["name"] in renames:
-            obj["metadata"]["name"] = renames[obj["metadata"]["name"]].name
-        pools = obj["spec"].get("ipAddressPools")
-        if isinstance(pools, list):
-            obj["spec"]["ipAddressPools"] = [renames[p].name if p in renames else p for p in pools]
-        out.append(obj)
-    return out, tuple(renames.values())
+            renames[legacy] = Renamed(legacy, name, source, kind)
+    return renames
+
+
+def _follow_bfd_profile(
+    peer: dict[str, Any],
+    profiles: Mapping[str, Renamed],
+    defined: set[str],
+    problems: Problems,
+    origin: Subject,
+) -> None:
+    """The peer's ``bfdProfile`` after the profiles' renames. A reference to no profile of
+    the config is converted on its own, as MetalLB's converter does (the config check
+    still reports it as missing); one that cannot be converted is an error."""
+    ref = peer["spec"].get("bfdProfile")
+    if not isinstance(ref, str) or not ref or (ref in defined and ref not in profiles):
+        return
+    name = profiles[ref].name if ref in profiles else object_name(ref)
+    if name is None:
+        problems.error(
+            origin,
+            f"{_legacy_source(peer)}.bfd-profile",
+            f"{ref!r} cannot be turned into a BFDProfile name (lower-case letters, digits "
+            "and '-', starting with a letter)",
+        )
+        return
+    peer["spec"]["bfdProfile"] = name
 
 
 def _selector(data: Any, origin: Subject, path: str, problems: Problems) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -423,6 +424,99 @@ def test_p7_names_that_cannot_be_made_valid_or_that_collide_are_refused(tmp_path
     text = out.getvalue()
     assert "address-pools[1].name: 'web' becomes IPAddressPool 'web', as 'Web' does" in text
     assert "address-pools[2].name: '42' cannot be turned into an IPAddressPool name" in text
+    # BFD profiles are refused the same way, and so is a peer's reference that cannot be
+    # converted (it names no profile of the config).
+    src.write_text(
+        "peers:\n"
+        "- {peer-address: 198.18.0.1, peer-asn: 64501, my-asn: 64500, bfd-profile: '_7'}\n"
+        "bfd-profiles:\n"
+        "- {name: Slow_BFD}\n"
+        "- {name: slow-bfd}\n"
+        "- {name: '-1-'}\n"
+    )
+    out = io.StringIO()
+    assert main(["config", "convert", str(src)], out) == 1
+    text = out.getvalue()
+    assert "bfd-profiles[1].name: 'slow-bfd' becomes BFDProfile 'slow-bfd', as 'Slow_BFD'" in text
+    assert "bfd-profiles[2].name: '-1-' cannot be turned into a BFDProfile name" in text
+    assert "peers[0].bfd-profile: '_7' cannot be turned into a BFDProfile name" in text
+
+
+LONG_BFD = "-".join(f"tooLongBFDProfileName0{i}" for i in range(1, 5))  # 95 characters
+LEGACY_BFD = f"""\
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: config, namespace: metallb-system}}
+data:
+  config: |
+    peers:
+    - peer-address: 198.18.0.1
+      peer-asn: 64501
+      my-asn: 64500
+      bfd-profile: underscored_bfd_profile
+    - {{peer-address: 198.18.0.2, peer-asn: 64501, my-asn: 64500, bfd-profile: {LONG_BFD}}}
+    - {{peer-address: 198.18.0.3, peer-asn: 64501, my-asn: 64500, bfd-profile: fine}}
+    - {{peer-address: 198.18.0.4, peer-asn: 64501, my-asn: 64500}}
+    bfd-profiles:
+    - name: underscored_bfd_profile
+      receive-interval: 280
+      transmit-interval: 270
+      echo-interval: 62
+      minimum-ttl: 254
+      detect-multiplier: 200
+    - {{name: {LONG_BFD}, receive-interval: 150, passive-mode: true}}
+    - {{name: fine}}
+    address-pools:
+    - {{name: default, protocol: bgp, addresses: [198.51.100.0/24]}}
+"""
+# A DNS-1123 label: stricter than the subdomain an object name must be, and what MetalLB's
+# converter aims at (its output for this input is labels only).
+DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+
+
+def test_p7_convert_gives_bfd_profiles_valid_names_and_peers_follow(tmp_path: Path) -> None:
+    """MetalLB (configmaptocrs/main.go, convertNamesToK8S and formatToK8S; its test case
+    config-yaml-convert-names): BFD profile names get the pool names' treatment (a name
+    that is not a lower-case DNS label is cut to 63 characters, lower-cased, '_' becomes
+    '-', and what precedes the first letter is dropped), and so does every peer's
+    bfd-profile, so each peer still names its profile. The output lists the renames."""
+    src = tmp_path / "cm.yaml"
+    src.write_text(LEGACY_BFD)
+    out = io.StringIO()
+    assert main(["config", "convert", str(src)], out) == 0, out.getvalue()
+    text = out.getvalue()
+    objs = list(yaml.safe_load_all(text))
+    long_name = "toolongbfdprofilename01-toolongbfdprofilename02-toolongbfdprofi"
+    assert len(long_name) == 63
+    profiles = [o["metadata"]["name"] for o in objs if o["kind"] == "BFDProfile"]
+    assert profiles == ["underscored-bfd-profile", long_name, "fine"]
+    assert all(re.fullmatch(DNS1123_LABEL, name) for name in profiles), profiles
+    refs = {
+        o["metadata"]["name"]: o["spec"].get("bfdProfile") for o in objs if o["kind"] == "BGPPeer"
+    }
+    assert refs == {
+        "peer1": "underscored-bfd-profile", "peer2": long_name, "peer3": "fine", "peer4": None
+    }  # fmt: skip
+    assert "# BFDProfile names changed to valid object names" in text
+    assert "#   underscored_bfd_profile -> underscored-bfd-profile  (from bfd-profiles[0])" in text
+    assert f"#   {LONG_BFD} -> {long_name}  (from bfd-profiles[1])" in text
+    assert "IPAddressPool names changed" not in text  # no pool was renamed
+    back = tmp_path / "crds.yaml"
+    back.write_text(text)
+    out = io.StringIO()
+    assert main(["config", "check", str(back)], out) == 0, out.getvalue()
+    # exalb reading the legacy ConfigMap itself keeps the names, references included.
+    live = parse(LEGACY_BFD).config
+    assert live is not None
+    assert sorted(p.name for p in live.bfd_profiles) == sorted(
+        ["underscored_bfd_profile", LONG_BFD, "fine"]
+    )
+    assert [p.bfd_profile for p in live.peers] == [
+        "underscored_bfd_profile",
+        LONG_BFD,
+        "fine",
+        None,
+    ]
 
 
 # -- 8. L2, allow-shared-ip and serviceSelectors --------------------------------------------
