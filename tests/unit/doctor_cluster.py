@@ -169,9 +169,10 @@ def healthy() -> Snapshot:
                             {"name": "http", "image": "localhost/backend:1"}]}}}}),
         speaker_pods=tuple(speaker_pod(n) for n in NODES),
         speaker_daemonsets=(ds,),
-        speakers=tuple(SpeakerStatus(n, f"pod {NS}/exalb-speaker-{n}:7472", doc=status_doc(n))
+        speakers=tuple(SpeakerStatus(n, f"pod {NS}/exalb-speaker-{n}:7474", doc=status_doc(n))
                        for n in NODES),
-        access=(Access("get", "pods/proxy", NS, True), Access("list", "pods", NS, True)),
+        access=(Access("get", "pods/portforward", NS, True),
+                Access("create", "pods/portforward", NS, True), Access("list", "pods", NS, True)),
     )  # fmt: skip
 
 

@@ -338,6 +338,35 @@ def test_metallb_claims_are_shown_from_its_events() -> None:
     assert "Migrating from MetalLB" in f.fix
 
 
+def _kube_vip(**env: str) -> Snapshot:
+    ds = {
+        "kind": "DaemonSet",
+        "metadata": {"name": "kube-vip-ds", "namespace": "kube-system"},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "kube-vip", "image": "ghcr.io/kube-vip/kube-vip:v0.8.9", "args": ["manager"],
+             "env": [{"name": k, "value": v} for k, v in {"cp_enable": "true", **env}.items()]}]}}},
+        "status": {"desiredNumberScheduled": 3, "numberReady": 3},
+    }  # fmt: skip
+    snap = healthy()
+    return replace(snap, workloads=(*snap.workloads, ds))
+
+
+def test_kube_vip_serving_services_is_found() -> None:
+    (f,) = findings(_kube_vip(svc_enable="true"), "other-load-balancers")
+    assert f.severity == Severity.ERROR and f.title.startswith("kube-vip runs")
+    assert any("DaemonSet kube-system/kube-vip-ds: 3/3 ready" in line for line in f.evidence)
+    assert "loadBalancerClass" in f.fix
+
+
+def test_kube_vip_for_the_control_plane_only_or_another_class_is_no_conflict() -> None:
+    """kube-vip holding only the API server's address (no svc_enable), or serving Services of
+    another class (lb_class_name), claims none of exalb's Services."""
+    assert findings(_kube_vip(), "other-load-balancers") == []
+    assert findings(_kube_vip(svc_enable="false"), "other-load-balancers") == []
+    snap = _kube_vip(svc_enable="true", lb_class_name="kube-vip.io/kube-vip-class")
+    assert findings(snap, "other-load-balancers") == []
+
+
 def test_speaker_missing_entirely() -> None:
     snap = replace(healthy(), speaker_pods=(), speaker_daemonsets=())
     (f,) = findings(snap, "speakers-ready")

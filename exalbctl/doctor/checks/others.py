@@ -13,13 +13,26 @@ from exalbctl.doctor.snapshot import argv, containers, flag, labels, name, ref, 
 CHECK = "other-load-balancers"
 
 # image fragment -> implementation (every one of them serves Services of type LoadBalancer
-# without a loadBalancerClass unless configured otherwise)
+# without a loadBalancerClass unless configured otherwise; first match wins)
 IMAGES = (
     ("metallb/controller", "MetalLB"), ("metallb/speaker", "MetalLB"),
-    ("kube-vip", "kube-vip"), ("klipper-lb", "k3s ServiceLB"), ("openelb", "OpenELB"),
+    ("kube-vip-cloud-provider", "kube-vip's cloud provider"), ("kube-vip", "kube-vip"),
+    ("klipper-lb", "k3s ServiceLB"), ("openelb", "OpenELB"),
     ("purelb", "PureLB"), ("kube-loxilb", "LoxiLB"), ("cloud-controller-manager",
     "a cloud controller manager"),
 )  # fmt: skip
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or []}
+
+
+def _serves_services(what: str, container: Mapping[str, Any]) -> bool:
+    """kube-vip is often there only for the control plane's address: it announces Services
+    only with ``svc_enable=true`` (what its manifest generator's ``--services`` sets)."""
+    if what == "kube-vip":
+        return _env(container).get("svc_enable", "").lower() == "true"
+    return True
 
 
 def implementation(workload: Mapping[str, Any]) -> str | None:
@@ -33,9 +46,9 @@ def implementation(workload: Mapping[str, Any]) -> str | None:
         image = str(c.get("image", ""))
         if any(str(e.get("name", "")).startswith("METALLB_") for e in c.get("env") or []):
             return "MetalLB"
-        for fragment, what in IMAGES:
-            if fragment in image:
-                return what
+        what = next((what for fragment, what in IMAGES if fragment in image), None)
+        if what is not None and _serves_services(what, c):
+            return what
     return None
 
 
@@ -53,7 +66,8 @@ def _ready(workload: Mapping[str, Any]) -> int:
 
 def _lb_class(workload: Mapping[str, Any]) -> str | None:
     for c in containers(workload):
-        value = flag(argv(c), "--lb-class")
+        # MetalLB's --lb-class flag; kube-vip's lb_class_name variable
+        value = flag(argv(c), "--lb-class") or _env(c).get("lb_class_name")
         if value:
             return value
     return None
