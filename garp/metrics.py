@@ -4,15 +4,23 @@ Same information as MetalLB's ``metallb_layer2_*`` counters, under exalb's own n
 proper ``_total`` suffixes (docs/metallb.md, "Metrics"). Series of an IP are removed when the IP
 leaves the desired state, so moved Services leave no stale series behind (MetalLB #1972).
 A private registry keeps the sidecar independent of whatever else is imported.
+
+The sidecar serves them on the node's address (host network: Prometheus and the kubelet's
+liveness probe dial it), so any host on the node network can connect: the listener is
+bounded like every exalb listener (:mod:`exalb.httpd`: a few connections at once, a rate, a
+deadline each), where prometheus_client's own server would start a thread per connection
+and keep an idle one forever.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, MetricsHandler
 
+from exalb import httpd
 from exalb.config.model import IPAddress
 
 _M = TypeVar("_M", Counter, Gauge)
@@ -145,5 +153,14 @@ class Metrics:
             self.peer_up.labels(n).set(1 if alive else 0)
         self._nodes = names
 
-    def serve(self, port: int, addr: str) -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str) -> httpd.BoundedHTTPServer:
+        """Serve the registry on ``addr:port`` from a daemon thread; returns the server."""
+        server = httpd.bounded_server(
+            addr,
+            port,
+            MetricsHandler.factory(self.registry),
+            listener="garp-metrics",
+            limits=httpd.Limits(),
+        )
+        threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+        return server

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from exalb.obs import ObservabilityServer
+from garp.metrics import Metrics
 
 
 @pytest.mark.parametrize(("address", "host"), [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "[::1]")])
@@ -160,3 +161,32 @@ def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_garp_metrics_listener_is_bounded_too() -> None:
+    """garp serves its metrics on the node's address (host network): the same cap as the
+    speaker's listeners, so idle connections from the node network cannot pin its threads,
+    and its liveness probe (GET /metrics) is still answered once a slot frees."""
+    server = Metrics().serve(0, "127.0.0.1")
+    port = int(server.server_address[1])
+    idle = [_idle(port) for _ in range(server.max_connections)]
+    try:
+        wait_until(lambda: server.open_connections == server.max_connections)
+        waiting = _idle(port)
+        waiting.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        waiting.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            waiting.recv(100)
+        idle[0].close()
+        waiting.settimeout(5)
+        body = b""
+        while chunk := waiting.recv(65536):
+            body += chunk
+        assert body.startswith(b"HTTP/1.0 200")
+        assert b"exalb_l2_" in body
+        waiting.close()
+    finally:
+        for s in idle:
+            s.close()
+        server.shutdown()
+        server.server_close()
