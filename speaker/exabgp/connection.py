@@ -59,7 +59,12 @@ class BridgeConnection:
         self.on_event = on_event
         self.pending: deque[_Pending] = deque()
         self.closed = asyncio.Event()
+        self._reader_failure_logged = False
         self.task = asyncio.create_task(self._read_loop())
+        # The loop catches only connection errors; a bug (in parse_line, _dispatch or
+        # on_event) ends the task. The connection then looks merely closed (pending
+        # commands fail, ``closed`` is set), so log what really happened at once.
+        self.task.add_done_callback(self._log_reader_failure)
 
     async def _read_loop(self) -> None:
         try:
@@ -114,15 +119,30 @@ class BridgeConnection:
         self.writer.write("".join(c + "\n" for c in commands).encode())
         return futures
 
+    def _log_reader_failure(self, task: asyncio.Task[None]) -> None:
+        """Log, once, the exception that ended the read loop (cancellation is no failure).
+        Called by the task's done-callback and by :meth:`close`, whichever comes first."""
+        if self._reader_failure_logged or not task.done() or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._reader_failure_logged = True
+            log.error("bridge_reader_failed", error=repr(exc), exc_info=exc)
+
     async def close(self) -> None:
+        """Close the connection; never raises what ended the read loop (that is logged)."""
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
-        self._fail_all(ConnectionError("closed"))
-        self.closed.set()
+        try:
+            # wait() never raises the task's exception; a cancellation of close() itself
+            # still propagates
+            await asyncio.wait({self.task})
+        finally:
+            self._fail_all(ConnectionError("closed"))
+            self.closed.set()
+        self._log_reader_failure(self.task)
 
     async def request(
         self, lines: list[str], *, refusals_expected: bool = False
