@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exalb.config.model import BFDProfile
 from lab import netns
+from lab.nsnet import forbid_host_dials
 from lab.runner import Lab, unavailable_reason
 from lab.topology import topology_path
 from lab.wait import wait_for
@@ -121,6 +122,7 @@ def stats(xs: list[float]) -> str:
 
 
 def main() -> int:
+    forbid_host_dials()  # lab addresses are reached from inside the namespaces only
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="per BFD mode")
     parser.add_argument("--hold-trials", type=int, default=5)

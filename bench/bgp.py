@@ -42,15 +42,14 @@ from lab.nsnet import forbid_host_dials  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
 from lab.topology import topology_path  # noqa: E402
 from lab.wait import wait_for  # noqa: E402
+from tests.lab.api_objects import advertisement, pool  # noqa: E402
 from tests.lab.speaker_lab import (  # noqa: E402
     NODES,
     PY,
     SpeakerLab,
-    advertisement,
     bgp_peer,
     install_crds,
     nexthops,
-    pool,
     speaker_lab,
 )
 

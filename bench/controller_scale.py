@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exalb.k8s.resources import SERVICES
 from lab.binaries import find_controlplane_binaries
 from lab.controlplane import ControlPlane
+from lab.nsnet import forbid_host_dials
 from tests.k8s.controller_env import Env, install_crds, wait_for
 
 
@@ -76,6 +77,7 @@ def run_size(cp: ControlPlane, logdir: Path, n: int, cold_start: bool) -> dict[s
 
 
 def main(argv: list[str]) -> int:
+    forbid_host_dials()  # the apiserver and the controller are reached on loopback only
     sizes = [int(a) for a in argv] or [100, 1_000, 5_000]
     with (
         tempfile.TemporaryDirectory() as tmp,

@@ -43,19 +43,12 @@ sys.path.insert(0, str(REPO))
 
 from lab.binaries import find_controlplane_binaries  # noqa: E402
 from lab.controlplane import ControlPlane  # noqa: E402
+from lab.nsnet import forbid_host_dials  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
 from lab.topology import topology_path  # noqa: E402
 from lab.wait import wait_for  # noqa: E402
-from tests.lab.speaker_lab import (  # noqa: E402
-    NODES,
-    ROUTER,
-    SpeakerLab,
-    advertisement,
-    bgp_peer,
-    install_crds,
-    pool,
-    speaker_lab,
-)
+from tests.lab.api_objects import advertisement, pool  # noqa: E402
+from tests.lab.speaker_lab import NODES, ROUTER, SpeakerLab, bgp_peer, install_crds, speaker_lab  # noqa: E402
 
 LOADED = "n1"
 
@@ -251,6 +244,7 @@ def report(
 
 
 def main() -> int:
+    forbid_host_dials()  # lab addresses are reached from inside the namespaces only
     if len(sys.argv) == 4 and sys.argv[1] == "--child-readers":
         asyncio.run(_readers(sys.argv[2], int(sys.argv[3])))
         return 0

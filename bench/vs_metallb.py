@@ -76,6 +76,7 @@ from vs_metallb_speakers import (  # noqa: E402
 )
 
 from lab.controlplane import ControlPlane, find_controlplane_binaries  # noqa: E402
+from lab.nsnet import forbid_host_dials  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
 from lab.topology import topology_path  # noqa: E402
 from tests.lab.speaker_lab import install_crds  # noqa: E402
@@ -323,6 +324,7 @@ def _stop_cleanly(signum: int, _frame: FrameType | None) -> None:
 
 
 def main() -> int:  # size: the options, then the two halves in turn
+    forbid_host_dials()  # lab addresses are reached from inside the namespaces only
     signal.signal(signal.SIGTERM, _stop_cleanly)
     signal.signal(signal.SIGINT, _stop_cleanly)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

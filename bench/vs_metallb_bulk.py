@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from exalb.k8s.client import KubeClient
 from exalb.k8s.resources import Resource
 from lab.runner import Lab
-from tests.lab.speaker_lab import NODES, Cluster, endpoint_slice_body, service_body
+from tests.lab.api_objects import Cluster, endpoint_slice_body, service_body
+from tests.lab.speaker_lab import NODES
 
 BULK_POOL = "198.19.0.0/16"  # benchmark range; 198.18.0.0/24 holds the lab links
 SERVICES = Resource("", "v1", "services", "Service")

@@ -46,16 +46,8 @@ from lab import netns
 from lab.controlplane import ControlPlane
 from lab.nsnet import ApiRelay
 from lab.runner import Lab
-from tests.lab.speaker_lab import (
-    NODES,
-    PY,
-    Cluster,
-    SpeakerLab,
-    advertisement,
-    bgp_peer,
-    nexthops,
-    pool,
-)
+from tests.lab.api_objects import Cluster, advertisement, pool
+from tests.lab.speaker_lab import NODES, PY, SpeakerLab, bgp_peer, nexthops
 
 BENCH = Path(__file__).resolve().parent
 GARP = str(Path(PY).with_name("exalb-garp"))

@@ -34,8 +34,9 @@ from lab.nsnet import ApiRelay, http_get
 from lab.runner import Lab, new_run_name
 from lab.topology import topology_path
 from lab.wait import wait_for
+from tests.lab.api_objects import Cluster, pool
 from tests.lab.l2_lab import NODE_IP4, NODE_IP6, NODES, TOPOLOGY_NAME, L2Lab, open_l2
-from tests.lab.speaker_lab import SPEAKER, Cluster, NodeNet, pool
+from tests.lab.speaker_lab import SPEAKER, NodeNet
 
 SPEAKER_PORT = 7474  # the sidecar's metrics listen on 7473 (0.0.0.0) in the same namespace
 STATUS_PORT = 7475  # the speaker's /status: loopback only, read from inside the namespace

@@ -25,13 +25,12 @@ from lab import netns
 from lab.controlplane import ControlPlane
 from lab.runner import Lab
 from lab.wait import wait_for
+from tests.lab.api_objects import advertisement, pool
 from tests.lab.speaker_lab import (
     NODES,
     SpeakerLab,
-    advertisement,
     bgp_peer,
     nexthops,
-    pool,
     speaker_lab,
     timed_wait_nexthops,
 )

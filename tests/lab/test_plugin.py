@@ -31,7 +31,8 @@ from lab.binaries import find_tools
 from lab.controlplane import ControlPlane
 from lab.runner import Lab
 from lab.wait import wait_for
-from tests.lab.speaker_lab import NODES, SpeakerLab, advertisement, bgp_peer, pool, speaker_lab
+from tests.lab.api_objects import advertisement, pool
+from tests.lab.speaker_lab import NODES, SpeakerLab, bgp_peer, speaker_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 

@@ -25,14 +25,13 @@ from lab.controlplane import ControlPlane
 from lab.fibwatch import MinNexthops
 from lab.runner import Lab
 from lab.wait import wait_for
+from tests.lab.api_objects import advertisement, pool
 from tests.lab.speaker_lab import (
     NODES,
     PY,
     SpeakerLab,
-    advertisement,
     bgp_peer,
     nexthops,
-    pool,
     speaker_lab,
     timed_wait_nexthops,
 )

@@ -24,13 +24,12 @@ from exalb.views import DRAIN_ON_CORDON_ANNOTATION
 from lab.controlplane import ControlPlane
 from lab.runner import Lab
 from lab.wait import wait_for
+from tests.lab.api_objects import advertisement, pool
 from tests.lab.speaker_lab import (
     NODES,
     SpeakerLab,
-    advertisement,
     bgp_peer,
     nexthops,
-    pool,
     speaker_lab,
     timed_wait_nexthops,
 )
