@@ -20,7 +20,8 @@ WORKDIR /src
 COPY . .
 RUN python3 -m venv /opt/exalb \
     && /opt/exalb/bin/pip install --no-compile . \
-    # exalb uses the synchronous kubernetes client; its asyncio twin and aiohttp are dead weight
+    # the kubernetes client (exalbctl's port-forward and credential plugins) is used
+    # synchronously; its asyncio twin and aiohttp are dead weight
     && site="$(/opt/exalb/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
     && rm -rf "$site/kubernetes/aio" \
     && for p in aiohttp aiohttp_retry aiohappyeyeballs aiosignal frozenlist multidict propcache yarl attrs attr; do \

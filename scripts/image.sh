@@ -207,8 +207,10 @@ install_exalb() {
     "$PY" -m pip install --quiet --no-index --find-links "$wheels" --root "$rootfs" \
         --prefix "$VENV" --ignore-installed --no-compile --no-warn-script-location exalb
     # The kubernetes client ships an asyncio twin of itself (kubernetes/aio, 41 MB) that pulls
-    # in aiohttp and its stack; exalb uses the synchronous client only (exalb/k8s/client.py),
-    # and nothing outside kubernetes/aio imports aiohttp.
+    # in aiohttp and its stack. The controller and the speaker use exalb's own client
+    # (exalb/k8s/client.py); the package serves exalbctl's port-forward and kubeconfig
+    # credential plugins (exalb/k8s/official.py), synchronously, and nothing outside
+    # kubernetes/aio imports aiohttp.
     local site="$rootfs$VENV/lib/python3.11/site-packages" p
     rm -rf "$site/kubernetes/aio"
     for p in aiohttp aiohttp_retry aiohappyeyeballs aiosignal frozenlist multidict propcache \

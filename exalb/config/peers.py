@@ -1,7 +1,8 @@
 """BGPPeer objects (v1beta2 and v1beta1) into :class:`~exalb.config.model.Peer`.
 
-MetalLB's fields and defaults, with what ExaBGP cannot honour refused loudly (BFD, VRF,
-unnumbered peers, ``connectTime``) instead of dropped, and timers held to what BGP itself
+MetalLB's fields and defaults (``bfdProfile`` too: FRR's bfdd runs next to ExaBGP,
+docs/bfd.md), with what ExaBGP cannot honour refused loudly (VRF, unnumbered peers,
+``connectTime``) instead of dropped, and timers held to what BGP itself
 allows: RFC 4271 carries the hold time in 16 bits and allows 0 (no keepalives) or 3 s and
 more. A ``holdTime: 1000000s`` passed MetalLB's CRD rule; ExaBGP then refused the whole
 rendered file, freezing every peer of the node, so it is refused here, on its field.

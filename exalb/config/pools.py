@@ -88,8 +88,8 @@ def read_aliases(objs: list[Mapping[str, Any]], problems: Problems) -> dict[str,
 
 
 # MetalLB's BFDProfile rules (``internal/config/config.go``, ``bfdProfileFromCR``): each
-# value is optional; a given one must lie in its range. exalb cannot run BFD, but a profile
-# MetalLB would refuse is refused here too, so a config valid here is valid there.
+# value is optional; a given one must lie in its range, so a config valid here is valid
+# there and a profile MetalLB would refuse is refused here too (BFD itself: docs/bfd.md).
 BFD_RANGES: dict[str, tuple[int, int]] = {
     "receiveInterval": (10, 60000),
     "transmitInterval": (10, 60000),

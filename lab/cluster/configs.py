@@ -2,7 +2,7 @@
 and addresses in, text out.
 
 Each setting here is one that running several nodes on one machine, inside network
-namespaces, needs (real-nodes.md in the project notes has the failures behind them):
+namespaces, needs (docs/lab.md, "Real kubelet nodes", has the failures behind them):
 
 * containerd: its own root, state, socket and CNI config per node; ``restrict_oom_score_adj``
   (the machine's bounding set lacks CAP_SYS_RESOURCE, so runc cannot lower oom_score_adj);
