@@ -3,7 +3,10 @@
 ``check`` prints every problem at once (or the model it would run); ``convert`` turns a
 legacy ConfigMap into the ``metallb.io`` objects MetalLB's own converter would write, with a
 note when a pool or BFD profile had to be renamed (Services that name the old pool must
-change too).
+change too). The objects it writes are checked as ``check`` would check them: a config
+whose references do not resolve (a peer naming a BFD profile that does not exist, an
+advertisement naming no pool) is refused here, as MetalLB's converter refuses it, rather
+than written out for the API server to take and exalb to refuse later.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TextIO
 
 import yaml
 
+from exalb.config.crd import parse_objects
 from exalb.config.documents import convert_documents, parse_files, read_text, split_documents
 from exalb.config.export import config_to_dict, summary_lines
 from exalb.config.legacy import Renamed
@@ -57,6 +61,8 @@ def config_convert(args: argparse.Namespace, out: TextIO) -> int:
     docs, problems = split_documents(text, args.file)
     objects, renamed, converted = convert_documents(docs, args.file, args.namespace)
     problems.extend(converted.items)
+    if not problems.errors:
+        problems.extend(p for p in parse_objects(objects).problems if p.severity == "error")
     if problems.errors:
         for problem in problems.items:
             out.write(f"{problem}\n")

@@ -38,6 +38,7 @@ program).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -79,9 +80,15 @@ def main(
     if not hasattr(args, "func"):
         parser.print_help(out)
         return 2
-    if getattr(args, "live", False):
-        return run_live(args, out, source, parser)
-    code: int = args.func(args, out)
+    try:
+        if getattr(args, "live", False):
+            return run_live(args, out, source, parser)
+        code: int = args.func(args, out)
+    except BrokenPipeError:
+        # the reader went away (`exalbctl ... | head`): nothing left to say, to anyone.
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a command killed by SIGPIPE
     return code
 
 

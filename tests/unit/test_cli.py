@@ -83,6 +83,31 @@ def test_convert_round_trips_to_the_same_model(tmp_path: Path) -> None:
     assert (a.pools, a.peers, a.bgp_advertisements) == (b.pools, b.peers, b.bgp_advertisements)
 
 
+def test_convert_refuses_what_the_objects_could_not_resolve(tmp_path: Path) -> None:
+    """A peer naming a BFD profile the config does not define: MetalLB's converter fails on
+    it, and so does convert (instead of writing objects exalb would then refuse)."""
+    legacy = (
+        "peers:\n- {peer-address: 203.0.113.1, peer-asn: 64512, my-asn: 64513,"
+        " bfd-profile: nothere}\n"
+        "address-pools:\n- {name: default, protocol: bgp, addresses: [198.51.100.0/24]}\n"
+    )
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "config", "namespace": "metallb-system"},
+                "data": {"config": legacy},
+            }
+        )
+    )
+    code, text = run("config", "convert", str(manifest))
+    assert code == 1
+    assert "spec.bfdProfile: BFDProfile 'nothere' does not exist" in text
+    assert "apiVersion" not in text  # nothing written
+
+
 def test_plan_shows_out_of_pool_without_moving_ips() -> None:
     code, text = run(
         "plan",
