@@ -59,18 +59,23 @@ def test_config_check_json_model() -> None:
     assert data["config"]["pools"][0]["cidrs"] == ["192.168.10.0/24"]
 
 
-def test_convert_round_trips_to_the_same_model(tmp_path: Path) -> None:
-    manifest = tmp_path / "cm.yaml"
-    manifest.write_text(
+def legacy_configmap(path: Path, legacy: str) -> Path:
+    """MetalLB's legacy ConfigMap holding ``legacy`` as its config, written to ``path``."""
+    path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": {"name": "config", "namespace": "metallb-system"},
-                "data": {"config": (EX / "legacy" / "bgp.yaml").read_text()},
+                "data": {"config": legacy},
             }
         )
     )
+    return path
+
+
+def test_convert_round_trips_to_the_same_model(tmp_path: Path) -> None:
+    manifest = legacy_configmap(tmp_path / "cm.yaml", (EX / "legacy" / "bgp.yaml").read_text())
     code, text = run("config", "convert", str(manifest))
     assert code == 0, text
     converted = tmp_path / "crds.yaml"
@@ -91,17 +96,7 @@ def test_convert_refuses_what_the_objects_could_not_resolve(tmp_path: Path) -> N
         " bfd-profile: nothere}\n"
         "address-pools:\n- {name: default, protocol: bgp, addresses: [198.51.100.0/24]}\n"
     )
-    manifest = tmp_path / "cm.yaml"
-    manifest.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "config", "namespace": "metallb-system"},
-                "data": {"config": legacy},
-            }
-        )
-    )
+    manifest = legacy_configmap(tmp_path / "cm.yaml", legacy)
     code, text = run("config", "convert", str(manifest))
     assert code == 1
     assert "spec.bfdProfile: BFDProfile 'nothere' does not exist" in text
