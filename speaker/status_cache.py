@@ -25,7 +25,6 @@ runs in the speaker's loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -86,9 +85,10 @@ class WireCache:
             if self._view is not None and self._clock() - self._read_at <= self.interval:
                 return CachedWire(self._view, self._clock() - self._read_at)
             generation = self._generation
-        self._ask()
+        asked = self._ask()
         with self._cond:
-            self._cond.wait_for(lambda: self._generation != generation, timeout=wait)
+            if asked:  # no refresher running (not started yet, or stopped): nothing to wait for
+                self._cond.wait_for(lambda: self._generation != generation, timeout=wait)
             if self._view is None:
                 return CachedWire(WireView(error="ExaBGP's wire view was not read yet"), None)
             age = self._clock() - self._read_at
@@ -102,12 +102,16 @@ class WireCache:
                 )  # fmt: skip
             return CachedWire(view, age)
 
-    def _ask(self) -> None:
+    def _ask(self) -> bool:
+        """Ask the refresher for a new view; False when no refresher runs."""
         loop = self._loop
         if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop shutting down
+            return False
+        try:
             loop.call_soon_threadsafe(self._demand.set)
+        except RuntimeError:  # loop shutting down
+            return False
+        return True
 
 
 class DocumentCache:

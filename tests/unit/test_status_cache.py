@@ -202,3 +202,17 @@ def test_the_speakers_own_changes_show_at_once(tmp_path: Path) -> None:
     after = json.loads(speaker.status_body({}))
     assert after["speaker"]["recomputes"] == 1 and after["services"]
     assert json.loads(speaker.status_body({"service": "x" * 500}))["services"] == []
+
+
+def test_without_a_running_refresher_a_reader_does_not_wait() -> None:
+    """Before the speaker's loop runs the refresher (or after it stopped) nobody could answer:
+    the reader gets "not read yet" at once instead of waiting out its timeout."""
+
+    async def never() -> WireView:
+        raise AssertionError("no refresher runs, so nothing reads")
+
+    cache = WireCache(never)
+    started = time.monotonic()
+    wire = cache.get(wait=30.0)
+    assert time.monotonic() - started < 1.0
+    assert wire.view.error == "ExaBGP's wire view was not read yet" and wire.age is None
