@@ -87,7 +87,7 @@ class WireCache:
             generation = self._generation
         asked = self._ask()
         with self._cond:
-            if asked:  # no refresher running (not started yet, or stopped): nothing to wait for
+            if asked:  # only a running refresher can answer; without one, waiting is in vain
                 self._cond.wait_for(lambda: self._generation != generation, timeout=wait)
             if self._view is None:
                 return CachedWire(WireView(error="ExaBGP's wire view was not read yet"), None)
