@@ -123,6 +123,11 @@ def argv(container: Mapping[str, Any]) -> list[str]:
     return [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
 
 
+def env(container: Mapping[str, Any]) -> dict[str, str]:
+    """A container's literal environment (``valueFrom`` entries read as ``""``)."""
+    return {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or []}
+
+
 def flag(words: list[str], name_: str) -> str | None:
     """The value of ``--name=value`` or ``--name value``; ``""`` for a bare ``--name``."""
     for i, word in enumerate(words):

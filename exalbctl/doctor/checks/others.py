@@ -8,7 +8,17 @@ from typing import Any
 
 from exalbctl.doctor.facts import Facts
 from exalbctl.doctor.findings import Finding, Severity, evidence
-from exalbctl.doctor.snapshot import argv, containers, flag, labels, name, ref, spec, status
+from exalbctl.doctor.snapshot import (
+    argv,
+    containers,
+    env,
+    flag,
+    labels,
+    name,
+    ref,
+    spec,
+    status,
+)
 
 CHECK = "other-load-balancers"
 
@@ -23,16 +33,15 @@ IMAGES = (
 )  # fmt: skip
 
 
-def _env(container: Mapping[str, Any]) -> dict[str, str]:
-    return {str(e.get("name")): str(e.get("value", "")) for e in container.get("env") or []}
+# implementation -> the environment variable that must be "true" for it to serve Services
+# (kube-vip is often there only for the control plane's address; its manifest generator's
+# ``--services`` sets ``svc_enable``)
+ENABLED_BY = {"kube-vip": "svc_enable"}
 
 
 def _serves_services(what: str, container: Mapping[str, Any]) -> bool:
-    """kube-vip is often there only for the control plane's address: it announces Services
-    only with ``svc_enable=true`` (what its manifest generator's ``--services`` sets)."""
-    if what == "kube-vip":
-        return _env(container).get("svc_enable", "").lower() == "true"
-    return True
+    var = ENABLED_BY.get(what)
+    return var is None or env(container).get(var, "").lower() == "true"
 
 
 def implementation(workload: Mapping[str, Any]) -> str | None:
@@ -44,7 +53,7 @@ def implementation(workload: Mapping[str, Any]) -> str | None:
         return "MetalLB"
     for c in containers(workload):
         image = str(c.get("image", ""))
-        if any(str(e.get("name", "")).startswith("METALLB_") for e in c.get("env") or []):
+        if any(var.startswith("METALLB_") for var in env(c)):
             return "MetalLB"
         what = next((what for fragment, what in IMAGES if fragment in image), None)
         if what is not None and _serves_services(what, c):
@@ -67,7 +76,7 @@ def _ready(workload: Mapping[str, Any]) -> int:
 def _lb_class(workload: Mapping[str, Any]) -> str | None:
     for c in containers(workload):
         # MetalLB's --lb-class flag; kube-vip's lb_class_name variable
-        value = flag(argv(c), "--lb-class") or _env(c).get("lb_class_name")
+        value = flag(argv(c), "--lb-class") or env(c).get("lb_class_name")
         if value:
             return value
     return None
