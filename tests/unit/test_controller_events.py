@@ -6,6 +6,7 @@ tests/k8s."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 from controller.app import Controller
@@ -19,10 +20,12 @@ JSON = dict[str, Any]
 
 
 class FakeKube:
-    """Answers list() from a dict of objects per resource; anything else is not expected."""
+    """Answers list() from a dict of objects per resource and watch() with the events in
+    ``watched``; anything else is not expected."""
 
     def __init__(self) -> None:
         self.objects: dict[str, list[JSON]] = {}
+        self.watched: list[tuple[str, JSON]] = []
 
     def list(
         self,
@@ -38,6 +41,11 @@ class FakeKube:
             if namespace is None or o["metadata"].get("namespace") == namespace
         ]
         return ListResult(copy.deepcopy(items), "1")
+
+    def watch(
+        self, resource: Resource, resource_version: str, *_: Any, **__: Any
+    ) -> Iterator[tuple[str, JSON]]:
+        yield from copy.deepcopy(self.watched)
 
 
 class FakeRecorder:
