@@ -254,9 +254,16 @@ def test_local_policy_announces_only_from_nodes_with_pods(installed: Lab) -> Non
     ip = wait_ingress(cluster, "two")
     wait_for("2 ready pods", lambda: len(pod_nodes(cluster, "two")) == 2, 120, 0.5)
     wait_nexthops(lab, ip, pod_nodes(cluster, "two"))
-    # the route can reach r1 a moment before kube-proxy on that node has the local endpoint
-    # in its rules (both follow the same EndpointSlice): wait for the first answer
-    wait_for("an answer through the Local Service", lambda: http_get(lab, ip), 30, 0.2)
+    # a path can reach r1 a moment before kube-proxy on its node has the local endpoint in
+    # its rules (both follow the same EndpointSlice; MetalLB has the same window), and r1
+    # hashes each new connection to one path: wait until every path has answered once
+    answered: set[str | None] = set()
+
+    def every_path_answers() -> bool:
+        answered.add(node_of(http_get(lab, ip, timeout=1.0)))
+        return pod_nodes(cluster, "two") <= answered
+
+    wait_for("an answer through every path of the Local Service", every_path_answers, 60, 0.1)
     # the traffic stays on the announcing node: Local
     for _ in range(10):
         assert node_of(http_get(lab, ip)) in pod_nodes(cluster, "two")
