@@ -46,6 +46,9 @@ class ServiceView:
     selector: tuple[tuple[str, str], ...] = ()
     traffic_policy: TrafficPolicy = "Cluster"
     ports: tuple[tuple[str, int], ...] = ()  # (protocol, port)
+    # spec.healthCheckNodePort (Local Services): kube-proxy's per-Service health check,
+    # which says when the node's proxy rules hold a local endpoint (speaker.proxy_hold)
+    health_check_node_port: int | None = None
     cluster_ip_families: tuple[Family, ...] = (4,)
     ip_families: tuple[Family, ...] = ()
     family_policy: FamilyPolicy = "SingleStack"
@@ -268,6 +271,10 @@ _POLICIES: dict[Any, FamilyPolicy] = {
 }
 
 
+def _node_port(raw: Any) -> int | None:
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < 65536 else None
+
+
 def service_view(obj: Mapping[str, Any]) -> ServiceView:
     """Reduce a Service (JSON form) to a :class:`ServiceView`. Never raises on user input."""
     meta = _mapping(obj.get("metadata"))
@@ -292,6 +299,7 @@ def service_view(obj: Mapping[str, Any]) -> ServiceView:
         selector=_str_pairs(spec.get("selector")),
         traffic_policy="Local" if spec.get("externalTrafficPolicy") == "Local" else "Cluster",
         ports=tuple(_port(p) for p in _sequence(spec.get("ports"))),
+        health_check_node_port=_node_port(spec.get("healthCheckNodePort")),
         cluster_ip_families=cluster_families,
         ip_families=ip_families,
         family_policy=_POLICIES.get(policy, "SingleStack")

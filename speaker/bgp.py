@@ -27,6 +27,10 @@ depend on:
   What is handed to the driver is always "the plan's routes, as the drain phase wants them"
   (:meth:`BGPAnnouncer._push_routes`), so a Service change during a drain stays drained.
 
+* **A new Local path waits for kube-proxy** (:mod:`speaker.proxy_hold`, optional
+  :class:`~speaker.proxy_gate.ProxyGate`): the decisions are handed over with such paths
+  held until the node's kube-proxy serves the local endpoints, at most a few seconds.
+
 BFD (BGPPeer ``bfdProfile``) rides along: the same resolved peers give the node's BFD
 sessions (:func:`speaker.bfd.render.plan_bfd`), which the optional :class:`BfdControl`
 (:class:`speaker.bfd.control.BfdController`, the node's bfdd) puts into force.
@@ -64,6 +68,7 @@ from speaker.exabgp.isolate import TextValidator, refused_neighbors, summary
 from speaker.exabgp.render import Rendered, RenderProblem, passwords_in_config, render_config
 from speaker.exabgp.show import AdjRibEntry, NeighborStatus
 from speaker.peer_events import PeerEvents
+from speaker.proxy_gate import ProxyGate
 from speaker.sources import Resolver, kernel_source_address, with_source_addresses
 from speaker.status import WireView, established
 
@@ -147,9 +152,11 @@ class BGPAnnouncer:
         clock: Callable[[], float] = time.monotonic,
         bfd: BfdControl | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        proxy_gate: ProxyGate | None = None,
     ) -> None:
         self.driver = driver
         self.bfd = bfd
+        self.proxy_gate = proxy_gate
         self.bridge_argv = tuple(bridge_argv)
         self.config_path = config_path
         self.passwords = passwords
@@ -180,6 +187,7 @@ class BGPAnnouncer:
         ann = self.cache.decide(
             inputs.config, inputs.node, snap.services, snap.endpoints, inputs.options
         )
+        ann = self.proxy_gate.apply(ann, snap.services, inputs.node) if self.proxy_gate else ann
         extra = cluster_warnings(snap.nodes, inputs.options)
         if extra:
             ann = dataclasses.replace(ann, warnings=(*ann.warnings, *extra))
@@ -251,17 +259,17 @@ class BGPAnnouncer:
         return config_in_force
 
     async def run(self) -> None:
-        """The driver, and a poll of ``show neighbor`` for the session metrics (ExaBGP's
-        up/down events can be missed across a bridge reconnect)."""
-        poller = asyncio.create_task(self._poll_sessions(), name="bgp-session-poll")
-        bfd = asyncio.create_task(self.bfd.run(), name="bfd") if self.bfd is not None else None
+        """The driver, a poll of ``show neighbor`` for the session metrics (ExaBGP's up/down
+        events can be missed across a bridge reconnect), bfdd's and the proxy gate's loops."""
+        side = [self._poll_sessions(), *(x.run() for x in (self.bfd, self.proxy_gate) if x)]
+        tasks = [asyncio.create_task(c) for c in side]
         try:
             await self.driver.run()
         finally:
-            poller.cancel()
-            if bfd is not None:
-                self.bfd.stop()  # type: ignore[union-attr]
-                bfd.cancel()
+            if self.bfd is not None:
+                self.bfd.stop()
+            for task in tasks:
+                task.cancel()
 
     async def stop(self, *, withdraw: bool, converge_timeout: float = 10.0) -> None:
         """``withdraw``: drain first (GRACEFUL_SHUTDOWN for the rest of the drain time), then

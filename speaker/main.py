@@ -61,6 +61,7 @@ from speaker.exabgp.driver import Driver, exabgp_validate
 from speaker.l2.announcer import L2Announcer
 from speaker.passwords import SecretPasswords
 from speaker.peer_events import PeerEvents
+from speaker.proxy_gate import ProxyGate
 
 log = structlog.get_logger("exalb.speaker")
 
@@ -68,6 +69,12 @@ log = structlog.get_logger("exalb.speaker")
 # lab) and for a route reflector in between, short enough that rolling a 100-node DaemonSet
 # one node at a time adds minutes, not hours. The chart's default is the same.
 DEFAULT_DRAIN_SECONDS = 5.0
+
+
+# kube-proxy syncs at most once a second by default and within seconds on a large cluster;
+# a hold this long covers that, and is short enough that a kube-proxy that never reports
+# (hung, or counting wrongly) delays a path by seconds only (speaker.proxy_hold).
+DEFAULT_PROXY_HOLD_SECONDS = 10.0
 
 
 def _default_bridge(socket_path: str) -> list[str]:
@@ -126,6 +133,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:  # size
     flag("--drain-on-cordon", "DRAIN_ON_CORDON", "drain (then withdraw) while the node is "
          f"cordoned, unless its annotation {DRAIN_ON_CORDON_ANNOTATION} says \"false\"",
          action="store_true")  # fmt: skip
+    flag("--proxy-hold-seconds", "PROXY_HOLD_SECONDS", "hold a Local Service's new path "
+         "until kube-proxy's health check on this node counts a local endpoint, at most this "
+         "long; 0 = never hold", type=float, default=DEFAULT_PROXY_HOLD_SECONDS)  # fmt: skip
     flag("--done-file", "DONE_FILE", "removed at start, written when the speaker has drained "
          "and withdrawn on exit (the ExaBGP container's preStop hook waits for it)")  # fmt: skip
     on_exit = p.add_mutually_exclusive_group()
@@ -183,6 +193,7 @@ def _bgp(
         bfd=bfd,
         drain_seconds=max(0.0, args.drain_seconds),
         drain_on_cordon=args.drain_on_cordon,
+        proxy_gate=ProxyGate(args.proxy_hold_seconds) if args.proxy_hold_seconds > 0 else None,
     )
 
 
@@ -213,6 +224,8 @@ def build(args: argparse.Namespace) -> tuple[Speaker, list[Informer], KubeClient
         )
     speaker = Speaker(settings, store, bgp, l2, synced=all_synced)
     store.on_change = speaker.notify
+    if bgp.proxy_gate is not None:
+        bgp.proxy_gate.on_change = speaker.notify
     ns = args.namespace
     informers += [
         Informer(kube, SERVICES, store.on_service),

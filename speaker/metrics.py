@@ -7,7 +7,9 @@ shows the cost of a cluster change on this node. ``l2_owned`` is this node's *el
 result per L2 IP (what Kubernetes says; the sidecar's ``exalb_garp_*`` metrics say what it
 answers after data-path failover); ``l2_state_writes`` counts desired-state files handed to
 the sidecar (only real changes are written). ``draining`` shows a graceful drain
-(:mod:`speaker.drain`) by reason.
+(:mod:`speaker.drain`) by reason. ``proxy_held`` and ``proxy_holds`` show new Local paths
+waiting for kube-proxy (:mod:`speaker.proxy_hold`); an ``expired`` outcome is a kube-proxy
+that still counted 0 local endpoints when the hold ran out.
 """
 
 from __future__ import annotations
@@ -65,4 +67,19 @@ L2_STATE_WRITES = Counter(
 )
 L2_STATE_GENERATION = Gauge(
     "exalb_speaker_l2_state_generation", "generation of the last L2 desired state written"
+)
+PROXY_HELD = Gauge(
+    "exalb_speaker_proxy_held",
+    "Local Services whose new path here waits for kube-proxy to serve the local endpoints",
+)
+PROXY_HOLDS = Counter(
+    "exalb_speaker_proxy_holds",
+    "new Local paths released: kube-proxy ready, no health check to wait for (unavailable), "
+    "or the hold ran out (expired)",
+    ["outcome"],
+)
+PROXY_HOLD_SECONDS = Histogram(
+    "exalb_speaker_proxy_hold_seconds",
+    "how long a new Local path waited for kube-proxy before it was announced",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )

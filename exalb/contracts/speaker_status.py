@@ -40,6 +40,9 @@ class Reason(StrEnum):
     NO_LOCAL_ENDPOINTS = "noLocalEndpoints"
     NO_ENDPOINTS = "noEndpoints"
     NO_PEERS = "noPeers"
+    # exalb ADD: a Local Service's new path waits until kube-proxy here has its local
+    # endpoints in its rules (speaker.proxy_hold)
+    PROXY_NOT_READY = "proxyNotReady"
     NOT_A_CANDIDATE = "notACandidate"  # node unknown to the L2 election
     SHARED_IP_WITH_SERVICE_SELECTOR = "sharedIPWithServiceSelector"
 

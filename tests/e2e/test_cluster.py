@@ -27,7 +27,7 @@ from lab.binaries import find_tools
 from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import backend_deployment, dump, load_balancer
 from lab.demo_config import BIN
-from lab.demo_show import http_get, node_of
+from lab.demo_show import http_get, http_spread, node_of
 from lab.fibwatch import MinNexthops
 from lab.runner import Lab
 from lab.wait import wait_for
@@ -92,6 +92,24 @@ def ingress(cluster: Cluster, name: str) -> str | None:
     svc = cluster.get_json("svc", "-n", APP, name)
     items = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     return str(items[0]["ip"]) if items else None
+
+
+def proxy_holds(lab: Lab) -> dict[str, float]:
+    """``exalb_speaker_proxy_holds_total`` by outcome and the hold seconds' histogram,
+    summed over the nodes' speakers."""
+    out: dict[str, float] = {}
+    for node_ip in NODE_IP.values():
+        text = lab.exec("r1", ["curl", "-s", "-m", "5", f"http://{node_ip}:7472/metrics"]).stdout
+        for line in text.splitlines():
+            if line.startswith("exalb_speaker_proxy_holds_total{"):
+                outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            elif line.startswith(("exalb_speaker_proxy_hold_seconds_sum ",
+                                  "exalb_speaker_proxy_hold_seconds_count ")):  # fmt: skip
+                outcome = line.split(" ", 1)[0].removeprefix("exalb_speaker_")
+            else:
+                continue
+            out[outcome] = out.get(outcome, 0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def wait_ingress(cluster: Cluster, name: str) -> str:
@@ -254,22 +272,19 @@ def test_local_policy_announces_only_from_nodes_with_pods(installed: Lab) -> Non
     ip = wait_ingress(cluster, "two")
     wait_for("2 ready pods", lambda: len(pod_nodes(cluster, "two")) == 2, 120, 0.5)
     wait_nexthops(lab, ip, pod_nodes(cluster, "two"))
-    # a path can reach r1 a moment before kube-proxy on its node has the local endpoint in
-    # its rules (both follow the same EndpointSlice; MetalLB has the same window), and r1
-    # hashes each new connection to one path: wait until every path has answered once
-    answered: set[str | None] = set()
-
-    def every_path_answers() -> bool:
-        answered.add(node_of(http_get(lab, ip, timeout=1.0)))
-        return pod_nodes(cluster, "two") <= answered
-
-    wait_for("an answer through every path of the Local Service", every_path_answers, 60, 0.1)
-    # the traffic stays on the announcing node: Local
-    for _ in range(10):
-        assert node_of(http_get(lab, ip)) in pod_nodes(cluster, "two")
+    # each path is announced once kube-proxy on its node serves the local pod (its health
+    # check, speaker.proxy_hold): every new connection is answered at once, by the node r1
+    # sent it to (Local), on whichever path r1 hashes it to
+    served, failed = http_spread(lab, ip, 20)
+    assert failed == 0 and set(served) <= pod_nodes(cluster, "two"), (served, failed)
     cluster.kubectl("scale", "-n", APP, "deploy/two", "--replicas=3")
     wait_for("3 ready pods", lambda: len(pod_nodes(cluster, "two")) == 3, 120, 0.5)
     wait_nexthops(lab, ip, {"n1", "n2", "n3"})
+    served, failed = http_spread(lab, ip, 30)
+    assert failed == 0 and set(served) <= {"n1", "n2", "n3"}, (served, failed)
+    holds = proxy_holds(lab)
+    print(f"\nnew Local paths released (speakers' metrics): {holds}")
+    assert holds.get("ready", 0) >= 3 and not holds.get("expired"), holds
     cluster.kubectl("scale", "-n", APP, "deploy/two", "--replicas=1")
     wait_for("1 ready pod", lambda: len(pod_nodes(cluster, "two")) == 1, 120, 0.5)
     wait_nexthops(lab, ip, pod_nodes(cluster, "two"))

@@ -203,6 +203,9 @@ class SpeakerLab:
             "--metrics-addr", f"127.0.0.1:{METRICS_PORT}",
             "--status-addr", f"127.0.0.1:{STATUS_PORT}",
             "--status-socket", str(self.status_socket(node)),
+            # no kube-proxy in this lab: no Local path has a health check to wait for
+            # (tests/e2e runs the wait against real kube-proxies)
+            "--proxy-hold-seconds", "0",
             *extra,
         ]  # fmt: skip
         self.speaker_starts[node] += 1
