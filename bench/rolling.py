@@ -32,20 +32,18 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lab import netns, rollout  # noqa: E402
-from lab.cluster import images  # noqa: E402
 from lab.cluster.cluster import Cluster  # noqa: E402
 from lab.cluster.workloads import backend_deployment, dump, load_balancer  # noqa: E402
 from lab.nsnet import forbid_host_dials  # noqa: E402
 from lab.rollout import ALL_NODES, Outcome, measured, paths, wait_paths  # noqa: E402
-from lab.runner import Lab, new_run_name, unavailable_reason  # noqa: E402
-from lab.topology import topology_path  # noqa: E402
+from lab.runner import Lab, unavailable_reason  # noqa: E402
 from lab.wait import WaitTimeoutError, wait_for  # noqa: E402
 
 APP = "bench"
@@ -231,13 +229,8 @@ def main() -> int:
         return 2
     report: list[str] = []
     started = time.monotonic()
-    with _lab(args.run) as lab:
-        cluster = lab.cluster
-        assert cluster is not None
-        if not cluster.images:  # attached: the images are built (cached) but not recorded
-            cluster.images = images.build(log=cluster.dir / "images.log")
+    with rollout.k8s_bgp_lab(args.run) as (lab, cluster):
         print(f"cluster up in {time.monotonic() - started:.0f} s", flush=True)
-        lab.exec("r1", ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
         values = rollout.release_values(cluster)
         rollout.helm(cluster, "install", values)
         ip = rollout.deploy_backend(cluster, APP)
@@ -268,20 +261,6 @@ def main() -> int:
         cluster.helm("uninstall", "exalb", "-n", rollout.NS, "--wait", check=False)
     print("\n== summary\n" + "\n".join(report))
     return 0
-
-
-@contextlib.contextmanager
-def _lab(run: str | None) -> Iterator[Lab]:
-    if run is None:
-        with Lab.up(topology_path("k8s-bgp"), run=new_run_name()) as lab:
-            yield lab
-        return
-    lab = Lab.attach(run)
-    try:
-        yield lab
-    finally:
-        if lab.cluster is not None:
-            lab.cluster.close()
 
 
 def _with(cluster: Cluster, values: dict, run: Callable[[dict], list[str]]) -> list[str]:  # type: ignore[type-arg]

@@ -17,6 +17,7 @@ path withdrawn while traffic still used it, a node gone, a pod gone.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -29,10 +30,12 @@ from typing import Any
 
 import yaml
 
+from lab.cluster import images
 from lab.cluster.cluster import Cluster
 from lab.cluster.workloads import ECHO_PORT, backend_deployment, dump, load_balancer
 from lab.fib import Fib
-from lab.runner import Lab
+from lab.runner import Lab, new_run_name
+from lab.topology import topology_path
 from lab.traffic import (
     Attempt,
     LongLived,
@@ -341,3 +344,22 @@ def frr_paths(lab: Lab, ip: str) -> set[str]:
 def opt_in_drain_on_cordon(cluster: Cluster, node: str, on: bool) -> None:
     value = "exalb.io/drain-on-cordon=true" if on else "exalb.io/drain-on-cordon-"
     cluster.kubectl("annotate", "node", node, value, "--overwrite")
+
+
+@contextmanager
+def k8s_bgp_lab(run: str | None) -> Iterator[tuple[Lab, Cluster]]:
+    """The benchmarks' cluster: a new ``k8s-bgp`` lab, torn down after, or the running lab
+    ``run`` (``scripts/lab up k8s-bgp --run NAME``), left up; with its images, and r1
+    hashing on ports too, so one client's new connections spread over the nodes."""
+    with contextlib.ExitStack() as stack:
+        if run is None:
+            lab = stack.enter_context(Lab.up(topology_path("k8s-bgp"), run=new_run_name()))
+        else:
+            lab = Lab.attach(run)
+            stack.callback(lambda: lab.cluster.close() if lab.cluster is not None else None)
+        cluster = lab.cluster
+        assert cluster is not None
+        if not cluster.images:  # attached: the images are built (cached) but not recorded
+            cluster.images = images.build(log=cluster.dir / "images.log")
+        lab.exec(ROUTER, ["sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"])
+        yield lab, cluster
