@@ -75,6 +75,7 @@ DEFAULT_DRAIN_SECONDS = 5.0
 # a hold this long covers that, and is short enough that a kube-proxy that never reports
 # (hung, or counting wrongly) delays a path by seconds only (speaker.proxy_hold).
 DEFAULT_PROXY_HOLD_SECONDS = 10.0
+MAX_PROXY_HOLD_SECONDS = 300.0  # the chart's schema says the same
 
 
 def _default_bridge(socket_path: str) -> list[str]:
@@ -160,6 +161,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:  # size
                 "(README, Security model)")  # fmt: skip
     if not 0.05 <= args.status_refresh <= 60:
         p.error("--status-refresh: between 0.05 and 60 seconds")
+    if not 0 <= args.proxy_hold_seconds <= MAX_PROXY_HOLD_SECONDS:
+        p.error(f"--proxy-hold-seconds: between 0 and {MAX_PROXY_HOLD_SECONDS:g} seconds")
     return args
 
 

@@ -8,10 +8,13 @@ import ipaddress
 import json
 from dataclasses import replace
 
+import pytest
+
 from exalb.config.model import BGPAdvertisement, Config, Peer, Pool
 from exalb.contracts.speaker_status import Reason
 from exalb.views import Endpoint, EndpointsView, NodeView, ServiceView, service_view
 from speaker.decisions import Announcements, decide
+from speaker.main import parse_args
 from speaker.proxy_gate import ProxyGate, ask_kube_proxy
 from speaker.proxy_hold import REFUSED_GRACE, Check, HoldState, Verdict, hold, verdict_of
 from tests.unit.helpers import sync
@@ -221,3 +224,14 @@ def test_a_refused_check_holds_briefly_until_kube_proxy_has_answered_here_then_f
     result = hold(announcements(services), services, NODE, result.state, seen, 5.0, MAX_HOLD)
     assert result.state.answered and result.held == (other.key, LOCAL.key)
     assert result.deadline == MAX_HOLD
+
+
+def test_the_speaker_flag_defaults_to_10_s_and_refuses_absurd_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROXY_HOLD_SECONDS", raising=False)
+    assert parse_args(["--node-name", "n1"]).proxy_hold_seconds == 10.0
+    assert parse_args(["--node-name", "n1", "--proxy-hold-seconds", "0"]).proxy_hold_seconds == 0
+    for bad in ("-1", "301", "1e9"):
+        with pytest.raises(SystemExit):
+            parse_args(["--node-name", "n1", "--proxy-hold-seconds", bad])
