@@ -27,6 +27,7 @@ from lab import rollout  # noqa: E402
 from lab.cluster.cluster import Cluster  # noqa: E402
 from lab.cluster.workloads import backend_deployment, dump, load_balancer  # noqa: E402
 from lab.nsnet import forbid_host_dials  # noqa: E402
+from lab.promtext import metric_sum  # noqa: E402
 from lab.rollout import NODE_IP, measured, wait_paths  # noqa: E402
 from lab.runner import Lab, unavailable_reason  # noqa: E402
 from lab.wait import wait_for  # noqa: E402
@@ -60,17 +61,11 @@ def gone(cluster: Cluster) -> bool:
                for n in NEW_NODES)  # fmt: skip
 
 
-def hold_seconds(lab: Lab) -> tuple[float, int]:
+def hold_seconds(lab: Lab) -> tuple[float, float]:
     """The speakers' ``exalb_speaker_proxy_hold_seconds`` sum and count, over the nodes."""
-    total, count = 0.0, 0
-    for ip in NODE_IP.values():
-        text = lab.exec("r1", ["curl", "-s", "-m", "5", f"http://{ip}:7472/metrics"]).stdout
-        for line in text.splitlines():
-            if line.startswith("exalb_speaker_proxy_hold_seconds_sum "):
-                total += float(line.split()[1])
-            elif line.startswith("exalb_speaker_proxy_hold_seconds_count "):
-                count += int(float(line.split()[1]))
-    return total, count
+    text = rollout.speakers_metrics(lab)
+    name = "exalb_speaker_proxy_hold_seconds"
+    return metric_sum(text, f"{name}_sum"), metric_sum(text, f"{name}_count")
 
 
 def rounds(lab: Lab, cluster: Cluster, ip: str, hold: int, n: int) -> list[str]:

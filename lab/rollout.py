@@ -341,6 +341,15 @@ def frr_paths(lab: Lab, ip: str) -> set[str]:
     return {IP_NODE.get(p["nexthops"][0]["ip"], "?") for p in entry.get("paths", [])}
 
 
+def speakers_metrics(lab: Lab) -> str:
+    """Every node's speaker metrics, one text after the other, read by r1 from each node's
+    metrics port (the only speaker port on the node network): a
+    :func:`lab.promtext.metric_sum` over it sums over the nodes."""
+    curl = ["curl", "-s", "-m", "5"]
+    return "".join(lab.exec(ROUTER, [*curl, f"http://{ip}:7472/metrics"]).stdout
+                   for ip in NODE_IP.values())  # fmt: skip
+
+
 def opt_in_drain_on_cordon(cluster: Cluster, node: str, on: bool) -> None:
     value = "exalb.io/drain-on-cordon=true" if on else "exalb.io/drain-on-cordon-"
     cluster.kubectl("annotate", "node", node, value, "--overwrite")

@@ -29,8 +29,11 @@ from lab.cluster.workloads import backend_deployment, dump, load_balancer
 from lab.demo_config import BIN
 from lab.demo_show import http_get, http_spread, node_of
 from lab.fibwatch import MinNexthops
+from lab.promtext import metric_sum
+from lab.rollout import speakers_metrics
 from lab.runner import Lab
 from lab.wait import wait_for
+from speaker.proxy_hold import Verdict
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 
@@ -95,21 +98,16 @@ def ingress(cluster: Cluster, name: str) -> str | None:
 
 
 def proxy_holds(lab: Lab) -> dict[str, float]:
-    """``exalb_speaker_proxy_holds_total`` by outcome and the hold seconds' histogram,
-    summed over the nodes' speakers."""
-    out: dict[str, float] = {}
-    for node_ip in NODE_IP.values():
-        text = lab.exec("r1", ["curl", "-s", "-m", "5", f"http://{node_ip}:7472/metrics"]).stdout
-        for line in text.splitlines():
-            if line.startswith("exalb_speaker_proxy_holds_total{"):
-                outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            elif line.startswith(("exalb_speaker_proxy_hold_seconds_sum ",
-                                  "exalb_speaker_proxy_hold_seconds_count ")):  # fmt: skip
-                outcome = line.split(" ", 1)[0].removeprefix("exalb_speaker_")
-            else:
-                continue
-            out[outcome] = out.get(outcome, 0) + float(line.rsplit(" ", 1)[1])
-    return out
+    """The speakers' released new Local paths by outcome, and the hold seconds' histogram
+    sum and count, summed over the nodes (the ones that are not 0)."""
+    text = speakers_metrics(lab)
+    out = {v: metric_sum(text, "exalb_speaker_proxy_holds_total", outcome=v)
+           for v in [*(v.value for v in Verdict), "expired"]}  # fmt: skip
+    for part in ("sum", "count"):
+        out[f"proxy_hold_seconds_{part}"] = metric_sum(
+            text, f"exalb_speaker_proxy_hold_seconds_{part}"
+        )
+    return {k: v for k, v in out.items() if v}
 
 
 def wait_ingress(cluster: Cluster, name: str) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 from lab.binaries import find_tools
 from lab.controlplane import ControlPlane
 from lab.nsnet import ApiRelay, http_get
+from lab.promtext import metric_sum
 from lab.runner import Lab
 from lab.topology import Node, Role, topology_path
 from lab.topology_load import load_topology
@@ -261,17 +262,7 @@ class SpeakerLab:
     def metric(self, node: str, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
         _, body = self.http(node, "/metrics")
-        total = 0.0
-        for line in body.decode().splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric, _, labelstr = head.partition("{")
-            if metric != name:
-                continue
-            if all(f'{k}="{v}"' in labelstr for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_sum(body.decode(), name, **labels)
 
     def wait_ready(self, nodes: list[str] | None = None, timeout: float = 30.0) -> None:
         for node in nodes or list(NODES):
