@@ -23,7 +23,16 @@ import structlog
 from exalb.views import NodeView, ServiceView
 from speaker import metrics
 from speaker.decisions import Announcements
-from speaker.proxy_hold import MAX_ANSWER, Check, HoldState, Verdict, hold, verdict_of
+from speaker.proxy_hold import (
+    MAX_ANSWER,
+    Check,
+    HoldResult,
+    HoldState,
+    Verdict,
+    hold,
+    outcome,
+    verdict_of,
+)
 
 log = structlog.get_logger("exalb.speaker")
 
@@ -73,10 +82,8 @@ class ProxyGate:
         self.clock = clock
         self.on_change: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
-        self._state = HoldState()
-        self._checks: tuple[Check, ...] = ()
+        self._last = HoldResult(Announcements(), HoldState())  # the last computation's hold
         self._verdicts: dict[str, Verdict] = {}
-        self._deadline: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
@@ -86,17 +93,12 @@ class ProxyGate:
     ) -> Announcements:
         """The decisions with new, not yet served Local paths held (worker thread)."""
         with self._lock:
-            result = hold(ann, services, node, self._state, self._verdicts,
+            result = hold(ann, services, node, self._last.state, self._verdicts,
                           self.clock(), self.max_hold)  # fmt: skip
-            self._state = result.state
-            self._checks = result.checks
-            self._verdicts = {
-                c.service: v for c in result.checks if (v := self._verdicts.get(c.service))
-            }
-            self._deadline = result.deadline
+            self._last = result
+            self._verdicts = {s: v for s in result.held if (v := self._verdicts.get(s))}
         for service, verdict, seconds in result.released:
-            outcome = verdict.value if verdict is not None else "expired"
-            metrics.PROXY_HOLDS.labels(outcome).inc()
+            metrics.PROXY_HOLDS.labels(outcome(verdict)).inc()
             metrics.PROXY_HOLD_SECONDS.observe(seconds)
             if verdict is None:
                 log.warning("proxy_hold_expired", service=service, seconds=self.max_hold)
@@ -120,7 +122,7 @@ class ProxyGate:
         self._loop = asyncio.get_running_loop()
         while True:
             with self._lock:
-                checks, deadline = self._checks, self._deadline
+                checks, deadline = self._last.checks, self._last.deadline
             if not checks:
                 self._wake.clear()
                 await self._wake.wait()
@@ -129,11 +131,11 @@ class ProxyGate:
             changed = False
             with self._lock:
                 for check, verdict in zip(checks, verdicts, strict=True):
-                    if check in self._checks:  # a new verdict can release or re-time it
+                    if check in self._last.checks:  # a new verdict can release or re-time it
                         changed |= verdict is not self._verdicts.get(check.service)
                         self._verdicts[check.service] = verdict
-                if deadline is not None and self.clock() >= deadline:
-                    self._deadline, changed = None, True
+            # a hold ran out: the loop decides again (and the next hold has a later deadline)
+            changed |= deadline is not None and self.clock() >= deadline
             if changed:
                 self.on_change()
             await asyncio.sleep(self.interval)

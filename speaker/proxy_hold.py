@@ -42,8 +42,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 
 from exalb.contracts.speaker_status import Reason
 from exalb.views import NodeView, ServiceView
@@ -93,7 +93,16 @@ class HoldResult:
     # (Service, verdict, seconds held); None: max_hold ran out; REFUSED: REFUSED_GRACE did
     released: tuple[tuple[str, Verdict | None, float], ...] = ()
     deadline: float | None = None  # when the first held path runs out of time
-    held: tuple[str, ...] = field(default=())
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """The Services whose new path is held (the ones kube-proxy is asked about)."""
+        return tuple(c.service for c in self.checks)
+
+
+def outcome(released_by: Verdict | None) -> str:
+    """How a held path was released, as the metrics say it: the verdict, or ``expired``."""
+    return released_by.value if released_by is not None else "expired"
 
 
 def hold(
@@ -114,14 +123,15 @@ def hold(
     if not state.started:
         return HoldResult(ann, HoldState(True, frozenset(wanted), answered))
     in_force = set(state.in_force & wanted)
-    since = dict(state.pending)
-    pending: dict[str, float] = {}  # held Service -> when its hold runs out
+    first_wanted = dict(state.pending)
+    waiting: dict[str, float] = {}  # held Service -> when its path was first wanted
+    deadline: float | None = None
     checks: list[Check] = []
     released: list[tuple[str, Verdict | None, float]] = []
     host = str(node.addresses[0]) if node.addresses else None
     for key in sorted(wanted - in_force):
         port = local[key].health_check_node_port
-        first = since.get(key, now)
+        first = first_wanted.get(key, now)
         verdict = verdicts.get(key)
         graced = verdict is Verdict.REFUSED and not answered and max_hold > REFUSED_GRACE
         limit = first + (REFUSED_GRACE if graced else max_hold)
@@ -130,25 +140,20 @@ def hold(
         elif now >= limit:
             released.append((key, verdict if graced else None, now - first))
         else:
-            pending[key] = limit
-            since[key] = first
+            waiting[key] = first
+            deadline = limit if deadline is None else min(deadline, limit)
             checks.append(Check(key, host, port))
     in_force.update(key for key, _, _ in released)
-    new_state = HoldState(True, frozenset(in_force), answered,
-                          tuple(sorted((k, since[k]) for k in pending)))  # fmt: skip
-    if not pending:
-        return HoldResult(ann, new_state, released=tuple(released))
     return HoldResult(
-        announcements=_without(ann, pending, max_hold),
-        state=new_state,
+        announcements=_without(ann, waiting.keys(), max_hold) if waiting else ann,
+        state=HoldState(True, frozenset(in_force), answered, tuple(sorted(waiting.items()))),
         checks=tuple(checks),
         released=tuple(released),
-        deadline=min(pending.values()),
-        held=tuple(sorted(pending)),
+        deadline=deadline,
     )
 
 
-def _without(ann: Announcements, held: Mapping[str, float], max_hold: float) -> Announcements:
+def _without(ann: Announcements, held: Collection[str], max_hold: float) -> Announcements:
     """``ann`` with the held Services' decisions turned into ``proxyNotReady``."""
     decisions = tuple(_held(d, max_hold) if d.service in held else d for d in ann.decisions)
     return dataclasses.replace(

@@ -33,7 +33,7 @@ from lab.promtext import metric_sum
 from lab.rollout import speakers_metrics
 from lab.runner import Lab
 from lab.wait import wait_for
-from speaker.proxy_hold import Verdict
+from speaker.proxy_hold import Verdict, outcome
 
 pytestmark = [pytest.mark.lab, pytest.mark.k8s]
 
@@ -102,7 +102,7 @@ def proxy_holds(lab: Lab) -> dict[str, float]:
     sum and count, summed over the nodes (the ones that are not 0)."""
     text = speakers_metrics(lab)
     out = {v: metric_sum(text, "exalb_speaker_proxy_holds_total", outcome=v)
-           for v in [*(v.value for v in Verdict), "expired"]}  # fmt: skip
+           for v in map(outcome, (*Verdict, None))}  # fmt: skip
     for part in ("sum", "count"):
         out[f"proxy_hold_seconds_{part}"] = metric_sum(
             text, f"exalb_speaker_proxy_hold_seconds_{part}"
